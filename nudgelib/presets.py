@@ -1,0 +1,187 @@
+"""Scale presets: the one switch between CI-sized runs and a learner's GPU.
+
+``NUDGE_FAST=1`` (set by the tests and CI) makes every notebook and script pick the tiny
+``cpu-fast`` preset. Unset, :func:`get_preset` picks a preset by hardware: ``cpu`` without a
+GPU, ``colab-t4`` on a GPU with < 24 GB (a free Colab T4 has 15 GB), ``large-gpu`` above.
+Notebook cells never hold these numbers; they call ``get_preset()``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, replace
+
+FAST_ENV = "NUDGE_FAST"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+OFFLINE_SMOLLM2 = "offline:smollm2-135m-instruct"
+"""Model id that :func:`nudgelib.models.resolve_model_path` maps to the offline checkpoint."""
+
+
+def is_fast() -> bool:
+    """True when ``NUDGE_FAST`` asks for tiny settings (CI, tests)."""
+    raw = os.environ.get(FAST_ENV, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(
+        f"environment variable {FAST_ENV}={os.environ[FAST_ENV]!r} is not understood; "
+        f"expected one of 1/true/yes/on or 0/false/no/off (or unset)"
+    )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes for one scale of run. Later stages read only the fields they need."""
+
+    name: str
+    description: str
+    model_id: str
+    device: str
+    dtype: str
+    load_in_4bit: bool
+    lora_rank: int
+    group_size: int
+    prompts_per_step: int
+    max_new_tokens: int
+    n_train_problems: int
+    n_eval_problems: int
+    eval_samples: int
+    toy_steps: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_overrides(self, **changes) -> Preset:
+        unknown = set(changes) - set(asdict(self))
+        if unknown:
+            raise TypeError(
+                f"unknown preset field(s) {sorted(unknown)}; fields are {sorted(asdict(self))}"
+            )
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            name="cpu-fast",
+            description="CI and tests: tiny everything, minutes on 2 CPU cores",
+            model_id=OFFLINE_SMOLLM2,
+            device="cpu",
+            dtype="float32",
+            load_in_4bit=False,
+            lora_rank=8,
+            group_size=4,
+            prompts_per_step=2,
+            max_new_tokens=48,
+            n_train_problems=16,
+            n_eval_problems=16,
+            eval_samples=4,
+            toy_steps=30,
+        ),
+        Preset(
+            name="cpu",
+            description="a laptop without a GPU: small real runs, tens of minutes",
+            model_id=OFFLINE_SMOLLM2,
+            device="cpu",
+            dtype="float32",
+            load_in_4bit=False,
+            lora_rank=16,
+            group_size=8,
+            prompts_per_step=4,
+            max_new_tokens=192,
+            n_train_problems=256,
+            n_eval_problems=64,
+            eval_samples=16,
+            toy_steps=300,
+        ),
+        Preset(
+            name="colab-t4",
+            description="a free Colab T4 (15 GB, no bf16): 4-bit base + LoRA, fp16 compute",
+            model_id="Qwen/Qwen2.5-0.5B-Instruct",
+            device="cuda",
+            dtype="float16",
+            load_in_4bit=True,
+            lora_rank=16,
+            group_size=8,
+            prompts_per_step=8,
+            max_new_tokens=384,
+            n_train_problems=2000,
+            n_eval_problems=200,
+            eval_samples=32,
+            toy_steps=1000,
+        ),
+        Preset(
+            name="large-gpu",
+            description="a GPU with >= 24 GB and bf16 (A100, H100, L4 24 GB...)",
+            model_id="Qwen/Qwen2.5-1.5B-Instruct",
+            device="cuda",
+            dtype="bfloat16",
+            load_in_4bit=False,
+            lora_rank=32,
+            group_size=8,
+            prompts_per_step=16,
+            max_new_tokens=768,
+            n_train_problems=7473,
+            n_eval_problems=500,
+            eval_samples=64,
+            toy_steps=3000,
+        ),
+    ]
+}
+
+
+def detect_hardware() -> dict:
+    """What this machine offers: device, GPU name and memory, bf16 support, CPU cores."""
+    info = {"device": "cpu", "gpu": None, "gpu_mem_gb": 0.0, "bf16": False,
+            "cpu_cores": os.cpu_count() or 1}
+    try:
+        import torch
+    except ImportError:  # the presets module must work before torch is installed
+        return info
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(device="cuda", gpu=props.name, gpu_mem_gb=round(props.total_memory / 2**30, 1),
+                    bf16=bool(torch.cuda.is_bf16_supported()))
+    return info
+
+
+def preset_name_for_hardware(hw: dict | None = None) -> str:
+    hw = detect_hardware() if hw is None else hw
+    if hw["device"] != "cuda":
+        return "cpu"
+    return "large-gpu" if hw["gpu_mem_gb"] >= 24 and hw["bf16"] else "colab-t4"
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called ``name``; else ``cpu-fast`` under NUDGE_FAST=1; else by hardware."""
+    if name is None:
+        name = "cpu-fast" if is_fast() else preset_name_for_hardware()
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None
+
+
+def env_report() -> str:
+    """One line: versions, device, and the preset that will be used."""
+    parts = [f"python {platform.python_version()}"]
+    for mod in ("torch", "transformers", "peft", "math_verify"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:
+                parts.append(f"{mod} missing")
+                continue
+        parts.append(f"{mod} {getattr(m, '__version__', '?')}")
+    hw = detect_hardware()
+    dev = f"GPU {hw['gpu']} ({hw['gpu_mem_gb']} GB)" if hw["device"] == "cuda" else "no GPU"
+    parts.append(f"{dev}, {hw['cpu_cores']} CPU cores")
+    parts.append(f"{FAST_ENV}={'1' if is_fast() else '0'} -> preset {get_preset().name}")
+    return " | ".join(parts)
