@@ -14,6 +14,7 @@ Protocol lines are JSON; the first line the server writes is ``"ready"``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -94,7 +95,7 @@ def serve(inp=None, out=None) -> None:
                     pid = os.fork()
                     if pid == 0:  # pragma: no cover - child
                         os.close(rfd)
-                        _child(gold, pred, int(seconds), wfd)
+                        _child(gold, pred, max(1, math.ceil(float(seconds))), wfd)
                     os.close(wfd)
                     running[rfd] = (req_id, pid, time.monotonic() + float(seconds), [])
             else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from dataclasses import asdict, dataclass, replace
 
 FAST_ENV = "NUDGE_FAST"
@@ -170,16 +169,14 @@ def get_preset(name: str | None = None) -> Preset:
 
 def env_report() -> str:
     """One line: versions, device, and the preset that will be used."""
+    from importlib.metadata import PackageNotFoundError, version
+
     parts = [f"python {platform.python_version()}"]
-    for mod in ("torch", "transformers", "peft", "math_verify"):
-        m = sys.modules.get(mod)
-        if m is None:
-            try:
-                m = __import__(mod)
-            except ImportError:
-                parts.append(f"{mod} missing")
-                continue
-        parts.append(f"{mod} {getattr(m, '__version__', '?')}")
+    for dist in ("torch", "transformers", "peft", "math-verify"):
+        try:  # read metadata instead of importing: no import side effects, no slow imports
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} missing")
     hw = detect_hardware()
     dev = f"GPU {hw['gpu']} ({hw['gpu_mem_gb']} GB)" if hw["device"] == "cuda" else "no GPU"
     parts.append(f"{dev}, {hw['cpu_cores']} CPU cores")

@@ -100,9 +100,9 @@ def completion_text(completion) -> str:
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$\\{}]+)")
 _BRACE = re.compile(r"\\\\|\\[{}]|[{}]")
-_GSM8K = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*?)[ \t]*$", re.M)
+_GSM8K = re.compile(r"####[ \t]*([^\s#][^\n]*?)[ \t]*$", re.M)
 _PHRASE = re.compile(
-    r"(?:final\s+answer|the\s+answer|\banswer)\s*(?:is|:|=)?\s*[:=]?\s*(?:\*\*)?\s*([^\n]{1,200})",
+    r"\banswer\s*(?:\*\*)?\s*(?:is\b|:|=)\s*(?:\*\*)?\s*([^\n]{1,200})",
     re.I,
 )
 
@@ -151,10 +151,15 @@ def _extract_phrase(text: str) -> str | None:
     last = _last_match(_PHRASE, text)
     if last is None:
         return None
-    ans = last.group(1).strip().strip("*").strip()
-    ans = re.sub(r"^\$+|\$+$", "", ans).strip()
-    # A sentence-final period is not part of the answer; a decimal point is ("3.5." -> "3.5").
-    ans = re.sub(r"(?<=[^.\d])\.$|(?<=\d)\.$", "", ans).strip()
+    ans = last.group(1).strip()
+    # Peel wrappers and a sentence-final period ("$\\frac{1}{2}$." -> "\\frac{1}{2}");
+    # a decimal point stays ("3.5." -> "3.5").
+    prev = None
+    while ans != prev:
+        prev = ans
+        ans = ans.strip().strip("*").strip()
+        ans = re.sub(r"^\$+|\$+$", "", ans)
+        ans = re.sub(r"\.$", "", ans) if not re.search(r"\d\.\d*\.$", ans) else ans[:-1]
     return ans or None
 
 
