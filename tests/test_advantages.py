@@ -1,0 +1,118 @@
+"""Advantage estimators against hand-computed values (METHOD.md section 4)."""
+
+import math
+
+import pytest
+import torch
+
+from nudgelib.advantages import ESTIMATORS, compute_advantages, fit_beta_moments
+
+T = torch.tensor
+
+
+def adv(rewards, groups, est, **kw):
+    return compute_advantages(T(rewards, dtype=torch.float32), T(groups), est, **kw)
+
+
+def test_grpo_hand_values_bessel_and_population():
+    # group 0: [1,0,0,1], mean .5, Bessel var = 4 * .25 / 3 = 1/3 -> std .57735
+    a = adv([1, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1], "grpo")
+    s = math.sqrt(1 / 3)
+    want = [0.5 / (s + 1e-6), -0.5 / (s + 1e-6)] * 1
+    assert a[:4].tolist() == pytest.approx([want[0], want[1], want[1], want[0]], abs=1e-6)
+    assert a[4:].tolist() == [0.0, 0.0, 0.0, 0.0]  # zero-variance group: exactly 0
+    # population std = .5 and eps = 0 -> exactly +-1
+    b = adv([1, 0, 0, 1], [7, 7, 7, 7], "grpo", unbiased=False, eps=0.0)
+    assert b.tolist() == [1.0, -1.0, -1.0, 1.0]
+
+
+def test_zero_variance_gives_exact_zero_even_with_eps_zero_and_float_noise():
+    a = adv([0.1, 0.1, 0.1], [0, 0, 0], "grpo", eps=0.0)
+    assert a.tolist() == [0.0, 0.0, 0.0] and not torch.isnan(a).any()
+    r = T([0.3, 0.3, 0.3, 0.3], requires_grad=True)
+    out = compute_advantages(r, T([0, 0, 0, 0]), "grpo", eps=0.0)
+    out.sum().backward()
+    assert torch.isfinite(r.grad).all()
+
+
+def test_dr_grpo_rloo_batch_std_reinforce():
+    assert adv([1, 0, 0, 0], [0] * 4, "dr_grpo").tolist() == pytest.approx([.75, -.25, -.25, -.25])
+    # rloo: r_i - mean of the other three
+    assert adv([1, 0, 0, 0], [0] * 4, "rloo").tolist() == pytest.approx([1, -1 / 3, -1 / 3, -1 / 3])
+    # batch std over [1,0,1,1]: mean .75, Bessel var = (3*.0625 + .5625)/3 = .25 -> std .5
+    assert adv([1, 0, 1, 1], [0, 0, 1, 1], "batch_std").tolist() == pytest.approx(
+        [1, -1, 0, 0], abs=1e-5)
+    assert adv([1, 0, 0, 0], [0] * 4, "reinforce_baseline").tolist() == pytest.approx(
+        [.75, -.25, -.25, -.25])
+    assert adv([1, 0, 0, 0], [0] * 4, "reinforce_baseline", baseline=0.5).tolist() == [
+        .5, -.5, -.5, -.5]
+
+
+def test_special_case_rloo_is_scaled_dr_grpo():
+    """METHOD.md: rloo = G/(G-1) * (r_i - mean)."""
+    g = torch.Generator().manual_seed(0)
+    r = torch.randint(0, 2, (40,), generator=g).float()
+    ids = torch.arange(40) // 8
+    assert torch.allclose(compute_advantages(r, ids, "rloo"),
+                          8 / 7 * compute_advantages(r, ids, "dr_grpo"))
+
+
+def test_bnpo_with_alpha_beta_one_is_reinforce_with_group_mean_baseline():
+    g = torch.Generator().manual_seed(1)
+    r = torch.randint(0, 2, (48,), generator=g).float()
+    ids = torch.arange(48) % 6  # interleaved groups, not sorted
+    a = compute_advantages(r, ids, "bnpo", alpha=1.0, beta=1.0)
+    group_mean = torch.stack([r[ids == i].mean() for i in range(6)])[ids]
+    assert torch.allclose(a, r - group_mean, atol=1e-6)
+
+
+def test_bnpo_moment_fit_and_weights_by_hand():
+    # success rates [.25, .5, .75, .5]: mu = .5, var = .03125, mu(1-mu)/var - 1 = 7
+    alpha, beta = fit_beta_moments(T([0.25, 0.5, 0.75, 0.5]))
+    assert alpha == pytest.approx(1 + 3.5 / 3) and beta == pytest.approx(1 + 3.5 / 3)
+    rewards = [1, 0, 0, 0] + [1, 1, 0, 0] + [1, 1, 1, 0] + [1, 0, 1, 0]
+    ids = [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    a = adv(rewards, ids, "bnpo")
+
+    def pdf(p):
+        B = math.gamma(alpha) * math.gamma(beta) / math.gamma(alpha + beta)
+        return p ** (alpha - 1) * (1 - p) ** (beta - 1) / B
+
+    assert a[0].item() == pytest.approx(0.75 / pdf(0.25), rel=1e-5)
+    assert a[4].item() == pytest.approx(0.5 / pdf(0.5), rel=1e-5)
+    assert fit_beta_moments(T([0.5, 0.5])) == (1.0, 1.0)  # zero variance: degenerate fit
+    with pytest.raises(ValueError, match="both alpha and beta"):
+        adv(rewards, ids, "bnpo", alpha=2.0)
+
+
+def test_w_reinforce_psr_nsr():
+    assert adv([1, 0, 0, 1], [0] * 4, "w_reinforce").tolist() == pytest.approx([.1, -1, -1, .1])
+    assert adv([1, 0], [0, 0], "w_reinforce", lam=0.5).tolist() == [0.5, -1.0]
+    assert adv([1, 0, 0, 1], [0] * 4, "psr").tolist() == [1, 0, 0, 1]
+    assert adv([1, 0, 0, 1], [0] * 4, "nsr").tolist() == [0, -1, -1, 0]
+
+
+@pytest.mark.parametrize("est", ["grpo", "dr_grpo", "batch_std", "rloo", "bnpo"])
+def test_group_of_one_is_rejected(est):
+    with pytest.raises(ValueError, match=r"group 5 has 1 completion.*G = 1"):
+        adv([1, 0, 1], [2, 2, 5], est)
+
+
+def test_input_validation():
+    with pytest.raises(ValueError, match="unknown estimator 'ppo'"):
+        adv([1, 0], [0, 0], "ppo")
+    with pytest.raises(ValueError, match="shape of rewards"):
+        compute_advantages(T([1.0, 0.0]), T([0]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        compute_advantages(T([1.0, 0.0]), T([0.0, 0.0]))
+    with pytest.raises(ValueError, match="finite"):
+        adv([1, float("nan")], [0, 0], "grpo")
+    with pytest.raises(TypeError, match="estimator 'grpo'"):
+        adv([1, 0], [0, 0], "grpo", lam=3)
+
+
+def test_registry_loops():
+    r, ids = T([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), T([0, 0, 0, 1, 1, 1])
+    for name in ESTIMATORS:
+        a = compute_advantages(r, ids, name)
+        assert a.shape == r.shape and torch.isfinite(a).all(), name
