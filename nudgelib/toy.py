@@ -1,0 +1,230 @@
+"""A toy policy that trains in seconds: the GRPO family without a language model.
+
+The task: P problems share K candidate answers; problem p's correct answer is ``answer[p]``.
+A completion is a short token sequence:
+
+    [answer token] [more] [more] ... [end]
+
+The policy (``ToyPolicy``) has
+
+* answer logits ``bias[p, k] + shared_scale * (features[p] @ W)[k]``: a per-problem table plus
+  a map ``W`` shared by all problems, so learning on one problem can move another
+  (``shared_scale = 0`` switches the coupling off);
+* a continue logit ``cont[p, k]`` per (problem, answer): after the answer each position says
+  "more" with probability sigmoid(cont) or "end", up to ``max_len`` tokens. Length carries no
+  reward, which is what makes the length bias of an aggregation visible.
+
+Difficulty is set by the initial bias of the correct answer (``ToyTask.make``): an easy problem
+starts near 45% pass rate, a hard one near 0.1% — so at G = 8 hard groups are almost always 0/G
+and give GRPO no gradient.
+
+``train_toy`` runs sample -> reward -> advantages -> policy_loss -> Adam with any estimator x
+surrogate x aggregation and returns the per-step metrics as a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from nudgelib.advantages import compute_advantages
+from nudgelib.losses import policy_loss
+
+DIFFICULTY_BIAS = {"easy": 2.0, "medium": -0.5, "hard": -5.0}
+"""Initial logit of the correct answer, against 0 for the K-1 others."""
+
+
+@dataclass
+class ToyTask:
+    """Problems: features [P, d], correct answer [P], difficulty label per problem."""
+
+    features: Tensor
+    answer: Tensor
+    difficulty: list[str]
+    n_answers: int
+
+    @property
+    def n_problems(self) -> int:
+        return self.features.shape[0]
+
+    @classmethod
+    def make(cls, counts: dict[str, int] | None = None, *, n_answers: int = 10, dim: int = 8,
+             seed: int = 0) -> ToyTask:
+        """``counts`` problems per difficulty, e.g. {"easy": 8, "medium": 8, "hard": 8}."""
+        counts = counts or {"easy": 8, "medium": 8, "hard": 8}
+        unknown = set(counts) - set(DIFFICULTY_BIAS)
+        if unknown:
+            raise ValueError(f"unknown difficulty {sorted(unknown)}; expected some of "
+                             f"{sorted(DIFFICULTY_BIAS)}")
+        if n_answers < 2:
+            raise ValueError(f"n_answers must be >= 2, got {n_answers}")
+        g = torch.Generator().manual_seed(seed)
+        labels = [d for d, n in counts.items() for _ in range(n)]
+        feats = torch.randn(len(labels), dim, generator=g)
+        teacher = torch.randn(dim, n_answers, generator=g)
+        return cls(features=feats, answer=(feats @ teacher).argmax(-1), difficulty=labels,
+                   n_answers=n_answers)
+
+    def mask_of(self, difficulty: str) -> Tensor:
+        return torch.tensor([d == difficulty for d in self.difficulty])
+
+
+@dataclass
+class ToyBatch:
+    """G completions for each of some problems, flattened to N = problems x G rows."""
+
+    problem: Tensor  # [N] problem index
+    group: Tensor  # [N] group id (one per prompt in the batch)
+    answer: Tensor  # [N] sampled answer
+    n_more: Tensor  # [N] number of "more" tokens
+    stopped: Tensor  # [N] bool: ended with "end" within max_len
+    reward: Tensor  # [N]
+    old_logp: Tensor  # [N, max_len] per-token log-probs at sampling time
+    mask: Tensor  # [N, max_len]
+
+    @property
+    def length(self) -> Tensor:
+        return self.mask.sum(-1)
+
+
+class ToyPolicy(torch.nn.Module):
+    def __init__(self, task: ToyTask, *, shared_scale: float = 1.0, init_continue: float = 0.5,
+                 max_len: int = 12):
+        super().__init__()
+        if max_len < 2:
+            raise ValueError(f"max_len must be >= 2 (answer + end), got {max_len}")
+        self.task, self.shared_scale, self.max_len = task, shared_scale, max_len
+        bias = torch.zeros(task.n_problems, task.n_answers)
+        for p, d in enumerate(task.difficulty):
+            bias[p, task.answer[p]] = DIFFICULTY_BIAS[d]
+        self.bias = torch.nn.Parameter(bias)
+        self.W = torch.nn.Parameter(torch.zeros(task.features.shape[1], task.n_answers))
+        self.cont = torch.nn.Parameter(torch.full((task.n_problems, task.n_answers),
+                                                  float(init_continue)))
+
+    def answer_logits(self, problems: Tensor) -> Tensor:
+        return self.bias[problems] + self.shared_scale * (self.task.features[problems] @ self.W)
+
+    def pass_rate(self) -> Tensor:
+        """Exact probability [P] that one sample answers each problem correctly."""
+        with torch.no_grad():
+            probs = torch.softmax(self.answer_logits(torch.arange(self.task.n_problems)), -1)
+            return probs.gather(-1, self.task.answer[:, None]).squeeze(-1)
+
+    def token_logp(self, problem: Tensor, answer: Tensor, n_more: Tensor,
+                   stopped: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-token log-probs [N, max_len] and mask of the given completions."""
+        logits = self.answer_logits(problem)
+        lp_answer = torch.log_softmax(logits, -1).gather(-1, answer[:, None]).squeeze(-1)
+        c = self.cont[problem, answer]
+        lp_more, lp_end = torch.nn.functional.logsigmoid(c), torch.nn.functional.logsigmoid(-c)
+        t = torch.arange(1, self.max_len)[None, :]
+        n = n_more[:, None]
+        is_more = t <= n
+        is_end = (t == n + 1) & stopped[:, None]
+        rest = torch.where(is_more, lp_more[:, None], torch.where(is_end, lp_end[:, None], 0.0))
+        logp = torch.cat([lp_answer[:, None], rest], dim=1)
+        mask = torch.cat([torch.ones_like(n, dtype=torch.bool), is_more | is_end], 1)
+        return logp, mask.to(logp.dtype)
+
+    @torch.no_grad()
+    def sample(self, problems: Tensor, group_size: int, generator: torch.Generator) -> ToyBatch:
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        prob = problems.repeat_interleave(group_size)
+        group = torch.arange(len(problems)).repeat_interleave(group_size)
+        ans = torch.multinomial(torch.softmax(self.answer_logits(prob), -1), 1,
+                                generator=generator).squeeze(-1)
+        p_more = torch.sigmoid(self.cont[prob, ans])
+        u = torch.rand(len(prob), self.max_len - 1, generator=generator)
+        more = u < p_more[:, None]
+        # n_more = number of leading "more" tokens; stopped if an "end" fits in max_len
+        n_more = torch.cumprod(more.long(), dim=1).sum(-1)
+        stopped = n_more < self.max_len - 1
+        reward = (ans == self.task.answer[prob]).float()
+        old_logp, mask = self.token_logp(prob, ans, n_more, stopped)
+        return ToyBatch(prob, group, ans, n_more, stopped, reward, old_logp, mask)
+
+
+@dataclass
+class ToyConfig:
+    estimator: str = "grpo"
+    surrogate: str = "ppo_clip"
+    aggregation: str = "token_mean"
+    group_size: int = 8
+    prompts_per_step: int = 24
+    steps: int = 60
+    lr: float = 0.1
+    ppo_epochs: int = 1
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    shared_scale: float = 1.0
+    estimator_options: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("group_size", "prompts_per_step", "steps", "ppo_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"ToyConfig.{name} must be a positive int, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"ToyConfig.lr must be > 0, got {self.lr!r}")
+
+
+def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
+    """Train a ToyPolicy with cfg's estimator x surrogate x aggregation; returns (policy, df).
+
+    Metrics per step: reward_mean, frac_zero_std (share of 0-variance groups), the exact pass
+    rate per difficulty, mean length of correct and of incorrect completions, answer entropy,
+    clip fractions, and the gradient norm that reached the hard problems' parameters.
+    """
+    import pandas as pd
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    policy = policy or ToyPolicy(task, shared_scale=cfg.shared_scale)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    hard = task.mask_of("hard")
+    rows = []
+    for step in range(cfg.steps):
+        problems = torch.randint(0, task.n_problems, (cfg.prompts_per_step,), generator=gen)
+        batch = policy.sample(problems, cfg.group_size, gen)
+        adv = compute_advantages(batch.reward, batch.group, cfg.estimator,
+                                 **cfg.estimator_options)
+        for _ in range(cfg.ppo_epochs):
+            logp, _ = policy.token_logp(batch.problem, batch.answer, batch.n_more, batch.stopped)
+            loss, stats = policy_loss(logp, batch.old_logp, adv, batch.mask,
+                                      surrogate=cfg.surrogate, aggregation=cfg.aggregation,
+                                      eps_low=cfg.eps_low, eps_high=cfg.eps_high,
+                                      max_len=policy.max_len)
+            opt.zero_grad()
+            loss.backward()
+            hard_grad = float(policy.bias.grad[hard].norm())
+            opt.step()
+        with torch.no_grad():
+            g_std = torch.zeros(len(problems)).index_add_(
+                0, batch.group, (batch.reward - batch.reward.view(-1, cfg.group_size)
+                                 .mean(-1).repeat_interleave(cfg.group_size)).abs())
+            probs = torch.softmax(policy.answer_logits(torch.arange(task.n_problems)), -1)
+            entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+        pr = policy.pass_rate()
+        right = batch.reward > 0
+        row = {
+            "step": step,
+            "reward_mean": float(batch.reward.mean()),
+            "frac_zero_std": float((g_std == 0).float().mean()),
+            "len_correct": float(batch.length[right].mean()) if right.any() else float("nan"),
+            "len_incorrect": float(batch.length[~right].mean()) if (~right).any() else float("nan"),
+            "entropy": entropy,
+            "hard_grad_norm": hard_grad,
+            "loss": loss.item(),
+            **{k: v for k, v in stats.items() if k.startswith("clip_frac")},
+        }
+        for d in ("easy", "medium", "hard"):
+            m = task.mask_of(d)
+            if m.any():
+                row[f"pass_{d}"] = float(pr[m].mean())
+        rows.append(row)
+    return policy, pd.DataFrame(rows)
