@@ -157,7 +157,8 @@ def fit_beta_moments(p: Tensor) -> tuple[float, float]:
 
 def _beta_pdf(p: Tensor, alpha: float, beta: float) -> Tensor:
     log_b = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
-    p = p.clamp(1e-12, 1 - 1e-12)
+    # float64 and a 1e-6 clamp: in float32 1 - 1e-12 rounds to 1 and 0 * log(0) is NaN
+    p = p.double().clamp(1e-6, 1 - 1e-6)
     return torch.exp((alpha - 1) * torch.log(p) + (beta - 1) * torch.log1p(-p) - log_b)
 
 
@@ -171,8 +172,8 @@ def bnpo(rewards, group_ids, *, alpha: float | None = None, beta: float | None =
         alpha, beta = fit_beta_moments(st.group_mean)
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"bnpo: alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
-    weight = (1.0 / _beta_pdf(st.mean, alpha, beta)).clamp(max=max_weight)
-    return _centered(rewards, st) * weight
+    weight = (1.0 / _beta_pdf(st.mean, alpha, beta)).clamp(max=max_weight).to(rewards.dtype)
+    return _centered(rewards, st) * torch.where(st.std > 0, weight, torch.zeros_like(weight))
 
 
 def _correct(rewards: Tensor, threshold: float) -> Tensor:

@@ -178,7 +178,9 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
 
     Metrics per step: reward_mean, frac_zero_std (share of 0-variance groups), the exact pass
     rate per difficulty, mean length of correct and of incorrect completions, answer entropy,
-    clip fractions, and the gradient norm that reached the hard problems' parameters.
+    clip fractions, the gradient norm that reached the hard problems' answer table and the
+    number of hard groups in the batch with mixed outcomes (0 < c < G): the only hard groups
+    that carry a GRPO gradient.
     """
     import pandas as pd
 
@@ -211,6 +213,8 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
             entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
         pr = policy.pass_rate()
         right = batch.reward > 0
+        n_ok = torch.zeros(len(problems)).index_add_(0, batch.group, batch.reward)
+        grp_mixed = (n_ok > 0) & (n_ok < cfg.group_size)
         row = {
             "step": step,
             "reward_mean": float(batch.reward.mean()),
@@ -219,6 +223,7 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
             "len_incorrect": float(batch.length[~right].mean()) if (~right).any() else float("nan"),
             "entropy": entropy,
             "hard_grad_norm": hard_grad,
+            "hard_groups_mixed": int((grp_mixed & hard[problems]).sum()),
             "loss": loss.item(),
             **{k: v for k, v in stats.items() if k.startswith("clip_frac")},
         }

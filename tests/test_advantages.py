@@ -85,6 +85,14 @@ def test_bnpo_moment_fit_and_weights_by_hand():
         adv(rewards, ids, "bnpo", alpha=2.0)
 
 
+def test_bnpo_all_groups_solved_or_failed_is_zero_not_nan():
+    # every group 0/G or G/G: degenerate fit (alpha = beta = 1) and all advantages exactly 0
+    a = adv([1, 1, 0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 2, 2, 3, 3], "bnpo")
+    assert a.tolist() == [0.0] * 8
+    b = adv([1, 1, 0, 0, 1, 0], [0, 0, 1, 1, 2, 2], "bnpo", alpha=3.0, beta=3.0)
+    assert torch.isfinite(b).all() and b[:4].tolist() == [0.0] * 4
+
+
 def test_w_reinforce_psr_nsr():
     assert adv([1, 0, 0, 1], [0] * 4, "w_reinforce").tolist() == pytest.approx([.1, -1, -1, .1])
     assert adv([1, 0], [0, 0], "w_reinforce", lam=0.5).tolist() == [0.5, -1.0]
