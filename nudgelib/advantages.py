@@ -45,6 +45,7 @@ __all__ = ["ESTIMATORS", "GroupStats", "compute_advantages", "group_stats", "fit
 class GroupStats:
     """Per-completion views of per-group statistics (each a tensor [N])."""
 
+    rewards: Tensor  # the validated rewards, float [N]
     index: Tensor  # group index 0..n_groups-1 of each completion
     size: Tensor  # size of its group
     mean: Tensor  # mean reward of its group
@@ -99,40 +100,36 @@ def group_stats(rewards: Tensor, group_ids: Tensor, *, unbiased: bool = True,
     spread = gmax > gmin
     std = torch.where(spread, torch.where(spread, var, torch.ones_like(var)).sqrt(),
                       torch.zeros_like(var))
-    return GroupStats(index=index, size=counts[index], mean=mean[index], std=std[index],
+    return GroupStats(rewards=rewards, index=index, size=counts[index], mean=mean[index], std=std[index],
                       n_groups=n_groups, group_mean=mean)
 
 
-def _centered(rewards: Tensor, st: GroupStats) -> Tensor:
+def _centered(st: GroupStats) -> Tensor:
     """r - group mean, exactly 0 inside zero-variance groups."""
-    return torch.where(st.std > 0, rewards - st.mean, torch.zeros_like(rewards))
+    return torch.where(st.std > 0, st.rewards - st.mean, torch.zeros_like(st.rewards))
 
 
 def grpo(rewards, group_ids, *, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
     st = group_stats(rewards, group_ids, unbiased=unbiased, min_size=2)
-    rewards = torch.as_tensor(rewards, dtype=st.mean.dtype)
     safe = torch.where(st.std > 0, st.std, torch.ones_like(st.std))
-    return torch.where(st.std > 0, (rewards - st.mean) / (safe + eps), torch.zeros_like(rewards))
+    return _centered(st) / (safe + eps)
 
 
 def dr_grpo(rewards, group_ids) -> Tensor:
-    st = group_stats(rewards, group_ids, min_size=2)
-    return _centered(torch.as_tensor(rewards, dtype=st.mean.dtype), st)
+    return _centered(group_stats(rewards, group_ids, min_size=2))
 
 
 def batch_std(rewards, group_ids, *, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
     st = group_stats(rewards, group_ids, min_size=2)
-    rewards = torch.as_tensor(rewards, dtype=st.mean.dtype)
-    std = rewards.std(unbiased=unbiased) if rewards.numel() > 1 else rewards.new_zeros(())
+    std = st.rewards.std(unbiased=unbiased)  # groups of >= 2 imply N >= 2
     if std == 0:
-        return torch.zeros_like(rewards)
-    return _centered(rewards, st) / (std + eps)
+        return torch.zeros_like(st.rewards)
+    return _centered(st) / (std + eps)
 
 
 def rloo(rewards, group_ids) -> Tensor:
     st = group_stats(rewards, group_ids, min_size=2)
-    rewards = torch.as_tensor(rewards, dtype=st.mean.dtype)
-    return _centered(rewards, st) * st.size / (st.size - 1)
+    return _centered(st) * st.size / (st.size - 1)
 
 
 def reinforce_baseline(rewards, group_ids, *, baseline: float | None = None) -> Tensor:
@@ -165,15 +162,14 @@ def _beta_pdf(p: Tensor, alpha: float, beta: float) -> Tensor:
 def bnpo(rewards, group_ids, *, alpha: float | None = None, beta: float | None = None,
          max_weight: float = 10.0) -> Tensor:
     st = group_stats(rewards, group_ids, min_size=2)
-    rewards = torch.as_tensor(rewards, dtype=st.mean.dtype)
     if (alpha is None) != (beta is None):
         raise ValueError("bnpo: give both alpha and beta, or neither (fitted from the batch)")
     if alpha is None:
         alpha, beta = fit_beta_moments(st.group_mean)
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"bnpo: alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
-    weight = (1.0 / _beta_pdf(st.mean, alpha, beta)).clamp(max=max_weight).to(rewards.dtype)
-    return _centered(rewards, st) * torch.where(st.std > 0, weight, torch.zeros_like(weight))
+    weight = (1.0 / _beta_pdf(st.mean, alpha, beta)).clamp(max=max_weight).to(st.rewards.dtype)
+    return _centered(st) * torch.where(st.std > 0, weight, torch.zeros_like(weight))
 
 
 def _correct(rewards: Tensor, threshold: float) -> Tensor:

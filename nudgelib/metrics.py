@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve", "power_of_two_ks"]
+__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve", "per_problem_pass_at_k",
+           "power_of_two_ks"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -60,12 +61,13 @@ def per_problem_pass_at_k(counts: Iterable[tuple[int, int]], ks: Sequence[int]) 
     return np.array([[pass_at_k(int(n), int(c), k) for k in ks] for n, c in counts])
 
 
-def bootstrap_ci(values, *, stat: Callable[[np.ndarray], np.ndarray | float] = np.mean,
+def bootstrap_ci(values, *, stat: Callable[..., np.ndarray] = np.mean,
                  n_boot: int = 2000, level: float = 0.95, seed: int = 0,
                  ) -> tuple[float | np.ndarray, float | np.ndarray]:
     """Percentile bootstrap CI of ``stat`` over the first axis of ``values`` (e.g. problems).
 
     Works on [P] arrays (a scalar CI) and on [P, K] arrays (a CI per column, e.g. per k).
+    ``stat`` is a numpy-style reduction taking ``axis`` (np.mean, np.median, ...).
     """
     x = np.asarray(values, dtype=np.float64)
     if x.shape[0] < 2:
@@ -74,7 +76,6 @@ def bootstrap_ci(values, *, stat: Callable[[np.ndarray], np.ndarray | float] = n
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))
-    boots = np.array([stat(x[i], axis=0) if stat in (np.mean, np.median) else stat(x[i])
-                      for i in idx])
+    boots = stat(x[idx], axis=1)  # [n_boot, ...]: one statistic per resample
     lo, hi = np.percentile(boots, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
     return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)

@@ -206,9 +206,6 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
             hard_grad = float(policy.bias.grad[hard].norm())
             opt.step()
         with torch.no_grad():
-            g_std = torch.zeros(len(problems)).index_add_(
-                0, batch.group, (batch.reward - batch.reward.view(-1, cfg.group_size)
-                                 .mean(-1).repeat_interleave(cfg.group_size)).abs())
             probs = torch.softmax(policy.answer_logits(torch.arange(task.n_problems)), -1)
             entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
         pr = policy.pass_rate()
@@ -218,7 +215,7 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
         row = {
             "step": step,
             "reward_mean": float(batch.reward.mean()),
-            "frac_zero_std": float((g_std == 0).float().mean()),
+            "frac_zero_std": 1.0 - float(grp_mixed.float().mean()),  # 0/1 rewards
             "len_correct": float(batch.length[right].mean()) if right.any() else float("nan"),
             "len_incorrect": float(batch.length[~right].mean()) if (~right).any() else float("nan"),
             "entropy": entropy,

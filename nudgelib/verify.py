@@ -159,7 +159,7 @@ def _extract_phrase(text: str) -> str | None:
         prev = ans
         ans = ans.strip().strip("*").strip()
         ans = re.sub(r"^\$+|\$+$", "", ans)
-        ans = re.sub(r"\.$", "", ans) if not re.search(r"\d\.\d*\.$", ans) else ans[:-1]
+        ans = ans[:-1] if ans.endswith(".") else ans
     return ans or None
 
 
@@ -346,6 +346,12 @@ _SERVER: _Server | None = None
 _SERVER_LOCK = threading.Lock()
 
 
+@atexit.register
+def _close_server() -> None:
+    if _SERVER is not None:
+        _SERVER.close()
+
+
 def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -358,7 +364,6 @@ def _server() -> _Server | None:
     with _SERVER_LOCK:
         if _SERVER is None or not _SERVER.alive():
             _SERVER = _Server()
-            atexit.register(_SERVER.close)
         return _SERVER
 
 
@@ -464,18 +469,17 @@ def verify_batch(golds: Sequence, completions: Sequence, *, timeout: float = 2.0
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
     n_workers = workers or _default_workers()
     results: list[VerifyResult | None] = [None] * len(golds)
-    slow: list[tuple[int, str, str, float]] = []
+    slow: list[tuple[int, str, str]] = []
     for i, (g, c) in enumerate(zip(golds, completions)):
-        t0 = time.perf_counter()
-        done, gold_s, pred = _prepare(g, c, t0)
+        done, gold_s, pred = _prepare(g, c, time.perf_counter())
         if done is not None:
             results[i] = done
         else:
-            slow.append((i, gold_s, pred, t0))
+            slow.append((i, gold_s, pred))
     if slow:
 
         def run(item):
-            i, gold_s, pred, _ = item
+            i, gold_s, pred = item
             t0 = time.perf_counter()
             results[i] = _finish(gold_s, pred, _slow_check(gold_s, pred, timeout), t0)
 

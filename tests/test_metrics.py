@@ -4,7 +4,13 @@ from math import comb
 import numpy as np
 import pytest
 
-from nudgelib.metrics import bootstrap_ci, pass_at_k, pass_at_k_curve, power_of_two_ks
+from nudgelib.metrics import (
+    bootstrap_ci,
+    pass_at_k,
+    pass_at_k_curve,
+    per_problem_pass_at_k,
+    power_of_two_ks,
+)
 
 
 def test_pass_at_k_equals_binomial_definition_up_to_1024():
@@ -33,6 +39,10 @@ def test_curve_and_ks():
     assert power_of_two_ks(8) == [1, 2, 4, 8] and power_of_two_ks(6) == [1, 2, 4, 6]
     curve = pass_at_k_curve([(4, 1), (4, 0)])
     assert curve == pytest.approx({1: 0.125, 2: 0.25, 4: 0.5})
+    table = per_problem_pass_at_k([(4, 1), (4, 0)], [1, 2, 4])
+    assert table[0].tolist() == pytest.approx([0.25, 0.5, 1.0])
+    assert table[1].tolist() == [0.0, 0.0, 0.0]
+    assert table.mean(0).tolist() == pytest.approx(list(curve.values()))
 
 
 def test_bootstrap_ci_covers_mean_and_shrinks():
@@ -45,5 +55,7 @@ def test_bootstrap_ci_covers_mean_and_shrinks():
     lo_k, hi_k = bootstrap_ci(np.stack([small, small + 1], axis=1))
     assert lo_k.shape == (2,) and lo_k[1] == pytest.approx(lo + 1)
     assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+    lo_m, hi_m = bootstrap_ci(small, stat=np.median)
+    assert lo_m < np.median(small) < hi_m
     with pytest.raises(ValueError, match=">= 2 items"):
         bootstrap_ci([1.0])
