@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["AGGREGATIONS", "KL_ESTIMATORS", "SURROGATES", "aggregate", "kl_penalty",
-           "policy_loss"]
+           "microbatch_scale", "policy_loss"]
 
 
 def _clip(rho: Tensor, eps_low: float, eps_high: float) -> Tensor:
@@ -120,6 +120,23 @@ def aggregate(per_token: Tensor, mask: Tensor, aggregation: str,
 
 
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm", "token_sum")
+
+
+def microbatch_scale(aggregation: str, micro_mask: Tensor, full_mask: Tensor) -> float:
+    """Weight w of a micro-batch so that sum_micro w * aggregate(micro) == aggregate(full).
+
+    Gradient accumulation over micro-batches must not change the loss: token_mean divides by
+    the tokens of the whole batch, seq_mean_* by its number of (non-empty) completions.
+    """
+    if aggregation == "token_mean":
+        return float(micro_mask.sum()) / max(float(full_mask.sum()), 1.0)
+    if aggregation == "seq_mean_token_mean":
+        return float((micro_mask.sum(-1) > 0).sum()) / max(float((full_mask.sum(-1) > 0).sum()), 1.0)
+    if aggregation == "seq_mean_token_sum_norm":
+        return micro_mask.shape[0] / max(full_mask.shape[0], 1)
+    if aggregation == "token_sum":
+        return 1.0
+    raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
 
 
 def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,

@@ -128,6 +128,8 @@ def load_model_and_tokenizer(model_id: str | os.PathLike, *, dtype: str = "float
     path = resolve_model_path(model_id)
     try:
         tok = AutoTokenizer.from_pretrained(path)
+        if "quantization_config" in kwargs:
+            kwargs.setdefault("device_map", {"": device})
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
     except OSError as err:
         raise ModelNotAvailable(
@@ -137,4 +139,6 @@ def load_model_and_tokenizer(model_id: str | os.PathLike, *, dtype: str = "float
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    if "quantization_config" in kwargs:  # bitsandbytes places the weights itself
+        return model, tok
     return model.to(device), tok

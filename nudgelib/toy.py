@@ -20,10 +20,18 @@ and give GRPO no gradient.
 
 ``train_toy`` runs sample -> reward -> advantages -> policy_loss -> Adam with any estimator x
 surrogate x aggregation and returns the per-step metrics as a pandas DataFrame.
+
+A second toy family, for the tiny character-level transformer of :mod:`nudgelib.policies`:
+**addition**, ``"37+45="`` -> ``"82"``, with the number of digits as the difficulty knob
+(:func:`addition_problems`). A model warm-started on 1- and 2-digit sums has never seen the
+positions a 3-digit sum needs, so the hard end starts at 0%. :func:`toy_problems` exposes the
+table task above as problems with prompts ``"p<index>"``; :func:`exact_match_reward` is the
+verifier of both.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +39,7 @@ from torch import Tensor
 
 from nudgelib.advantages import compute_advantages
 from nudgelib.losses import policy_loss
+from nudgelib.problems import Problem
 
 DIFFICULTY_BIAS = {"easy": 2.0, "medium": -0.5, "hard": -5.0}
 """Initial logit of the correct answer, against 0 for the K-1 others."""
@@ -230,3 +239,66 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
                 row[f"pass_{d}"] = float(pr[m].mean())
         rows.append(row)
     return policy, pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- problem views
+
+ADDITION_DIGITS = {"easy": 1, "medium": 2, "hard": 3}
+"""Digits per operand for each difficulty label of the addition family."""
+
+
+def addition_problem(digits: int, rng: random.Random, index: int = 0) -> Problem:
+    """One sum of two ``digits``-digit numbers (1-digit operands include 0)."""
+    if not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits must be a positive int, got {digits!r}")
+    lo = 0 if digits == 1 else 10 ** (digits - 1)
+    a, b = rng.randrange(lo, 10**digits), rng.randrange(lo, 10**digits)
+    return Problem(id=f"add{digits}-{index:05d}", question=f"{a}+{b}=", answer=str(a + b),
+                   source="toy-addition", level=digits)
+
+
+def addition_problems(counts: dict[str | int, int], *, seed: int = 0,
+                      exclude: set[str] | None = None) -> list[Problem]:
+    """``counts[difficulty]`` distinct addition problems per difficulty, e.g. {"easy": 20}.
+
+    Difficulty is a label of :data:`ADDITION_DIGITS` or a number of digits. Problems whose
+    question is in ``exclude`` are skipped (to keep evaluation sets disjoint from training).
+    """
+    rng = random.Random(seed)
+    exclude = set(exclude or ())
+    out: list[Problem] = []
+    for key, n in counts.items():
+        digits = ADDITION_DIGITS.get(key, key)
+        if not isinstance(digits, int):
+            raise ValueError(f"unknown difficulty {key!r}; expected one of "
+                             f"{sorted(ADDITION_DIGITS)} or a number of digits")
+        lo = 0 if digits == 1 else 10 ** (digits - 1)
+        if n > (10**digits - lo) ** 2:
+            raise ValueError(f"counts[{key!r}]={n} exceeds the {(10**digits - lo) ** 2} "
+                             f"distinct {digits}-digit problems")
+        seen: set[str] = set()
+        tries = 0
+        while len(seen) < n:
+            p = addition_problem(digits, rng, len(out))
+            tries += 1
+            if tries > 100 * n + 1000:
+                raise ValueError(f"cannot draw {n} distinct {digits}-digit problems outside "
+                                 f"`exclude`")
+            if p.question in seen or p.question in exclude:
+                continue
+            seen.add(p.question)
+            out.append(p)
+    return out
+
+
+def toy_problems(task: ToyTask) -> list[Problem]:
+    """The table task as problems: prompt ``"p<index>"``, answer the correct answer index."""
+    levels = {"easy": 1, "medium": 2, "hard": 3}
+    return [Problem(id=f"toy-{p:04d}", question=f"p{p}", answer=str(int(task.answer[p])),
+                    source="toy-table", level=levels[task.difficulty[p]])
+            for p in range(task.n_problems)]
+
+
+def exact_match_reward(problem: Problem, completion: str) -> bool:
+    """The toy verifier: the completion, stripped, equals the gold answer string."""
+    return completion.strip() == problem.answer

@@ -1,0 +1,717 @@
+"""Policies: one interface from a toy table to a LoRA language model.
+
+Every policy turns prompts (strings) into G completions each and scores given completions:
+
+    samples = policy.sample(prompts, group_size=8, temperature=1.0, top_p=1.0,
+                            max_new_tokens=64, generator=gen)
+    logp = policy.logprobs(samples.prompt_ids, samples.prompt_mask,
+                           samples.completion_ids, samples.completion_mask)
+
+``Samples`` holds left-padded prompt ids, right-padded completion ids, the completion mask and
+the per-token log-probs at sampling time. The mask is made **by position**: it is 1 up to and
+including the first end-of-sequence token and 0 after it. Many tokenizers use the EOS token as
+padding; masking "every pad token" would then also mask the real EOS, and the model would
+never be rewarded for stopping (METHOD.md section 6).
+
+Sampling log-probs are log-softmax(logits / temperature) at the sampled token, i.e. what
+:meth:`Policy.logprobs` returns for the same completion at the same temperature (top-p only
+chooses which tokens may be drawn; it does not change the scored distribution, as in TRL).
+
+Implementations:
+
+* :class:`CategoricalPolicy` — the toy table of :mod:`nudgelib.toy` behind this interface;
+* :class:`CharTransformerPolicy` — a tiny character-level transformer trained from scratch,
+  warm-started with supervised learning on easy problems (:func:`warm_start`);
+* :class:`HFPolicy` — any causal LM from transformers (hub id or local path), chat template,
+  LoRA via peft, 4-bit base via bitsandbytes on CUDA, gradient checkpointing.
+
+Log-probs of a language model are computed from the final hidden states in chunks of
+positions (:func:`chunked_token_logprobs`), so the float32 full-vocabulary logits of the whole
+batch never exist at once; ``bench/logprob_memory.py`` measures the saving.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CategoricalPolicy", "CharTransformerPolicy", "HFPolicy", "Policy", "Samples",
+           "chunked_token_logprobs", "completion_mask", "left_pad", "right_pad", "warm_start"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def completion_mask(ids: Tensor, eos_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Mask [N, T] (1 up to and including the first EOS) and ``truncated`` [N] (no EOS at all).
+
+    By position, not by token id: with pad == eos the real EOS stays inside the mask.
+    """
+    is_eos = torch.zeros_like(ids, dtype=torch.bool)
+    for e in eos_ids:
+        is_eos |= ids == e
+    # number of EOS tokens strictly before position t: 0 means "still inside the completion"
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    mask = (before == 0).float()
+    return mask, ~is_eos.any(dim=1)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Left-pad lists of ids to [N, L]; returns (ids, mask)."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def right_pad(t: Tensor, width: int, value) -> Tensor:
+    """Pad [N, T] on the right to [N, width]."""
+    if t.shape[1] >= width:
+        return t
+    return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+
+def top_p_filter(probs: Tensor, top_p: float) -> Tensor:
+    """Zero out the tail of each row beyond cumulative probability ``top_p`` (nucleus)."""
+    if top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    # keep a token if the mass strictly before it is < top_p (always keeps the top token)
+    keep_sorted = (sorted_p.cumsum(-1) - sorted_p) < top_p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return probs * keep
+
+
+def _check_sampling(group_size: int, temperature: float, top_p: float, max_new_tokens: int):
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+
+
+def _chunk_logp(h: Tensor, targets: Tensor, head: nn.Module, temperature: float) -> Tensor:
+    logits = head(h).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_token_logprobs(hidden: Tensor, targets: Tensor, head: nn.Module, *,
+                           temperature: float = 1.0, chunk_tokens: int | None = None) -> Tensor:
+    """log softmax(head(hidden) / T)[target] per position, [N, L] float32, chunk by chunk.
+
+    Only ``chunk_tokens`` positions' logits exist at a time. Under autograd each chunk is
+    checkpointed (``torch.utils.checkpoint``): the backward pass recomputes the chunk's logits
+    instead of keeping them, so training memory is also one chunk, not N x L x vocab.
+    Default chunk: 2**24 / vocab positions (64 MB of float32 logits).
+    """
+    n, length, dim = hidden.shape
+    if targets.shape != (n, length):
+        raise ValueError(f"targets must be [{n}, {length}], got {tuple(targets.shape)}")
+    vocab = head.weight.shape[0] if hasattr(head, "weight") else head.out_features
+    chunk = chunk_tokens or max(16, 2**24 // vocab)
+    h, t = hidden.reshape(-1, dim), targets.reshape(-1)
+    pieces = []
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or any(
+        p.requires_grad for p in head.parameters()))
+    for i in range(0, h.shape[0], chunk):
+        hi, ti = h[i:i + chunk], t[i:i + chunk]
+        if grad:
+            pieces.append(torch.utils.checkpoint.checkpoint(
+                _chunk_logp, hi, ti, head, temperature, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logp(hi, ti, head, temperature))
+    if not pieces:
+        return hidden.new_zeros((n, length), dtype=torch.float32)
+    return torch.cat(pieces).reshape(n, length)
+
+
+@dataclass
+class Samples:
+    """G completions for each prompt, flattened to N = prompts x G rows (prompt-major).
+
+    ``prompt_ids``/``prompt_mask`` [N, P] are left-padded; ``completion_ids`` [N, T] are
+    right-padded with the pad id after the first EOS; ``completion_mask`` [N, T] is 1 up to and
+    including that EOS; ``logp`` [N, T] are the sampling log-probs (0 where masked);
+    ``truncated`` [N] marks completions that hit ``max_new_tokens`` without an EOS.
+    """
+
+    prompts: list[str]
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    completion_ids: Tensor
+    completion_mask: Tensor
+    logp: Tensor
+    truncated: Tensor
+    texts: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.completion_mask.sum(-1).long()
+
+
+# ----------------------------------------------------------------------------- interface
+
+class Policy(ABC):
+    """What the trainer, rollouts and evaluation need from a policy."""
+
+    eos_ids: tuple[int, ...]
+    pad_id: int
+
+    @abstractmethod
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt as the model sees it (chat template applied, if any)."""
+
+    @abstractmethod
+    def decode(self, ids: Tensor, mask: Tensor) -> list[str]:
+        """Text of each completion row (masked tokens dropped, EOS not shown)."""
+
+    @abstractmethod
+    def _generate(self, prompt_ids: Tensor, prompt_mask: Tensor, *, temperature: float,
+                  top_p: float, max_new_tokens: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Sample completion ids [N, T<=max_new_tokens] and sampling log-probs [N, T]."""
+
+    @abstractmethod
+    def logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                 completion_mask: Tensor, *, temperature: float = 1.0) -> Tensor:
+        """Per-token log-probs [N, T] of the completions under the prompts (grad-enabled)."""
+
+    @abstractmethod
+    def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    @abstractmethod
+    def save(self, path: str | Path) -> None:
+        """Write the trainable state to the folder ``path``."""
+
+    @abstractmethod
+    def load(self, path: str | Path) -> None:
+        """Read back what :meth:`save` wrote (into this already constructed policy)."""
+
+    def train_mode(self, on: bool = True) -> None:
+        for m in self._modules_for_mode():
+            m.train(on)
+
+    def _modules_for_mode(self) -> list[nn.Module]:
+        return []
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], group_size: int = 1, *, temperature: float = 1.0,
+               top_p: float = 1.0, max_new_tokens: int = 64,
+               generator: torch.Generator | None = None) -> Samples:
+        """``group_size`` completions per prompt (rows prompt-major: p0 x G, p1 x G, ...)."""
+        _check_sampling(group_size, temperature, top_p, max_new_tokens)
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("sample() needs at least one prompt")
+        encoded = self.encode_prompts(prompts)
+        rows = [ids for ids in encoded for _ in range(group_size)]
+        prompt_ids, prompt_mask = left_pad(rows, self.pad_id)
+        prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
+        generator = generator or torch.Generator(device="cpu").manual_seed(0)
+        was_training = self._training_flag()
+        self.train_mode(False)
+        try:
+            ids, logp = self._generate(prompt_ids, prompt_mask, temperature=temperature,
+                                       top_p=top_p, max_new_tokens=max_new_tokens,
+                                       generator=generator)
+        finally:
+            self.train_mode(was_training)
+        mask, truncated = completion_mask(ids, self.eos_ids)
+        ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
+        logp = logp.float() * mask
+        return Samples(prompts=[p for p in prompts for _ in range(group_size)],
+                       prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=ids,
+                       completion_mask=mask, logp=logp, truncated=truncated,
+                       texts=self.decode(ids, mask))
+
+    def _training_flag(self) -> bool:
+        mods = self._modules_for_mode()
+        return bool(mods and mods[0].training)
+
+
+def _sample_next(logits: Tensor, temperature: float, top_p: float,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus."""
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    probs = top_p_filter(logp_all.exp(), top_p)
+    # multinomial with an explicit CPU generator makes runs reproducible and resumable
+    tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- toy table
+
+class CategoricalPolicy(Policy):
+    """:class:`nudgelib.toy.ToyPolicy` behind the policy interface.
+
+    Prompts are ``"p<index>"`` (see :func:`nudgelib.toy.toy_problems`). Tokens: answers
+    0..K-1, then ``more`` = K and ``end`` = K+1; ``end`` is both EOS and pad, so the masking
+    by position matters here too. Only temperature 1 and top-p 1 are supported (the table is
+    the distribution).
+    """
+
+    def __init__(self, toy_policy):
+        self.net = toy_policy
+        k = toy_policy.task.n_answers
+        self.more_id, self.end_id = k, k + 1
+        self.eos_ids, self.pad_id = (k + 1,), k + 1
+
+    def _modules_for_mode(self):
+        return [self.net]
+
+    def encode_prompts(self, prompts):
+        out = []
+        for p in prompts:
+            if not (isinstance(p, str) and p.startswith("p") and p[1:].isdigit()
+                    and int(p[1:]) < self.net.task.n_problems):
+                raise ValueError(f"CategoricalPolicy prompts are 'p<index>' with index < "
+                                 f"{self.net.task.n_problems}; got {p!r}")
+            out.append([int(p[1:])])
+        return out
+
+    def decode(self, ids, mask):
+        return [str(int(row[0])) if m[0] > 0 else "" for row, m in zip(ids, mask)]
+
+    def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
+                  generator):
+        if temperature != 1.0 or top_p != 1.0:
+            raise ValueError("CategoricalPolicy samples at temperature 1 and top_p 1 only")
+        if max_new_tokens != self.net.max_len:
+            raise ValueError(f"CategoricalPolicy completions have max_len={self.net.max_len} "
+                             f"tokens; got max_new_tokens={max_new_tokens}")
+        b = self.net.sample(prompt_ids[:, -1], 1, generator)
+        t = torch.arange(1, self.net.max_len)[None, :]
+        rest = torch.where(t <= b.n_more[:, None], self.more_id, self.end_id)
+        ids = torch.cat([b.answer[:, None], rest], dim=1)
+        return ids, b.old_logp
+
+    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                 temperature=1.0):
+        if temperature != 1.0:
+            raise ValueError("CategoricalPolicy scores at temperature 1 only")
+        body = completion_ids[:, 1:]
+        n_more = ((body == self.more_id) & (completion_mask[:, 1:] > 0)).sum(-1)
+        stopped = ((body == self.end_id) & (completion_mask[:, 1:] > 0)).any(-1)
+        logp, _ = self.net.token_logp(prompt_ids[:, -1], completion_ids[:, 0], n_more, stopped)
+        return logp * completion_mask
+
+    def trainable_parameters(self):
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def save(self, path):
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), path / "policy.pt")
+
+    def load(self, path):
+        self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
+
+
+# ----------------------------------------------------------------------------- tiny transformer
+
+CHAR_VOCAB = "0123456789+-*=()?:;,. abcdefghijklmnopqrstuvwxyzH|"
+"""Characters of the tiny transformer; id 0 is padding, id 1 is EOS, chars start at 2."""
+
+
+@dataclass
+class CharTransformerConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    max_len: int = 48
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by "
+                             f"n_heads={self.n_heads}")
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: CharTransformerConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
+                                 nn.Linear(4 * cfg.d_model, cfg.d_model))
+        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (t.view(b, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, length, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class CharTransformer(nn.Module):
+    """A GPT-style decoder over :data:`CHAR_VOCAB` (learned positions, pre-LayerNorm)."""
+
+    def __init__(self, cfg: CharTransformerConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or CharTransformerConfig()
+        self.vocab_size = len(CHAR_VOCAB) + 2
+        self.tok = nn.Embedding(self.vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, self.vocab_size, bias=False)
+
+    def hidden(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Final hidden states [N, L, d]; ``mask`` [N, L] is 1 on real tokens (left padding ok)."""
+        if ids.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds the model's "
+                             f"max_len={self.cfg.max_len}")
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        x = self.tok(ids) + self.pos(pos)
+        length = ids.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+        attn = causal[None, None] & mask.bool()[:, None, None, :]
+        attn = attn | torch.eye(length, dtype=torch.bool, device=ids.device)[None, None]
+        for blk in self.blocks:
+            x = blk(x, attn)
+        return self.ln(x)
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.head(self.hidden(ids, mask))
+
+
+def char_encode(text: str) -> list[int]:
+    bad = sorted({c for c in text if c not in CHAR_VOCAB})
+    if bad:
+        raise ValueError(f"characters {bad} are not in the tiny transformer's vocabulary "
+                         f"{CHAR_VOCAB!r}")
+    return [CHAR_VOCAB.index(c) + 2 for c in text]
+
+
+class CharTransformerPolicy(Policy):
+    """A tiny character-level transformer; prompts are raw strings such as ``"12+34="``."""
+
+    PAD, EOS = 0, 1
+
+    def __init__(self, cfg: CharTransformerConfig | None = None, *, seed: int = 0):
+        torch.manual_seed(seed)
+        self.net = CharTransformer(cfg)
+        self.eos_ids, self.pad_id = (self.EOS,), self.PAD
+
+    def _modules_for_mode(self):
+        return [self.net]
+
+    def encode_prompts(self, prompts):
+        return [char_encode(p) for p in prompts]
+
+    def decode(self, ids, mask):
+        out = []
+        for row, m in zip(ids.tolist(), mask.tolist()):
+            out.append("".join(CHAR_VOCAB[i - 2] for i, keep in zip(row, m)
+                               if keep and i >= 2))
+        return out
+
+    def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
+                  generator):
+        ids, mask = prompt_ids, prompt_mask
+        budget = min(max_new_tokens, self.net.cfg.max_len - ids.shape[1])
+        if budget < 1:
+            raise ValueError(f"prompts of {ids.shape[1]} tokens leave no room in max_len="
+                             f"{self.net.cfg.max_len}")
+        toks, logps = [], []
+        done = torch.zeros(ids.shape[0], dtype=torch.bool)
+        for _ in range(budget):
+            logits = self.net(ids, mask)[:, -1]
+            tok, lp = _sample_next(logits, temperature, top_p, generator)
+            tok = torch.where(done, torch.full_like(tok, self.PAD), tok)
+            toks.append(tok)
+            logps.append(lp)
+            done |= tok == self.EOS
+            ids = torch.cat([ids, tok[:, None]], 1)
+            mask = torch.cat([mask, torch.ones_like(tok)[:, None]], 1)
+            if done.all():
+                break
+        return torch.stack(toks, 1), torch.stack(logps, 1)
+
+    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                 temperature=1.0):
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([prompt_mask, torch.ones_like(completion_ids)], 1)
+        p = prompt_ids.shape[1]
+        h = self.net.hidden(ids, mask)[:, p - 1:-1]
+        return chunked_token_logprobs(h, completion_ids, self.net.head,
+                                      temperature=temperature) * completion_mask
+
+    def trainable_parameters(self):
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def save(self, path):
+        from dataclasses import asdict
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), path / "policy.pt")
+        (path / "config.json").write_text(json.dumps(
+            {"kind": "char-transformer", "vocab": CHAR_VOCAB, **asdict(self.net.cfg)}, indent=1))
+
+    def load(self, path):
+        self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
+
+
+def warm_start(policy: CharTransformerPolicy, pairs: Sequence[tuple[str, str]], *,
+               steps: int = 600, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
+               progress: bool = False) -> list[float]:
+    """Supervised warm start: maximise log p(answer + EOS | prompt) on (prompt, answer) pairs.
+
+    Returns the loss per step. Deterministic for a given seed.
+    """
+    if not pairs:
+        raise ValueError("warm_start needs at least one (prompt, answer) pair")
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    enc_p = policy.encode_prompts([p for p, _ in pairs])
+    enc_a = [char_encode(a) + [policy.EOS] for _, a in pairs]
+    params = policy.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    policy.train_mode(True)
+    losses = []
+    for _ in tqdm(range(steps), desc="warm start", disable=not progress):
+        idx = torch.randint(0, len(pairs), (batch_size,), generator=gen).tolist()
+        p_ids, p_mask = left_pad([enc_p[i] for i in idx], policy.PAD)
+        width = max(len(enc_a[i]) for i in idx)
+        c_ids = torch.full((batch_size, width), policy.PAD, dtype=torch.long)
+        c_mask = torch.zeros(batch_size, width)
+        for j, i in enumerate(idx):
+            c_ids[j, :len(enc_a[i])] = torch.tensor(enc_a[i])
+            c_mask[j, :len(enc_a[i])] = 1
+        logp = policy.logprobs(p_ids, p_mask, c_ids, c_mask)
+        loss = -(logp.sum() / c_mask.sum())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    policy.train_mode(False)
+    return losses
+
+
+# ----------------------------------------------------------------------------- language models
+
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class HFPolicy(Policy):
+    """A transformers causal LM (optionally LoRA-wrapped) behind the policy interface.
+
+    Prompts are the user's text (question, and hint if any); :meth:`encode_prompts` appends
+    ``instruction`` and applies the tokenizer's chat template (plain text when it has none).
+    Sampling is an explicit KV-cached loop rather than ``generate()``: it draws with a
+    ``torch.Generator`` (exact, resumable runs) and keeps only the sampled tokens' log-probs
+    (``generate(output_scores=True)`` would keep N x T x vocab scores).
+    """
+
+    def __init__(self, model, tokenizer, *, instruction: str = DEFAULT_INSTRUCTION,
+                 system_prompt: str | None = None, logprob_chunk_tokens: int | None = None,
+                 model_id: str = ""):
+        self.model, self.tokenizer = model, tokenizer
+        self.instruction, self.system_prompt = instruction, system_prompt
+        self.logprob_chunk_tokens, self.model_id = logprob_chunk_tokens, model_id
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
+        self.eos_ids = tuple(sorted(e for e in eos if e is not None))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        cfg = self._causal_lm().config
+        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+            raise NotImplementedError(f"{type(cfg).__name__} rescales its logits (soft-capping "
+                                      f"or logit_scale); HFPolicy.logprobs does not model that")
+
+    # -- construction
+    @classmethod
+    def from_pretrained(cls, model_id: str, *, lora_rank: int = 8, lora_alpha: int | None = None,
+                        lora_dropout: float = 0.0, lora_targets: str | list[str] = "all-linear",
+                        load_in_4bit: bool = False, dtype: str | None = None,
+                        device: str | None = None, gradient_checkpointing: bool = False,
+                        **kwargs) -> HFPolicy:
+        """Load ``model_id`` (hub id, local path or the offline alias) ready for RL.
+
+        ``lora_rank > 0`` wraps it in a peft LoRA adapter (only the adapter trains);
+        ``lora_rank = 0`` trains every weight. ``load_in_4bit`` quantises the frozen base to
+        NF4 with bitsandbytes and needs CUDA. Default dtype: bfloat16 on a GPU that supports it,
+        float16 on other GPUs, float32 on CPU.
+        """
+        from nudgelib.models import load_model_and_tokenizer
+
+        cuda = torch.cuda.is_available()
+        device = device or ("cuda" if cuda else "cpu")
+        if device.startswith("cuda") and not cuda:
+            raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
+        if dtype is None:
+            dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") \
+                if device.startswith("cuda") else "float32"
+        extra = {}
+        if load_in_4bit:
+            if not device.startswith("cuda"):
+                raise ValueError("load_in_4bit=True needs a CUDA GPU (bitsandbytes NF4); set "
+                                 "load_in_4bit=False on CPU")
+            if lora_rank <= 0:
+                raise ValueError("load_in_4bit=True trains through LoRA only; set lora_rank > 0")
+            from transformers import BitsAndBytesConfig
+
+            extra["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=getattr(torch, dtype))
+        model, tok = load_model_and_tokenizer(model_id, dtype=dtype, device=device, **extra)
+        model.config.use_cache = False  # training forward passes; sampling passes use_cache
+        if lora_rank > 0:
+            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+            if load_in_4bit:
+                model = prepare_model_for_kbit_training(
+                    model, use_gradient_checkpointing=gradient_checkpointing)
+            model = get_peft_model(model, LoraConfig(
+                r=lora_rank, lora_alpha=lora_alpha or 2 * lora_rank, lora_dropout=lora_dropout,
+                target_modules=lora_targets, task_type="CAUSAL_LM"))
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # PEFT + checkpointing: the frozen embeddings must still pass gradients on
+            model.enable_input_require_grads()
+        return cls(model, tok, model_id=str(model_id), **kwargs)
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def _causal_lm(self):
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _modules_for_mode(self):
+        return [self.model]
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # -- text
+    def encode_prompts(self, prompts):
+        tok, out = self.tokenizer, []
+        for p in prompts:
+            if not isinstance(p, str):
+                raise TypeError(f"prompts must be strings, got {type(p).__name__}")
+            text = f"{p}\n{self.instruction}" if self.instruction else p
+            if tok.chat_template:
+                msgs = ([{"role": "system", "content": self.system_prompt}]
+                        if self.system_prompt else []) + [{"role": "user", "content": text}]
+                text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                out.append(tok(text, add_special_tokens=False).input_ids)
+            else:
+                out.append(tok(text).input_ids)
+        return out
+
+    def decode(self, ids, mask):
+        rows = [[i for i, m in zip(r, mr) if m] for r, mr in zip(ids.tolist(), mask.tolist())]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    # -- sampling
+    def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
+                  generator):
+        model = self.model
+        pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos,
+                    use_cache=True, logits_to_keep=1)
+        past, logits = out.past_key_values, out.logits[:, -1]
+        attn, last = prompt_mask, pos[:, -1]
+        eos = torch.tensor(self.eos_ids, device=prompt_ids.device)
+        done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+        toks, logps = [], []
+        for t in range(max_new_tokens):
+            tok, lp = _sample_next(logits, temperature, top_p, generator)
+            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
+            toks.append(tok)
+            logps.append(lp)
+            done |= torch.isin(tok, eos)
+            if done.all() or t == max_new_tokens - 1:
+                break
+            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
+            last = last + 1
+            out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=last[:, None],
+                        past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[:, -1]
+        return torch.stack(toks, 1), torch.stack(logps, 1)
+
+    # -- scoring
+    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                 temperature=1.0):
+        lm = self._causal_lm()
+        body = getattr(lm, lm.base_model_prefix)
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], 1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        h = body(input_ids=ids, attention_mask=mask, position_ids=pos,
+                 use_cache=False).last_hidden_state
+        h = h[:, prompt_ids.shape[1] - 1:-1]
+        logp = chunked_token_logprobs(h, completion_ids, lm.get_output_embeddings(),
+                                      temperature=temperature,
+                                      chunk_tokens=self.logprob_chunk_tokens)
+        return logp * completion_mask.to(logp.dtype)
+
+    def reference_logprobs(self, *args, **kwargs) -> Tensor:
+        """Log-probs under the frozen base model (the LoRA adapter switched off)."""
+        if not self.is_peft:
+            raise ValueError("a KL reference needs a LoRA policy (the base model is the "
+                             "reference); this policy trains every weight")
+        with torch.no_grad(), self.model.disable_adapter():
+            return self.logprobs(*args, **kwargs)
+
+    # -- state
+    def trainable_parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save(self, path):
+        """LoRA: the adapter in the standard PEFT format; full fine-tune: the whole model."""
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def load(self, path):
+        path = Path(path)
+        if self.is_peft:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            f = path / "adapter_model.safetensors"
+            if not f.is_file():
+                raise FileNotFoundError(f"no PEFT adapter at {f}")
+            res = set_peft_model_state_dict(self.model, load_file(str(f), device=str(self.device)))
+            if getattr(res, "unexpected_keys", None):
+                raise ValueError(f"adapter at {path} does not match this model: unexpected "
+                                 f"keys {res.unexpected_keys[:5]}")
+        else:
+            from transformers import AutoModelForCausalLM
+
+            src = AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype)
+            self.model.load_state_dict(src.state_dict())

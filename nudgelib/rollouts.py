@@ -1,0 +1,311 @@
+"""Rollouts: G completions per prompt, scored, as records shared by toy and LM policies.
+
+    batch = collect_rollouts(policy, problems, scorer, group_size=8, max_new_tokens=256,
+                             generator=gen)
+    batch.rewards, batch.correct, batch.group          # [N] tensors, N = len(problems) * G
+    batch.to_frame()                                   # one row per completion (a Rollout)
+
+A :class:`RolloutBatch` keeps, per completion row, the prompt text it is conditioned on (the
+question, or the question with a hint appended), the hint, the token tensors the loss needs
+and the sampling log-probs. Nudging (:mod:`nudgelib.nudging`) replaces rows of a group with
+hinted ones through :meth:`RolloutBatch.replace_rows`; everything downstream reads the batch.
+
+Scorers turn a completion into (reward, correct): :class:`ExactMatchScorer` for the toy
+tasks, :class:`MathScorer` (the verifier of :mod:`nudgelib.verify`, an optional format bonus
+and DAPO's soft overlong penalty) for real math.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from nudgelib.policies import Policy, Samples, right_pad
+from nudgelib.problems import Problem
+
+HINT_TEMPLATE = "{question}\n\nHint: {hint}"
+"""How a hint is appended to a question (METHOD.md 2.2); the policy adds its instruction after."""
+
+
+def prompt_text(question: str, hint: str | None = None, template: str = HINT_TEMPLATE) -> str:
+    """The question alone, or the question with the hint placed by ``template``."""
+    return question if hint is None else template.format(question=question, hint=hint)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+class ExactMatchScorer:
+    """Toy verifier: reward 1 when the stripped completion equals the gold answer string."""
+
+    name = "exact_match"
+
+    def __call__(self, problems: Sequence[Problem], completions: Sequence[str],
+                 lengths: Sequence[int], truncated: Sequence[bool]):
+        correct = [c.strip() == p.answer for p, c in zip(problems, completions)]
+        return [float(c) for c in correct], correct
+
+
+@dataclass
+class MathScorer:
+    """reward = correct + format_weight * well-formed boxed answer + overlong_weight * DAPO penalty.
+
+    ``correct`` comes from :func:`nudgelib.verify.verify_batch` (math-verify behind a fast
+    exact path, each check bounded by ``timeout`` seconds). The overlong penalty (DAPO,
+    arXiv 2503.14476 eq. 13) is 0 up to ``max_len - cache_len`` tokens, falls linearly to -1
+    at ``max_len`` and is -1 for a truncated completion; it is off when ``max_len`` is None.
+    """
+
+    format_weight: float = 0.0
+    overlong_weight: float = 0.0
+    max_len: int | None = None
+    cache_len: int | None = None
+    timeout: float = 2.0
+    name: str = "math"
+
+    def __call__(self, problems, completions, lengths, truncated):
+        from nudgelib.rewards import format_reward, soft_overlong_penalty
+        from nudgelib.verify import verify_batch
+
+        res = verify_batch([p.answer for p in problems], list(completions), timeout=self.timeout)
+        correct = [r.correct for r in res]
+        rewards = [float(c) for c in correct]
+        if self.format_weight:
+            fmt = format_reward(None, list(completions))
+            rewards = [r + self.format_weight * f for r, f in zip(rewards, fmt)]
+        if self.overlong_weight and self.max_len:
+            cache = self.cache_len or max(1, self.max_len // 4)
+            pen = [-1.0 if t else soft_overlong_penalty(n, self.max_len, cache)
+                   for n, t in zip(lengths, truncated)]
+            rewards = [r + self.overlong_weight * p for r, p in zip(rewards, pen)]
+        return rewards, correct
+
+
+# ----------------------------------------------------------------------------- records
+
+@dataclass
+class Rollout:
+    """One completion with everything a learner wants to browse."""
+
+    step: int
+    group: int
+    problem_id: str
+    prompt: str
+    hinted: bool
+    hint: str | None
+    completion: str
+    completion_ids: list[int]
+    reward: float
+    correct: bool
+    advantage: float | None
+    length: int
+    truncated: bool
+    level: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RolloutBatch:
+    """Completion rows of one training step, grouped by problem (see the module docstring)."""
+
+    problems: list[Problem]  # one per group
+    group: Tensor  # [N] group index into `problems`
+    prompts: list[str]  # [N] prompt text each row is conditioned on
+    hints: list[str | None]  # [N]
+    texts: list[str]  # [N]
+    prompt_ids: Tensor  # [N, P] left-padded
+    prompt_mask: Tensor  # [N, P]
+    completion_ids: Tensor  # [N, T] right-padded
+    completion_mask: Tensor  # [N, T]
+    old_logp: Tensor  # [N, T] sampling log-probs
+    truncated: Tensor  # [N] bool
+    rewards: Tensor  # [N]
+    correct: Tensor  # [N] bool
+    advantages: Tensor | None = None
+    step: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.problems)
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.completion_mask.sum(-1).long()
+
+    @property
+    def hinted(self) -> Tensor:
+        return torch.tensor([h is not None for h in self.hints], dtype=torch.bool)
+
+    def group_rows(self, g: int) -> list[int]:
+        return (self.group == g).nonzero().flatten().tolist()
+
+    def group_pass_counts(self) -> Tensor:
+        """Number of correct completions per group [n_groups]."""
+        return torch.zeros(self.n_groups).index_add_(0, self.group, self.correct.float())
+
+    def group_sizes(self) -> Tensor:
+        return torch.bincount(self.group, minlength=self.n_groups)
+
+    def frac_zero_std(self) -> float:
+        """Share of groups whose rewards are all equal: they give GRPO no gradient."""
+        zero = [float(self.rewards[self.group == g].std(unbiased=False)) == 0.0
+                for g in range(self.n_groups)]
+        return sum(zero) / max(1, len(zero))
+
+    def records(self) -> list[Rollout]:
+        adv = self.advantages.tolist() if self.advantages is not None else [None] * len(self)
+        lengths = self.lengths.tolist()
+        out = []
+        for i in range(len(self)):
+            p = self.problems[int(self.group[i])]
+            ids = self.completion_ids[i, :lengths[i]].tolist()
+            out.append(Rollout(step=self.step, group=int(self.group[i]), problem_id=p.id,
+                               prompt=self.prompts[i], hinted=self.hints[i] is not None,
+                               hint=self.hints[i], completion=self.texts[i],
+                               completion_ids=ids, reward=float(self.rewards[i]),
+                               correct=bool(self.correct[i]), advantage=adv[i],
+                               length=lengths[i], truncated=bool(self.truncated[i]),
+                               level=p.level))
+        return out
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([r.to_dict() for r in self.records()])
+
+    def _pad_to(self, pw: int, cw: int) -> None:
+        """Widen prompts (left) and completions (right) in place to pw / cw positions."""
+        pad = int(self.extra.get("pad_id", 0))
+        lp = lambda t, v: torch.nn.functional.pad(t, (pw - t.shape[1], 0), value=v)  # noqa: E731
+        self.prompt_ids, self.prompt_mask = lp(self.prompt_ids, pad), lp(self.prompt_mask, 0)
+        self.completion_ids = right_pad(self.completion_ids, cw, pad)
+        self.completion_mask = right_pad(self.completion_mask, cw, 0.0)
+        self.old_logp = right_pad(self.old_logp, cw, 0.0)
+
+    def replace_rows(self, rows: Sequence[int], new: RolloutBatch) -> None:
+        """Overwrite completion rows ``rows`` with the rows of ``new`` (same order, same count).
+
+        Tensors are re-padded to the wider of the two (prompts on the left, completions on the
+        right) so hinted prompts may be longer than the originals. Group membership of the
+        replaced rows is kept; advantages are reset (they must be recomputed).
+        """
+        rows = list(rows)
+        if len(rows) != len(new):
+            raise ValueError(f"replace_rows got {len(rows)} rows but {len(new)} replacements")
+        pw = max(self.prompt_ids.shape[1], new.prompt_ids.shape[1])
+        cw = max(self.completion_ids.shape[1], new.completion_ids.shape[1])
+        self._pad_to(pw, cw)
+        new._pad_to(pw, cw)
+        idx = torch.tensor(rows, dtype=torch.long)
+        for name in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
+                     "old_logp", "truncated", "rewards", "correct"):
+            getattr(self, name)[idx] = getattr(new, name)
+        for j, r in enumerate(rows):
+            self.prompts[r], self.hints[r], self.texts[r] = new.prompts[j], new.hints[j], new.texts[j]
+        self.advantages = None
+
+    @staticmethod
+    def concat(parts: Sequence[RolloutBatch], problems: list[Problem]) -> RolloutBatch:
+        """Stack batches whose ``group`` indices already refer to ``problems``."""
+        parts = list(parts)
+        pw = max(p.prompt_ids.shape[1] for p in parts)
+        cw = max(p.completion_ids.shape[1] for p in parts)
+        for p in parts:
+            p._pad_to(pw, cw)
+        cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+        return RolloutBatch(
+            problems=problems, group=cat("group"), prompts=[x for p in parts for x in p.prompts],
+            hints=[x for p in parts for x in p.hints], texts=[x for p in parts for x in p.texts],
+            prompt_ids=cat("prompt_ids"), prompt_mask=cat("prompt_mask"),
+            completion_ids=cat("completion_ids"), completion_mask=cat("completion_mask"),
+            old_logp=cat("old_logp"), truncated=cat("truncated"), rewards=cat("rewards"),
+            correct=cat("correct"), step=parts[0].step, extra=dict(parts[0].extra))
+
+
+def _from_samples(problems: list[Problem], group: Tensor, hints: list[str | None],
+                  s: Samples, scorer, pad_id: int, step: int) -> RolloutBatch:
+    per_row = [problems[int(g)] for g in group]
+    rewards, correct = scorer(per_row, s.texts, s.lengths.tolist(), s.truncated.tolist())
+    if len(rewards) != len(s) or len(correct) != len(s):
+        raise ValueError(f"scorer returned {len(rewards)} rewards / {len(correct)} verdicts for "
+                         f"{len(s)} completions")
+    return RolloutBatch(problems=problems, group=group, prompts=list(s.prompts), hints=hints,
+                        texts=list(s.texts), prompt_ids=s.prompt_ids.cpu(),
+                        prompt_mask=s.prompt_mask.cpu(), completion_ids=s.completion_ids.cpu(),
+                        completion_mask=s.completion_mask.cpu(), old_logp=s.logp.cpu(),
+                        truncated=s.truncated.cpu(),
+                        rewards=torch.tensor(rewards, dtype=torch.float32),
+                        correct=torch.tensor(correct, dtype=torch.bool), step=step,
+                        extra={"pad_id": pad_id})
+
+
+def sample_rows(policy: Policy, problems: Sequence[Problem], group_ids: Sequence[int],
+                hints: Sequence[str | None], scorer, *, temperature: float = 1.0,
+                top_p: float = 1.0, max_new_tokens: int = 64,
+                generator: torch.Generator | None = None, step: int = 0,
+                all_problems: list[Problem] | None = None,
+                template: str = HINT_TEMPLATE) -> RolloutBatch:
+    """One completion per (problem, hint) row, scored; rows carry ``group_ids``.
+
+    The building block of both plain rollouts and nudging (which re-samples some members of a
+    group under a hinted prompt).
+    """
+    prompts = [prompt_text(p.question, h, template) for p, h in zip(problems, hints)]
+    s = policy.sample(prompts, 1, temperature=temperature, top_p=top_p,
+                      max_new_tokens=max_new_tokens, generator=generator)
+    group = torch.tensor(list(group_ids), dtype=torch.long)
+    return _from_samples(all_problems if all_problems is not None else list(problems), group,
+                         list(hints), s, scorer, policy.pad_id, step)
+
+
+def collect_rollouts(policy: Policy, problems: Sequence[Problem], scorer, *, group_size: int,
+                     temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
+                     generator: torch.Generator | None = None, prompts_per_call: int | None = None,
+                     hints: Sequence[str | None] | None = None, step: int = 0,
+                     progress: bool = False, template: str = HINT_TEMPLATE) -> RolloutBatch:
+    """Sample ``group_size`` completions for each problem and score them.
+
+    ``hints[i]`` (optional) is appended to problem i's question for all its members.
+    ``prompts_per_call`` bounds how many prompts go through the policy at once (memory).
+    """
+    from tqdm.auto import tqdm
+
+    problems = list(problems)
+    if not problems:
+        raise ValueError("collect_rollouts needs at least one problem")
+    hints = list(hints) if hints is not None else [None] * len(problems)
+    if len(hints) != len(problems):
+        raise ValueError(f"hints has {len(hints)} entries for {len(problems)} problems")
+    per_call = prompts_per_call or len(problems)
+    parts = []
+    starts = range(0, len(problems), per_call)
+    for i in tqdm(starts, desc=f"rollouts (G={group_size})", disable=not progress, leave=False):
+        chunk = range(i, min(i + per_call, len(problems)))
+        prompts = [prompt_text(problems[j].question, hints[j], template) for j in chunk]
+        s = policy.sample(prompts, group_size, temperature=temperature, top_p=top_p,
+                          max_new_tokens=max_new_tokens, generator=generator)
+        group = torch.tensor(list(chunk), dtype=torch.long).repeat_interleave(group_size)
+        parts.append(_from_samples(problems, group, [hints[j] for j in chunk
+                                                     for _ in range(group_size)],
+                                   s, scorer, policy.pad_id, step))
+    return RolloutBatch.concat(parts, problems)
+
+
+def evaluate_pass_counts(policy: Policy, problems: Sequence[Problem], scorer, *, n_samples: int,
+                         temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
+                         generator: torch.Generator | None = None,
+                         prompts_per_call: int | None = None, progress: bool = False) -> list[int]:
+    """Correct completions out of ``n_samples`` per problem, WITHOUT hints (for pass@k)."""
+    batch = collect_rollouts(policy, problems, scorer, group_size=n_samples,
+                             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                             generator=generator, prompts_per_call=prompts_per_call,
+                             progress=progress)
+    return [int(c) for c in batch.group_pass_counts().tolist()]

@@ -1,0 +1,701 @@
+"""The training loop: sample -> verify -> nudge -> advantages -> loss -> step, resumable.
+
+    cfg = get_train_config("toy-fast", seed=0)
+    trainer = Trainer(cfg, out_dir="runs/toy")
+    df = trainer.train(until_step=20)        # metrics per step (also runs/toy/metrics.jsonl)
+
+or headless, the same thing:
+
+    python -m nudgelib.train --config toy-fast --steps 20 --out runs/toy [--seed S]
+        [--save-every K] [--resume] [--set key=value ...]
+
+Each step: draw ``prompts_per_step`` problems in a seeded per-epoch order; sample
+``group_size`` completions each; score them; hand the batch to the nudging hook (where NuRL
+acts, :mod:`nudgelib.nudging`); compute advantages (:mod:`nudgelib.advantages`) and the
+policy loss (:mod:`nudgelib.losses`) over micro-batches; clip gradients; step AdamW.
+
+Checkpoints (``out/checkpoints/step-NNNNNN/``) hold the policy (a standard PEFT adapter for
+LoRA policies), the optimizer and scheduler, every RNG state, the step counter and the data
+order, and are written to a temporary folder and renamed, so a run killed at any moment
+resumes from its last complete checkpoint and logs exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from nudgelib.advantages import ESTIMATORS, compute_advantages
+from nudgelib.losses import AGGREGATIONS, KL_ESTIMATORS, SURROGATES, microbatch_scale, policy_loss
+from nudgelib.problems import Problem
+from nudgelib.rollouts import ExactMatchScorer, MathScorer, RolloutBatch, collect_rollouts
+
+POLICIES = ("char-transformer", "toy-table", "hf")
+TASKS = ("addition", "toy-table", "gsm8k", "math500")
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+_COMPLETE = "COMPLETE"
+# fields that may differ between a run and its resumption
+_RESUMABLE_CHANGES = {"save_every", "keep_checkpoints"}
+
+
+class ConfigError(ValueError):
+    """A training configuration value is invalid; the message names the field."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. Validated on creation; errors name the field."""
+
+    name: str = "custom"
+    policy: str = "char-transformer"
+    task: str = "addition"
+    # --- problems
+    model_id: str = ""
+    train_split: str = "train"
+    n_train_problems: int = 64
+    problem_selection: str = "random"  # or "shortest" (short prompts: fast CPU runs)
+    difficulty_counts: dict = field(default_factory=lambda: {"easy": 40, "medium": 40,
+                                                             "hard": 40})
+    # --- tiny transformer
+    warm_start_steps: int = 400
+    char_d_model: int = 64
+    char_layers: int = 2
+    char_heads: int = 4
+    # --- sampling
+    group_size: int = 8
+    prompts_per_step: int = 16
+    max_new_tokens: int = 6
+    temperature: float = 1.0
+    top_p: float = 1.0
+    prompts_per_call: int = 0  # 0: all prompts of a step in one sampling call
+    # --- RL objective (METHOD.md section 4)
+    estimator: str = "grpo"
+    estimator_options: dict = field(default_factory=dict)
+    surrogate: str = "ppo_clip"
+    aggregation: str = "token_mean"
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    kl_beta: float = 0.0
+    kl_estimator: str = "k3"
+    # --- optimisation
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    ppo_epochs: int = 1
+    micro_batch_size: int = 64  # completion rows per forward/backward
+    skip_zero_advantage: bool = True  # exact when kl_beta == 0: those rows add 0 to the loss
+    # --- language models
+    lora_rank: int = 8
+    lora_alpha: int = 0  # 0: 2 x rank
+    lora_dropout: float = 0.0
+    load_in_4bit: bool = False
+    dtype: str = ""  # "": bfloat16/float16 on GPU, float32 on CPU
+    device: str = ""  # "": cuda when available
+    gradient_checkpointing: bool = False
+    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    # --- rewards for real math
+    format_weight: float = 0.0
+    overlong_weight: float = 0.0
+    # --- nudging (issue 6 fills the strategies)
+    nudging: str = "none"
+    # --- bookkeeping
+    seed: int = 0
+    save_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2  # 0: keep all
+
+    def __post_init__(self):
+        def bad(name, expected):
+            raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid; "
+                              f"expected {expected}")
+
+        for name, choices in (("policy", POLICIES), ("task", TASKS),
+                              ("problem_selection", ("random", "shortest")),
+                              ("estimator", tuple(ESTIMATORS)), ("surrogate", tuple(SURROGATES)),
+                              ("aggregation", AGGREGATIONS), ("kl_estimator", KL_ESTIMATORS),
+                              ("nudging", ("none",))):
+            if getattr(self, name) not in choices:
+                bad(name, f"one of {sorted(choices)}")
+        for name in ("n_train_problems", "group_size", "prompts_per_step", "max_new_tokens",
+                     "ppo_epochs", "micro_batch_size", "char_d_model", "char_layers",
+                     "char_heads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "a positive integer")
+        for name in ("warm_start_steps", "warmup_steps", "save_every", "keep_checkpoints",
+                     "lora_rank", "lora_alpha", "prompts_per_call", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(name, "an integer >= 0")
+        for name in ("lr", "temperature", "max_grad_norm"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                bad(name, "a finite number > 0")
+        for name in ("kl_beta", "weight_decay", "format_weight", "overlong_weight", "eps_low",
+                     "eps_high", "lora_dropout"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                bad(name, "a finite number >= 0")
+        if not 0 < self.top_p <= 1:
+            bad("top_p", "a number in (0, 1]")
+        if self.eps_low >= 1:
+            bad("eps_low", "a number in [0, 1)")
+        if self.group_size < 2:
+            bad("group_size", "at least 2 (group advantages need a group)")
+        if not isinstance(self.difficulty_counts, dict) or not all(
+                isinstance(v, int) and v >= 0 for v in self.difficulty_counts.values()):
+            bad("difficulty_counts", "a dict {difficulty: count >= 0}")
+        if not isinstance(self.estimator_options, dict):
+            bad("estimator_options", "a dict of keyword arguments for the estimator")
+        if self.policy == "hf" and not self.model_id:
+            bad("model_id", "a hub id, a local path or 'offline:smollm2-135m-instruct' "
+                            "(policy='hf')")
+        if self.policy == "toy-table" and self.task != "toy-table":
+            bad("task", "'toy-table' for policy='toy-table'")
+        if self.policy != "hf" and self.task in ("gsm8k", "math500"):
+            bad("task", f"a toy task for policy={self.policy!r} (real math needs policy='hf')")
+        if self.policy == "char-transformer" and self.task != "addition":
+            bad("task", "'addition' for policy='char-transformer'")
+        if self.kl_beta > 0 and self.policy != "hf":
+            bad("kl_beta", "0 for toy policies (the KL reference is the LoRA base model)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; fields are "
+                              f"{sorted(known)}")
+        return cls(**d)
+
+    def with_overrides(self, **changes) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+SHORT_ANSWER_INSTRUCTION = "Answer with the final number in \\boxed{}."
+"""cpu-fast's instruction: SmolLM2-135M rarely finishes a step-by-step answer in 32 tokens, so
+every reward would be the same truncation penalty and no group would carry a gradient. Asked
+for the number alone, some of its completions end in time, which gives the mechanics in CI
+real reward variance (its answers are still almost never right)."""
+
+
+def _lm_config(preset_name: str) -> TrainConfig:
+    from nudgelib.presets import PRESETS
+
+    p = PRESETS[preset_name]
+    fast = preset_name == "cpu-fast"
+    extra = {"instruction": SHORT_ANSWER_INSTRUCTION} if fast else {}
+    return TrainConfig(
+        name=preset_name, policy="hf", task="gsm8k", model_id=p.model_id,
+        n_train_problems=p.n_train_problems,
+        problem_selection="shortest" if p.device == "cpu" else "random",
+        group_size=p.group_size, prompts_per_step=p.prompts_per_step,
+        max_new_tokens=p.max_new_tokens, lr=2e-5 if not fast else 1e-4,
+        lora_rank=p.lora_rank, load_in_4bit=p.load_in_4bit, dtype=p.dtype, device=p.device,
+        gradient_checkpointing=p.device == "cuda", micro_batch_size=8 if fast else 16,
+        format_weight=0.1, overlong_weight=1.0, warmup_steps=0 if fast else 5, **extra)
+
+
+def get_train_config(name: str, **overrides) -> TrainConfig:
+    """A named training preset, optionally with field overrides.
+
+    * ``toy-fast`` — tiny char transformer on addition (1-3 digits), seconds per step on CPU;
+    * ``toy-table`` — the categorical toy of :mod:`nudgelib.toy`;
+    * ``cpu-fast``, ``cpu``, ``colab-t4``, ``large-gpu`` — LoRA on a real LM and GSM8K, sized
+      by :data:`nudgelib.presets.PRESETS`.
+    """
+    if name == "toy-fast":
+        cfg = TrainConfig(name=name, lr=3e-4, prompts_per_step=32)
+    elif name == "toy-table":
+        cfg = TrainConfig(name=name, policy="toy-table", task="toy-table",
+                          difficulty_counts={"easy": 8, "medium": 8, "hard": 8},
+                          prompts_per_step=24, max_new_tokens=12, lr=0.1, eps_high=0.2)
+    elif name in ("cpu-fast", "cpu", "colab-t4", "large-gpu"):
+        cfg = _lm_config(name)
+    else:
+        raise ConfigError(f"unknown training preset {name!r}; expected one of "
+                          f"{sorted(TRAIN_PRESETS)} or a path to a JSON config file")
+    return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+TRAIN_PRESETS = ("toy-fast", "toy-table", "cpu-fast", "cpu", "colab-t4", "large-gpu")
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def build_problems(cfg: TrainConfig) -> list[Problem]:
+    """The training problems the config names (deterministic for a given config)."""
+    if cfg.task == "addition":
+        from nudgelib.toy import addition_problems
+
+        return addition_problems(cfg.difficulty_counts, seed=cfg.seed + 1)
+    if cfg.task == "toy-table":
+        from nudgelib.toy import ToyTask, toy_problems
+
+        return toy_problems(ToyTask.make(cfg.difficulty_counts, seed=cfg.seed))
+    from nudgelib.problems import load_problems
+
+    probs = load_problems(cfg.task, cfg.train_split)
+    if cfg.problem_selection == "shortest":
+        probs = sorted(probs, key=lambda p: (len(p.question), p.id))
+    else:
+        order = torch.randperm(len(probs), generator=torch.Generator().manual_seed(cfg.seed))
+        probs = [probs[i] for i in order.tolist()]
+    return probs[:cfg.n_train_problems]
+
+
+def warm_start_pairs(cfg: TrainConfig) -> list[tuple[str, str]]:
+    """Supervised data for the tiny transformer: all 1-digit sums and 2000 2-digit sums."""
+    from nudgelib.toy import addition_problems
+
+    easy = [(f"{a}+{b}=", str(a + b)) for a in range(10) for b in range(10)]
+    medium = addition_problems({2: 2000}, seed=10_000 + cfg.seed)
+    return easy + [(p.question, p.answer) for p in medium]
+
+
+def build_policy(cfg: TrainConfig, *, warm: bool = True, progress: bool = False):
+    """The policy of ``cfg``; ``warm=False`` skips the char model's warm start (for resuming)."""
+    if cfg.policy == "char-transformer":
+        from nudgelib.policies import CharTransformerConfig, CharTransformerPolicy, warm_start
+
+        pol = CharTransformerPolicy(CharTransformerConfig(
+            d_model=cfg.char_d_model, n_layers=cfg.char_layers, n_heads=cfg.char_heads),
+            seed=cfg.seed)
+        if warm and cfg.warm_start_steps:
+            warm_start(pol, warm_start_pairs(cfg), steps=cfg.warm_start_steps, seed=cfg.seed,
+                       progress=progress)
+        return pol
+    if cfg.policy == "toy-table":
+        from nudgelib.policies import CategoricalPolicy
+        from nudgelib.toy import ToyPolicy, ToyTask
+
+        task = ToyTask.make(cfg.difficulty_counts, seed=cfg.seed)
+        return CategoricalPolicy(ToyPolicy(task, max_len=cfg.max_new_tokens))
+    from nudgelib.policies import HFPolicy
+
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
+    return HFPolicy.from_pretrained(
+        cfg.model_id, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha or None,
+        lora_dropout=cfg.lora_dropout, load_in_4bit=cfg.load_in_4bit, dtype=cfg.dtype or None,
+        device=cfg.device or None, gradient_checkpointing=cfg.gradient_checkpointing,
+        instruction=cfg.instruction)
+
+
+def build_scorer(cfg: TrainConfig):
+    if cfg.task in ("addition", "toy-table"):
+        return ExactMatchScorer()
+    return MathScorer(format_weight=cfg.format_weight, overlong_weight=cfg.overlong_weight,
+                      max_len=cfg.max_new_tokens if cfg.overlong_weight else None)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+Nudger = Callable[["Trainer", RolloutBatch], RolloutBatch]
+"""The hook between verification and advantages: takes the scored batch, returns it (possibly
+with hinted members). ``None`` is plain GRPO."""
+
+
+def _rng_state() -> dict:
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs and checkpoints RL training for one :class:`TrainConfig`.
+
+    ``policy``, ``problems`` and ``scorer`` default to what the config builds; pass them to
+    train something of your own. ``callbacks`` are called as ``cb(trainer, row, batch)`` after
+    every step (the live dashboard of the notebooks is one).
+    """
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *,
+                 policy=None, problems: Sequence[Problem] | None = None, scorer=None,
+                 nudger: Nudger | None = None, callbacks: Sequence[Callable] = (),
+                 progress: bool = True, warm: bool = True):
+        self.cfg = cfg
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        torch.manual_seed(cfg.seed)
+        self.problems = list(problems) if problems is not None else build_problems(cfg)
+        if not self.problems:
+            raise ConfigError("the training set is empty; check n_train_problems / "
+                              "difficulty_counts")
+        self.policy = policy if policy is not None else build_policy(cfg, warm=warm,
+                                                                      progress=progress)
+        self.scorer = scorer or build_scorer(cfg)
+        self.nudger = nudger
+        self.callbacks = list(callbacks)
+        self.params = self.policy.trainable_parameters()
+        if not self.params:
+            raise ConfigError("the policy has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.99),
+                                           weight_decay=cfg.weight_decay)
+        warmup = cfg.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        self.step = 0
+        self.epoch, self.cursor = 0, 0
+        self.sample_rng = torch.Generator().manual_seed(cfg.seed)
+        self.rows: list[dict] = []
+        self.last_batch: RolloutBatch | None = None
+        self._t0 = time.time()
+
+    # -- data order
+    def _perm(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.problems), generator=g).tolist()
+
+    def next_problems(self) -> list[Problem]:
+        """The next ``prompts_per_step`` problems of a seeded per-epoch shuffle."""
+        out = []
+        perm = self._perm(self.epoch)
+        while len(out) < self.cfg.prompts_per_step:
+            if self.cursor >= len(perm):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                perm = self._perm(self.epoch)
+            out.append(self.problems[perm[self.cursor]])
+            self.cursor += 1
+        return out
+
+    # -- one step
+    def sample_batch(self, problems: Sequence[Problem]) -> RolloutBatch:
+        cfg = self.cfg
+        return collect_rollouts(self.policy, problems, self.scorer, group_size=cfg.group_size,
+                                temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, generator=self.sample_rng,
+                                prompts_per_call=cfg.prompts_per_call or None,
+                                step=self.step + 1, progress=self.progress)
+
+    def _loss_and_backward(self, batch: RolloutBatch) -> dict:
+        cfg = self.cfg
+        adv = batch.advantages
+        full_mask = batch.completion_mask
+        rows = torch.arange(len(batch))
+        if cfg.skip_zero_advantage and cfg.kl_beta == 0:
+            rows = rows[adv != 0]
+        stats_sum: dict[str, float] = {}
+        total_loss = 0.0
+        self.policy.train_mode(True)
+        for _ in range(cfg.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=False)
+            for i in range(0, len(rows), cfg.micro_batch_size):
+                idx = rows[i:i + cfg.micro_batch_size]
+                pm = batch.prompt_mask[idx]
+                keep_p = int(pm.sum(0).nonzero().min()) if pm.any() else pm.shape[1] - 1
+                cm = batch.completion_mask[idx]
+                width = max(1, int(cm.sum(-1).max()))
+                dev = self.policy.device
+                args = (batch.prompt_ids[idx, keep_p:].to(dev), pm[:, keep_p:].to(dev),
+                        batch.completion_ids[idx, :width].to(dev), cm[:, :width].to(dev))
+                logp = self.policy.logprobs(*args, temperature=cfg.temperature)
+                ref = None
+                if cfg.kl_beta > 0:
+                    ref = self.policy.reference_logprobs(*args, temperature=cfg.temperature)
+                loss, stats = policy_loss(
+                    logp, batch.old_logp[idx, :width].to(dev), adv[idx].to(dev), args[3],
+                    surrogate=cfg.surrogate, aggregation=cfg.aggregation, eps_low=cfg.eps_low,
+                    eps_high=cfg.eps_high, ref_logp=ref, kl=cfg.kl_estimator if ref is not None
+                    else None, beta=cfg.kl_beta, max_len=cfg.max_new_tokens)
+                scale = microbatch_scale(cfg.aggregation, cm, full_mask)
+                (loss * scale).backward()
+                total_loss += float(loss.detach()) * scale / cfg.ppo_epochs
+                w = float(cm.sum())
+                for k, v in stats.items():
+                    stats_sum[k] = stats_sum.get(k, 0.0) + v * w
+                stats_sum["_w"] = stats_sum.get("_w", 0.0) + w
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            self.optimizer.step()
+        self.scheduler.step()
+        self.policy.train_mode(False)
+        w = stats_sum.pop("_w", 0.0)
+        out = {k: v / w for k, v in stats_sum.items() if k != "n_tokens"} if w else {}
+        out.update(loss=total_loss, grad_norm=float(grad_norm), rows_trained=int(len(rows)))
+        return out
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        t0 = time.time()
+        problems = self.next_problems()
+        batch = self.sample_batch(problems)
+        t1 = time.time()
+        if self.nudger is not None:
+            batch = self.nudger(self, batch)
+        batch.advantages = compute_advantages(batch.rewards, batch.group, cfg.estimator,
+                                              **cfg.estimator_options)
+        t2 = time.time()
+        lr = self.optimizer.param_groups[0]["lr"]
+        stats = self._loss_and_backward(batch)
+        self.step += 1
+        t3 = time.time()
+        hinted = batch.hinted
+        passes = batch.group_pass_counts()
+        mask = batch.completion_mask
+        row = {
+            "step": self.step,
+            "reward_mean": float(batch.rewards.mean()),
+            "reward_std": float(batch.rewards.std(unbiased=False)),
+            "pass_rate": float(batch.correct[~hinted].float().mean()) if (~hinted).any()
+            else None,
+            "frac_zero_std": batch.frac_zero_std(),
+            "learnable_ratio": float((passes > 0).float().mean()),
+            "frac_nudged": float(batch.extra.get("frac_nudged", 0.0)),
+            "hinted_pass_rate": float(batch.correct[hinted].float().mean()) if hinted.any()
+            else None,
+            "adv_abs_mean": float(batch.advantages.abs().mean()),
+            "len_mean": float(batch.lengths.float().mean()),
+            "truncated_frac": float(batch.truncated.float().mean()),
+            "entropy_est": float(-(batch.old_logp * mask).sum() / mask.sum().clamp(min=1)),
+            "lr": lr,
+            **stats,
+            "epoch": self.epoch,
+            "t_sample": round(t1 - t0, 4),
+            "t_train": round(t3 - t2, 4),
+        }
+        levels = sorted({p.level for p in batch.problems if p.level is not None})
+        for lv in levels:
+            sel = torch.tensor([batch.problems[int(g)].level == lv for g in batch.group]) & ~hinted
+            if sel.any():
+                row[f"pass_rate_L{lv}"] = float(batch.correct[sel].float().mean())
+        self.last_batch = batch
+        return row
+
+    # -- loop
+    def train(self, until_step: int) -> pandas.DataFrame:  # noqa: F821
+        """Train until ``self.step == until_step``; returns all metrics rows as a DataFrame."""
+        from tqdm.auto import tqdm
+
+        if not isinstance(until_step, int) or until_step < 0:
+            raise ConfigError(f"until_step must be an integer >= 0, got {until_step!r}")
+        bar = tqdm(total=until_step, initial=self.step, desc=f"train {self.cfg.name}",
+                   disable=not self.progress)
+        start = self.step
+        while self.step < until_step:
+            row = self.train_step()
+            self.rows.append(row)
+            self._write_metrics(row)
+            for cb in self.callbacks:
+                cb(self, row, self.last_batch)
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", zero_std=f"{row['frac_zero_std']:.2f}")
+            if self.out is not None and self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        if self.out is not None and self.step > start and (
+                not self.cfg.save_every or self.step % self.cfg.save_every):
+            self.save_checkpoint()
+        return self.metrics
+
+    @property
+    def metrics(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    # -- files
+    def _write_metrics(self, row: dict) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.out / CHECKPOINTS / f"step-{step:06d}"
+
+    def save_checkpoint(self) -> Path:
+        """Write the full training state for ``self.step``; atomic (temp folder + rename)."""
+        if self.out is None:
+            raise ConfigError("this Trainer has no out_dir to save checkpoints in")
+        final = self.checkpoint_dir(self.step)
+        tmp = final.with_name(f".tmp-{final.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.policy.save(tmp / "policy")
+        torch.save({
+            "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "sample_rng": self.sample_rng.get_state(), "rng": _rng_state(),
+            "nudger": self.nudger.state_dict() if hasattr(self.nudger, "state_dict") else None,
+            "elapsed": time.time() - self._t0,
+        }, tmp / "trainer_state.pt")
+        (tmp / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        (tmp / _COMPLETE).write_text(f"step {self.step}\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        self._prune_checkpoints()
+        return final
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.cfg.keep_checkpoints
+        if not keep:
+            return
+        done = complete_checkpoints(self.out)
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote; metrics rows after it are dropped."""
+        path = Path(path)
+        if not (path / _COMPLETE).is_file():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {_COMPLETE} file)")
+        saved = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+        diff = {k for k, v in saved.to_dict().items()
+                if self.cfg.to_dict()[k] != v} - _RESUMABLE_CHANGES
+        if diff:
+            raise ConfigError("cannot resume: the checkpoint was made with a different config "
+                              "for " + ", ".join(f"{k} (checkpoint {saved.to_dict()[k]!r}, now "
+                                                 f"{self.cfg.to_dict()[k]!r})" for k in sorted(diff)))
+        self.policy.load(path / "policy")
+        st = torch.load(path / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.step, self.epoch, self.cursor = st["step"], st["epoch"], st["cursor"]
+        self.sample_rng.set_state(st["sample_rng"])
+        _set_rng_state(st["rng"])
+        if st.get("nudger") is not None and hasattr(self.nudger, "load_state_dict"):
+            self.nudger.load_state_dict(st["nudger"])
+        self._t0 = time.time() - st.get("elapsed", 0.0)
+        self.rows = []
+        if self.out is not None and (self.out / METRICS_FILE).is_file():
+            kept = []
+            for line in (self.out / METRICS_FILE).read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+                if r.get("step", 0) <= self.step:
+                    kept.append(r)
+            self.rows = kept
+            tmp = self.out / (METRICS_FILE + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.out / METRICS_FILE)
+
+
+def complete_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under ``out_dir/checkpoints``, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.name.startswith("step-") and (p / _COMPLETE).is_file())
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _parse_value(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def config_from_args(args) -> TrainConfig:
+    src = args.config
+    if src.endswith(".json") or os.path.sep in src:
+        p = Path(src)
+        if not p.is_file():
+            raise ConfigError(f"--config {src!r}: no such file (or use a preset: "
+                              f"{', '.join(TRAIN_PRESETS)})")
+        try:
+            cfg = TrainConfig.from_dict(json.loads(p.read_text()))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--config {src!r} is not valid JSON: {err}") from None
+    else:
+        cfg = get_train_config(src)
+    changes = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        changes[k.strip()] = _parse_value(v)
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.save_every is not None:
+        changes["save_every"] = args.save_every
+    if getattr(args, "nudging", None) is not None:
+        changes["nudging"] = args.nudging
+    return cfg.with_overrides(**changes) if changes else cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m nudgelib.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True,
+                    help=f"a preset ({', '.join(TRAIN_PRESETS)}) or a JSON file of TrainConfig fields")
+    ap.add_argument("--steps", type=int, required=True, help="train until this step")
+    ap.add_argument("--out", required=True, help="run folder: metrics.jsonl, checkpoints/")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--save-every", type=int, help="checkpoint every K steps (default: at the end)")
+    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    ap.add_argument("--nudging", choices=["none"], help="nudging strategy (default: the config's)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config field (value parsed as JSON when it can be)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.steps < 0:
+            raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+        out = Path(args.out)
+        ckpts = complete_checkpoints(out)
+        if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
+                              f"choose another --out")
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        resume_from = ckpts[-1] if args.resume and ckpts else None
+        trainer = Trainer(cfg, out, progress=not args.quiet, warm=resume_from is None)
+        if resume_from is not None:
+            trainer.load_checkpoint(resume_from)
+            print(f"resumed from {resume_from} (step {trainer.step})", flush=True)
+        elif args.resume and (out / METRICS_FILE).exists():
+            (out / METRICS_FILE).unlink()  # no checkpoint: start over, drop orphan metrics
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        trainer.train(until_step=args.steps)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    last = trainer.rows[-1] if trainer.rows else {}
+    print(json.dumps({"step": trainer.step, "out": str(out),
+                      **{k: last.get(k) for k in ("reward_mean", "pass_rate", "frac_zero_std")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

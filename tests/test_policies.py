@@ -1,0 +1,210 @@
+"""Policies: masks by position, nucleus sampling, chunked log-probs, and the three policies."""
+
+import pytest
+import torch
+
+from nudgelib.policies import (
+    CategoricalPolicy,
+    CharTransformerConfig,
+    CharTransformerPolicy,
+    chunked_token_logprobs,
+    completion_mask,
+    left_pad,
+    top_p_filter,
+    warm_start,
+)
+from nudgelib.toy import ToyPolicy, ToyTask
+
+
+def test_completion_mask_keeps_the_real_eos_when_pad_equals_eos():
+    eos = 2
+    ids = torch.tensor([[5, 2, 2, 2],    # stopped after one token: EOS inside, pads outside
+                        [5, 6, 7, 8],    # never stopped: truncated
+                        [2, 2, 2, 2],    # stopped at once: the EOS is the whole completion
+                        [5, 6, 2, 9]])   # tokens after the first EOS do not count
+    mask, truncated = completion_mask(ids, [eos])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0]]
+    assert truncated.tolist() == [False, True, False, False]
+    # masking by token id (the bug) would have dropped the EOS of rows 0, 2 and 3
+    assert (mask * (ids == eos)).sum() == 3
+
+
+def test_completion_mask_with_several_stop_tokens():
+    mask, truncated = completion_mask(torch.tensor([[4, 7, 3, 3], [4, 3, 7, 7]]), [3, 7])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]]
+    assert not truncated.any()
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    out = top_p_filter(probs, 0.6)
+    # row 0: 0.5 alone < 0.6, so 0.3 joins; 0.2 would start beyond 0.8 -> dropped
+    assert torch.equal(out, torch.tensor([[0.0, 0.5, 0.3], [0.9, 0.0, 0.0]]))
+    assert torch.equal(top_p_filter(probs, 1.0), probs)
+
+
+def test_left_pad():
+    ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 7, 64])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_equal_naive_values_and_gradients(chunk, temperature):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(3, 7, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 7))
+    naive = torch.log_softmax(head(hidden) / temperature, -1).gather(
+        -1, targets[..., None]).squeeze(-1)
+    g_naive = torch.autograd.grad(naive.sum(), [hidden, head.weight])
+    chunked = chunked_token_logprobs(hidden, targets, head, temperature=temperature,
+                                     chunk_tokens=chunk)
+    g_chunk = torch.autograd.grad(chunked.sum(), [hidden, head.weight])
+    assert chunked.dtype == torch.float32
+    assert torch.allclose(chunked, naive, atol=1e-5)
+    for a, b in zip(g_chunk, g_naive):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- toy policies
+
+def test_categorical_policy_matches_the_toy_table():
+    task = ToyTask.make({"easy": 3, "hard": 3})
+    net = ToyPolicy(task, max_len=5)
+    pol = CategoricalPolicy(net)
+    s = pol.sample([f"p{i}" for i in range(6)], 4, max_new_tokens=5,
+                   generator=torch.Generator().manual_seed(1))
+    assert s.completion_ids.shape == (24, 5)
+    # end is both EOS and pad: every completion that stopped keeps exactly one end in its mask
+    ends = ((s.completion_ids == pol.end_id) & (s.completion_mask > 0)).sum(-1)
+    assert torch.equal(ends, (~s.truncated).long())
+    lp = pol.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    assert torch.allclose(lp, s.logp, atol=1e-6)
+    assert s.texts[0] == str(int(s.completion_ids[0, 0]))
+    with pytest.raises(ValueError, match="'p<index>'"):
+        pol.sample(["p99"], 2, max_new_tokens=5)
+
+
+@pytest.fixture(scope="module")
+def char_policy():
+    pol = CharTransformerPolicy(CharTransformerConfig(d_model=32, n_layers=1, n_heads=2), seed=0)
+    pairs = [(f"{a}+{b}=", str(a + b)) for a in range(10) for b in range(10)]
+    losses = warm_start(pol, pairs, steps=60, batch_size=64, lr=3e-3)
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10  # it learns
+    return pol
+
+
+def test_char_policy_sampling_logprobs_match_scoring(char_policy):
+    s = char_policy.sample(["3+4=", "12+30=", "7+7="], 5, max_new_tokens=4,
+                           generator=torch.Generator().manual_seed(0))
+    lp = char_policy.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    assert torch.allclose(lp, s.logp, atol=1e-5)
+    assert (s.logp[s.completion_mask == 0] == 0).all()
+    assert (s.logp[s.completion_mask > 0] <= 0).all()
+    again = char_policy.sample(["3+4=", "12+30=", "7+7="], 5, max_new_tokens=4,
+                               generator=torch.Generator().manual_seed(0))
+    assert again.texts == s.texts  # the generator fixes the samples
+
+
+def test_char_policy_scores_do_not_depend_on_left_padding(char_policy):
+    comp = torch.tensor([[char_policy.encode_prompts(["8"])[0][0], char_policy.EOS]])
+    cm = torch.ones(1, 2)
+    alone_ids, alone_mask = left_pad(char_policy.encode_prompts(["3+5="]), 0)
+    both_ids, both_mask = left_pad(char_policy.encode_prompts(["3+5=", "123+456="]), 0)
+    alone = char_policy.logprobs(alone_ids, alone_mask, comp, cm)
+    padded = char_policy.logprobs(both_ids[:1], both_mask[:1], comp, cm)
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_char_policy_temperature_and_errors(char_policy):
+    s = char_policy.sample(["3+4="], 200, max_new_tokens=3, temperature=0.2,
+                           generator=torch.Generator().manual_seed(0))
+    # a cold temperature concentrates the samples on the mode
+    top = max(set(s.texts), key=s.texts.count)
+    assert s.texts.count(top) > 150
+    lp_cold = char_policy.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids,
+                                   s.completion_mask, temperature=0.2)
+    assert torch.allclose(lp_cold, s.logp, atol=1e-5)
+    with pytest.raises(ValueError, match="top_p"):
+        char_policy.sample(["1+1="], 2, top_p=0.0)
+    with pytest.raises(ValueError, match="not in the tiny transformer's vocabulary"):
+        char_policy.sample(["1+1=€"], 2)
+
+
+def test_char_policy_save_load_roundtrip(char_policy, tmp_path):
+    char_policy.save(tmp_path / "p")
+    other = CharTransformerPolicy(CharTransformerConfig(d_model=32, n_layers=1, n_heads=2), seed=5)
+    other.load(tmp_path / "p")
+    for a, b in zip(other.net.state_dict().values(), char_policy.net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- language model
+
+@pytest.fixture(scope="module")
+def lm_policy(offline_model_dir):
+    from nudgelib.policies import HFPolicy
+
+    torch.manual_seed(0)
+    return HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4)
+
+
+def test_hf_policy_chat_template_and_eos(lm_policy):
+    tok = lm_policy.tokenizer
+    ids = lm_policy.encode_prompts(["What is 2+3?"])[0]
+    text = tok.decode(ids)
+    assert "<|im_start|>user" in text and "What is 2+3?" in text and "\\boxed{}" in text
+    assert text.rstrip().endswith("<|im_start|>assistant")
+    assert tok.eos_token_id in lm_policy.eos_ids and lm_policy.pad_id == tok.pad_token_id
+
+
+def test_hf_policy_sampling_logprobs_match_scoring_and_keep_eos(lm_policy):
+    s = lm_policy.sample(["What is 2+3?", "Name a colour."], 3, max_new_tokens=24,
+                         generator=torch.Generator().manual_seed(0))
+    assert s.completion_ids.shape[0] == 6
+    lp = lm_policy.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    assert ((lp - s.logp).abs() * s.completion_mask).max() < 1e-3
+    for i in range(6):
+        n = int(s.completion_mask[i].sum())
+        if not s.truncated[i]:
+            # pad == eos for this tokenizer; the real EOS is the last masked-in token
+            assert int(s.completion_ids[i, n - 1]) in lm_policy.eos_ids
+        assert (s.completion_ids[i, n:] == lm_policy.pad_id).all()
+
+
+def test_hf_policy_chunking_does_not_change_logprobs(lm_policy):
+    s = lm_policy.sample(["What is 7*6?"], 2, max_new_tokens=12,
+                         generator=torch.Generator().manual_seed(1))
+    args = (s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    whole = lm_policy.logprobs(*args)
+    lm_policy.logprob_chunk_tokens = 3
+    try:
+        chunked = lm_policy.logprobs(*args)
+    finally:
+        lm_policy.logprob_chunk_tokens = None
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_hf_policy_adapter_save_load_roundtrip(lm_policy, tmp_path):
+    lm_policy.save(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    before = {n: p.detach().clone() for n, p in lm_policy.model.named_parameters()
+              if p.requires_grad}
+    with torch.no_grad():
+        for p in lm_policy.trainable_parameters():
+            p.add_(1.0)
+    lm_policy.load(tmp_path / "adapter")
+    for n, p in lm_policy.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, before[n]), n
+
+
+def test_hf_policy_refuses_4bit_without_cuda(offline_model_dir):
+    from nudgelib.policies import HFPolicy
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="load_in_4bit=True needs a CUDA GPU"):
+        HFPolicy.from_pretrained(str(offline_model_dir), load_in_4bit=True)

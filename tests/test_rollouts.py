@@ -1,0 +1,98 @@
+"""Rollout batches: grouping, scoring, records, and re-padding when rows are replaced."""
+
+import pytest
+import torch
+
+from nudgelib.policies import CategoricalPolicy
+from nudgelib.problems import Problem
+from nudgelib.rollouts import (
+    ExactMatchScorer,
+    MathScorer,
+    RolloutBatch,
+    collect_rollouts,
+    prompt_text,
+    sample_rows,
+)
+from nudgelib.toy import ToyPolicy, ToyTask, toy_problems
+
+TASK = ToyTask.make({"easy": 4, "hard": 4})
+
+
+@pytest.fixture()
+def table():
+    return CategoricalPolicy(ToyPolicy(TASK, max_len=6)), toy_problems(TASK)
+
+
+def test_prompt_text_places_the_hint_after_the_question():
+    assert prompt_text("What is 2+2?") == "What is 2+2?"
+    assert prompt_text("What is 2+2?", "add") == "What is 2+2?\n\nHint: add"
+
+
+def test_collect_rollouts_groups_and_scores(table):
+    pol, probs = table
+    b = collect_rollouts(pol, probs, ExactMatchScorer(), group_size=5, max_new_tokens=6,
+                         generator=torch.Generator().manual_seed(0), prompts_per_call=3)
+    assert len(b) == 40 and b.n_groups == 8
+    assert b.group.tolist() == [g for g in range(8) for _ in range(5)]
+    assert b.group_sizes().tolist() == [5] * 8
+    for i in range(len(b)):
+        p = probs[int(b.group[i])]
+        assert b.prompts[i] == p.question
+        assert bool(b.correct[i]) == (b.texts[i] == p.answer)
+        assert float(b.rewards[i]) == float(b.correct[i])
+    counts = b.group_pass_counts()
+    assert counts.tolist() == [float(b.correct[b.group == g].sum()) for g in range(8)]
+    zero = sum(float(b.rewards[b.group == g].std(unbiased=False)) == 0 for g in range(8)) / 8
+    assert b.frac_zero_std() == pytest.approx(zero)
+    df = b.to_frame()
+    assert len(df) == 40 and {"problem_id", "hinted", "reward", "length", "truncated",
+                              "completion"} <= set(df.columns)
+    assert (df["length"] == b.completion_mask.sum(-1).numpy()).all()
+
+
+def test_replace_rows_repads_and_keeps_other_rows(table):
+    pol, probs = table
+    gen = torch.Generator().manual_seed(1)
+    b = collect_rollouts(pol, probs[:2], ExactMatchScorer(), group_size=3, max_new_tokens=6,
+                         generator=gen)
+    before = [(b.prompt_ids[i][b.prompt_mask[i] > 0].tolist(),
+               b.completion_ids[i][b.completion_mask[i] > 0].tolist()) for i in range(6)]
+    # a wider prompt: fake it with a policy-independent batch of two rows
+    new = sample_rows(pol, [probs[0], probs[0]], [0, 0], [None, None], ExactMatchScorer(),
+                      max_new_tokens=6, generator=gen, all_problems=probs[:2])
+    new.prompt_ids = torch.cat([torch.zeros(2, 3, dtype=torch.long), new.prompt_ids], 1)
+    new.prompt_mask = torch.cat([torch.zeros(2, 3, dtype=torch.long), new.prompt_mask], 1)
+    new.hints = ["h1", "h2"]
+    b.advantages = torch.ones(6)
+    b.replace_rows([1, 2], new)
+    assert b.prompt_ids.shape[1] == 4 and b.advantages is None
+    assert b.hinted.tolist() == [False, True, True, False, False, False]
+    for i in (0, 3, 4, 5):
+        assert (b.prompt_ids[i][b.prompt_mask[i] > 0].tolist(),
+                b.completion_ids[i][b.completion_mask[i] > 0].tolist()) == before[i]
+    assert b.group.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="2 rows but 1 replacements"):
+        b.replace_rows([0, 1], _one(new))
+
+
+def _one(batch):
+    return RolloutBatch(problems=batch.problems, group=batch.group[:1], prompts=batch.prompts[:1],
+                        hints=batch.hints[:1], texts=batch.texts[:1],
+                        prompt_ids=batch.prompt_ids[:1], prompt_mask=batch.prompt_mask[:1],
+                        completion_ids=batch.completion_ids[:1],
+                        completion_mask=batch.completion_mask[:1], old_logp=batch.old_logp[:1],
+                        truncated=batch.truncated[:1], rewards=batch.rewards[:1],
+                        correct=batch.correct[:1])
+
+
+def test_math_scorer_components():
+    probs = [Problem(id="a", question="q", answer="12")] * 4
+    comps = ["so the answer is \\boxed{12}", "the answer is 12", "\\boxed{13}", "\\boxed{12}"]
+    lengths, truncated = [10, 30, 10, 40], [False, False, False, True]
+    plain = MathScorer()
+    r, c = plain(probs, comps, lengths, truncated)
+    assert c == [True, True, False, True] and r == [1.0, 1.0, 0.0, 1.0]
+    shaped = MathScorer(format_weight=0.1, overlong_weight=1.0, max_len=40, cache_len=20)
+    r, c = shaped(probs, comps, lengths, truncated)
+    # lengths <= 20 no penalty; 30 -> (40-20-30)/20 = -0.5; truncated -> -1
+    assert r == pytest.approx([1.1, 1.0 - 0.5, 0.1, 1.1 - 1.0])
