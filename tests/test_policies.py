@@ -208,3 +208,24 @@ def test_hf_policy_refuses_4bit_without_cuda(offline_model_dir):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="load_in_4bit=True needs a CUDA GPU"):
         HFPolicy.from_pretrained(str(offline_model_dir), load_in_4bit=True)
+
+
+def test_hf_policy_gradient_checkpointing_with_lora_trains(offline_model_dir):
+    """PEFT + checkpointing needs input gradients on the frozen embeddings (METHOD.md 6)."""
+    from nudgelib.policies import HFPolicy
+
+    torch.manual_seed(0)
+    pol = HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4,
+                                   gradient_checkpointing=True)
+    assert pol.model.is_gradient_checkpointing
+    s = pol.sample(["What is 2+3?"], 2, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    pol.train_mode(True)
+    with torch.no_grad():
+        for p in pol.trainable_parameters():
+            p.normal_(std=0.01)  # LoRA's B = 0 at init would block A's gradient
+    lp = pol.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    lp.sum().backward()
+    grads = [p.grad for p in pol.trainable_parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    base = [p for p in pol.model.parameters() if not p.requires_grad]
+    assert base and all(p.grad is None for p in base)
