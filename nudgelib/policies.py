@@ -262,7 +262,27 @@ def _sample_next(logits: Tensor, temperature: float, top_p: float,
 
 # ----------------------------------------------------------------------------- toy table
 
-class CategoricalPolicy(Policy):
+class _ModulePolicy(Policy):
+    """A policy whose whole state is one ``nn.Module`` in ``self.net`` (saved as a state dict)."""
+
+    net: nn.Module
+
+    def _modules_for_mode(self):
+        return [self.net]
+
+    def trainable_parameters(self):
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def save(self, path):
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), path / "policy.pt")
+
+    def load(self, path):
+        self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
+
+
+class CategoricalPolicy(_ModulePolicy):
     """:class:`nudgelib.toy.ToyPolicy` behind the policy interface.
 
     Prompts are ``"p<index>"`` (see :func:`nudgelib.toy.toy_problems`). Tokens: answers
@@ -276,9 +296,6 @@ class CategoricalPolicy(Policy):
         k = toy_policy.task.n_answers
         self.more_id, self.end_id = k, k + 1
         self.eos_ids, self.pad_id = (k + 1,), k + 1
-
-    def _modules_for_mode(self):
-        return [self.net]
 
     def encode_prompts(self, prompts):
         out = []
@@ -315,17 +332,6 @@ class CategoricalPolicy(Policy):
         stopped = ((body == self.end_id) & (completion_mask[:, 1:] > 0)).any(-1)
         logp, _ = self.net.token_logp(prompt_ids[:, -1], completion_ids[:, 0], n_more, stopped)
         return logp * completion_mask
-
-    def trainable_parameters(self):
-        return [p for p in self.net.parameters() if p.requires_grad]
-
-    def save(self, path):
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.net.state_dict(), path / "policy.pt")
-
-    def load(self, path):
-        self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
 
 
 # ----------------------------------------------------------------------------- tiny transformer
@@ -408,7 +414,7 @@ def char_encode(text: str) -> list[int]:
     return [CHAR_VOCAB.index(c) + 2 for c in text]
 
 
-class CharTransformerPolicy(Policy):
+class CharTransformerPolicy(_ModulePolicy):
     """A tiny character-level transformer; prompts are raw strings such as ``"12+34="``."""
 
     PAD, EOS = 0, 1
@@ -417,9 +423,6 @@ class CharTransformerPolicy(Policy):
         torch.manual_seed(seed)
         self.net = CharTransformer(cfg)
         self.eos_ids, self.pad_id = (self.EOS,), self.PAD
-
-    def _modules_for_mode(self):
-        return [self.net]
 
     def encode_prompts(self, prompts):
         return [char_encode(p) for p in prompts]
@@ -462,20 +465,12 @@ class CharTransformerPolicy(Policy):
         return chunked_token_logprobs(h, completion_ids, self.net.head,
                                       temperature=temperature) * completion_mask
 
-    def trainable_parameters(self):
-        return [p for p in self.net.parameters() if p.requires_grad]
-
     def save(self, path):
         from dataclasses import asdict
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.net.state_dict(), path / "policy.pt")
-        (path / "config.json").write_text(json.dumps(
+        super().save(path)
+        (Path(path) / "config.json").write_text(json.dumps(
             {"kind": "char-transformer", "vocab": CHAR_VOCAB, **asdict(self.net.cfg)}, indent=1))
-
-    def load(self, path):
-        self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
 
 
 def warm_start(policy: CharTransformerPolicy, pairs: Sequence[tuple[str, str]], *,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
+from nudgelib.advantages import group_stats
 from nudgelib.policies import Policy, Samples, right_pad
 from nudgelib.problems import Problem
 
@@ -156,9 +157,9 @@ class RolloutBatch:
 
     def frac_zero_std(self) -> float:
         """Share of groups whose rewards are all equal: they give GRPO no gradient."""
-        zero = [float(self.rewards[self.group == g].std(unbiased=False)) == 0.0
-                for g in range(self.n_groups)]
-        return sum(zero) / max(1, len(zero))
+        st = group_stats(self.rewards, self.group)  # its std is exactly 0 for such groups
+        per_group = torch.zeros(st.n_groups).scatter_(0, st.index, (st.std == 0).float())
+        return float(per_group.mean())
 
     def records(self) -> list[Rollout]:
         adv = self.advantages.tolist() if self.advantages is not None else [None] * len(self)

@@ -25,8 +25,8 @@ A second toy family, for the tiny character-level transformer of :mod:`nudgelib.
 **addition**, ``"37+45="`` -> ``"82"``, with the number of digits as the difficulty knob
 (:func:`addition_problems`). A model warm-started on 1- and 2-digit sums has never seen the
 positions a 3-digit sum needs, so the hard end starts at 0%. :func:`toy_problems` exposes the
-table task above as problems with prompts ``"p<index>"``; :func:`exact_match_reward` is the
-verifier of both.
+table task above as problems with prompts ``"p<index>"``; both are verified by exact match
+(:class:`nudgelib.rollouts.ExactMatchScorer`).
 """
 
 from __future__ import annotations
@@ -243,8 +243,11 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
 
 # ----------------------------------------------------------------------------- problem views
 
-ADDITION_DIGITS = {"easy": 1, "medium": 2, "hard": 3}
-"""Digits per operand for each difficulty label of the addition family."""
+DIFFICULTY_LEVEL = {"easy": 1, "medium": 2, "hard": 3}
+"""``Problem.level`` of each difficulty label, for both toy families."""
+
+ADDITION_DIGITS = DIFFICULTY_LEVEL
+"""Digits per operand for each difficulty label: an addition problem's level is its digits."""
 
 
 def addition_problem(digits: int, rng: random.Random, index: int = 0) -> Problem:
@@ -257,15 +260,12 @@ def addition_problem(digits: int, rng: random.Random, index: int = 0) -> Problem
                    source="toy-addition", level=digits)
 
 
-def addition_problems(counts: dict[str | int, int], *, seed: int = 0,
-                      exclude: set[str] | None = None) -> list[Problem]:
+def addition_problems(counts: dict[str | int, int], *, seed: int = 0) -> list[Problem]:
     """``counts[difficulty]`` distinct addition problems per difficulty, e.g. {"easy": 20}.
 
-    Difficulty is a label of :data:`ADDITION_DIGITS` or a number of digits. Problems whose
-    question is in ``exclude`` are skipped (to keep evaluation sets disjoint from training).
+    Difficulty is a label of :data:`ADDITION_DIGITS` or a number of digits.
     """
     rng = random.Random(seed)
-    exclude = set(exclude or ())
     out: list[Problem] = []
     for key, n in counts.items():
         digits = ADDITION_DIGITS.get(key, key)
@@ -277,14 +277,9 @@ def addition_problems(counts: dict[str | int, int], *, seed: int = 0,
             raise ValueError(f"counts[{key!r}]={n} exceeds the {(10**digits - lo) ** 2} "
                              f"distinct {digits}-digit problems")
         seen: set[str] = set()
-        tries = 0
-        while len(seen) < n:
+        while len(seen) < n:  # terminates: n <= the number of distinct problems
             p = addition_problem(digits, rng, len(out))
-            tries += 1
-            if tries > 100 * n + 1000:
-                raise ValueError(f"cannot draw {n} distinct {digits}-digit problems outside "
-                                 f"`exclude`")
-            if p.question in seen or p.question in exclude:
+            if p.question in seen:
                 continue
             seen.add(p.question)
             out.append(p)
@@ -293,12 +288,6 @@ def addition_problems(counts: dict[str | int, int], *, seed: int = 0,
 
 def toy_problems(task: ToyTask) -> list[Problem]:
     """The table task as problems: prompt ``"p<index>"``, answer the correct answer index."""
-    levels = {"easy": 1, "medium": 2, "hard": 3}
     return [Problem(id=f"toy-{p:04d}", question=f"p{p}", answer=str(int(task.answer[p])),
-                    source="toy-table", level=levels[task.difficulty[p]])
+                    source="toy-table", level=DIFFICULTY_LEVEL[task.difficulty[p]])
             for p in range(task.n_problems)]
-
-
-def exact_match_reward(problem: Problem, completion: str) -> bool:
-    """The toy verifier: the completion, stripped, equals the gold answer string."""
-    return completion.strip() == problem.answer

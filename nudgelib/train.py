@@ -406,6 +406,7 @@ class Trainer:
         stats_sum: dict[str, float] = {}
         total_loss = 0.0
         self.policy.train_mode(True)
+        dev = self.policy.device
         for _ in range(cfg.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=False)
             for i in range(0, len(rows), cfg.micro_batch_size):
@@ -414,7 +415,6 @@ class Trainer:
                 keep_p = int(pm.sum(0).nonzero().min()) if pm.any() else pm.shape[1] - 1
                 cm = batch.completion_mask[idx]
                 width = max(1, int(cm.sum(-1).max()))
-                dev = self.policy.device
                 args = (batch.prompt_ids[idx, keep_p:].to(dev), pm[:, keep_p:].to(dev),
                         batch.completion_ids[idx, :width].to(dev), cm[:, :width].to(dev))
                 logp = self.policy.logprobs(*args, temperature=cfg.temperature)
@@ -481,9 +481,9 @@ class Trainer:
             "t_sample": round(t1 - t0, 4),
             "t_train": round(t3 - t2, 4),
         }
-        levels = sorted({p.level for p in batch.problems if p.level is not None})
-        for lv in levels:
-            sel = torch.tensor([batch.problems[int(g)].level == lv for g in batch.group]) & ~hinted
+        row_level = [batch.problems[g].level for g in batch.group.tolist()]
+        for lv in sorted({lv for lv in row_level if lv is not None}):
+            sel = torch.tensor([x == lv for x in row_level]) & ~hinted
             if sel.any():
                 row[f"pass_rate_L{lv}"] = float(batch.correct[sel].float().mean())
         self.last_batch = batch
@@ -677,7 +677,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
                               f"choose another --out")
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         resume_from = ckpts[-1] if args.resume and ckpts else None
         trainer = Trainer(cfg, out, progress=not args.quiet, warm=resume_from is None)
         if resume_from is not None:

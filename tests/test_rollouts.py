@@ -8,7 +8,6 @@ from nudgelib.problems import Problem
 from nudgelib.rollouts import (
     ExactMatchScorer,
     MathScorer,
-    RolloutBatch,
     collect_rollouts,
     prompt_text,
     sample_rows,
@@ -71,18 +70,10 @@ def test_replace_rows_repads_and_keeps_other_rows(table):
         assert (b.prompt_ids[i][b.prompt_mask[i] > 0].tolist(),
                 b.completion_ids[i][b.completion_mask[i] > 0].tolist()) == before[i]
     assert b.group.tolist() == [0, 0, 0, 1, 1, 1]
+    one = sample_rows(pol, [probs[0]], [0], [None], ExactMatchScorer(), max_new_tokens=6,
+                      generator=gen, all_problems=probs[:2])
     with pytest.raises(ValueError, match="2 rows but 1 replacements"):
-        b.replace_rows([0, 1], _one(new))
-
-
-def _one(batch):
-    return RolloutBatch(problems=batch.problems, group=batch.group[:1], prompts=batch.prompts[:1],
-                        hints=batch.hints[:1], texts=batch.texts[:1],
-                        prompt_ids=batch.prompt_ids[:1], prompt_mask=batch.prompt_mask[:1],
-                        completion_ids=batch.completion_ids[:1],
-                        completion_mask=batch.completion_mask[:1], old_logp=batch.old_logp[:1],
-                        truncated=batch.truncated[:1], rewards=batch.rewards[:1],
-                        correct=batch.correct[:1])
+        b.replace_rows([0, 1], one)
 
 
 def test_math_scorer_components():
