@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -282,6 +283,9 @@ class _ModulePolicy(Policy):
         self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
 
 
+_TABLE_PROMPT = re.compile(r"p(\d+)(?:\|h(\d+)s(\d{1,2}))?")
+
+
 class CategoricalPolicy(_ModulePolicy):
     """:class:`nudgelib.toy.ToyPolicy` behind the policy interface.
 
@@ -297,15 +301,40 @@ class CategoricalPolicy(_ModulePolicy):
         self.more_id, self.end_id = k, k + 1
         self.eos_ids, self.pad_id = (k + 1,), k + 1
 
+    hint_template = "{question}|{hint}"
     def encode_prompts(self, prompts):
+        """``p<i>`` -> [i]; ``p<i>|h<a>s<s>`` (a hint, :func:`nudgelib.toy.toy_table_hint`)
+        -> [i, P + a, P + K + s]."""
+        n_p, k = self.net.task.n_problems, self.net.task.n_answers
         out = []
         for p in prompts:
-            if not (isinstance(p, str) and p.startswith("p") and p[1:].isdigit()
-                    and int(p[1:]) < self.net.task.n_problems):
-                raise ValueError(f"CategoricalPolicy prompts are 'p<index>' with index < "
-                                 f"{self.net.task.n_problems}; got {p!r}")
-            out.append([int(p[1:])])
+            m = _TABLE_PROMPT.fullmatch(p) if isinstance(p, str) else None
+            if m is None or int(m.group(1)) >= n_p or (
+                    m.group(2) is not None and int(m.group(2)) >= k):
+                raise ValueError(f"CategoricalPolicy prompts are 'p<index>' with index < {n_p}, "
+                                 f"optionally followed by a hint '|h<answer>s<strength>' with "
+                                 f"answer < {k}; got {p!r}")
+            ids = [int(m.group(1))]
+            if m.group(2) is not None:
+                ids += [n_p + int(m.group(2)), n_p + k + int(m.group(3))]
+            out.append(ids)
         return out
+
+    def _parse(self, prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Problem index [N] and the hint's logit bonus [N, K] (None without any hint)."""
+        n_p, k = self.net.task.n_problems, self.net.task.n_answers
+        real = prompt_mask.long().sum(-1)
+        first = prompt_ids.shape[1] - real
+        rows = torch.arange(prompt_ids.shape[0])
+        problem = prompt_ids[rows, first]
+        hinted = real >= 3
+        if not hinted.any():
+            return problem, None
+        bonus = torch.zeros(len(rows), k)
+        hr = rows[hinted]
+        ans = prompt_ids[hr, -2] - n_p
+        bonus[hr, ans] = (prompt_ids[hr, -1] - n_p - k).float()
+        return problem, bonus
 
     def decode(self, ids, mask):
         return [str(int(row[0])) if m[0] > 0 else "" for row, m in zip(ids, mask)]
@@ -317,7 +346,8 @@ class CategoricalPolicy(_ModulePolicy):
         if max_new_tokens != self.net.max_len:
             raise ValueError(f"CategoricalPolicy completions have max_len={self.net.max_len} "
                              f"tokens; got max_new_tokens={max_new_tokens}")
-        b = self.net.sample(prompt_ids[:, -1], 1, generator)
+        problem, bonus = self._parse(prompt_ids, prompt_mask)
+        b = self.net.sample(problem, 1, generator, bonus)
         t = torch.arange(1, self.net.max_len)[None, :]
         rest = torch.where(t <= b.n_more[:, None], self.more_id, self.end_id)
         ids = torch.cat([b.answer[:, None], rest], dim=1)
@@ -330,7 +360,8 @@ class CategoricalPolicy(_ModulePolicy):
         body = completion_ids[:, 1:]
         n_more = ((body == self.more_id) & (completion_mask[:, 1:] > 0)).sum(-1)
         stopped = ((body == self.end_id) & (completion_mask[:, 1:] > 0)).any(-1)
-        logp, _ = self.net.token_logp(prompt_ids[:, -1], completion_ids[:, 0], n_more, stopped)
+        problem, bonus = self._parse(prompt_ids, prompt_mask)
+        logp, _ = self.net.token_logp(problem, completion_ids[:, 0], n_more, stopped, bonus)
         return logp * completion_mask
 
 
@@ -418,6 +449,8 @@ class CharTransformerPolicy(_ModulePolicy):
     """A tiny character-level transformer; prompts are raw strings such as ``"12+34="``."""
 
     PAD, EOS = 0, 1
+    hint_template = "{hint}|{question}"
+    """Hints go before the question so the answer still follows ``=``: ``H6..|345+278=``."""
 
     def __init__(self, cfg: CharTransformerConfig | None = None, *, seed: int = 0):
         torch.manual_seed(seed)

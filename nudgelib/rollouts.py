@@ -31,6 +31,11 @@ HINT_TEMPLATE = "{question}\n\nHint: {hint}"
 """How a hint is appended to a question (METHOD.md 2.2); the policy adds its instruction after."""
 
 
+def hint_template(policy) -> str:
+    """Where ``policy`` expects a hint: its ``hint_template`` attribute or :data:`HINT_TEMPLATE`."""
+    return getattr(policy, "hint_template", HINT_TEMPLATE)
+
+
 def prompt_text(question: str, hint: str | None = None, template: str = HINT_TEMPLATE) -> str:
     """The question alone, or the question with the hint placed by ``template``."""
     return question if hint is None else template.format(question=question, hint=hint)
@@ -253,12 +258,13 @@ def sample_rows(policy: Policy, problems: Sequence[Problem], group_ids: Sequence
                 top_p: float = 1.0, max_new_tokens: int = 64,
                 generator: torch.Generator | None = None, step: int = 0,
                 all_problems: list[Problem] | None = None,
-                template: str = HINT_TEMPLATE) -> RolloutBatch:
+                template: str | None = None) -> RolloutBatch:
     """One completion per (problem, hint) row, scored; rows carry ``group_ids``.
 
     The building block of both plain rollouts and nudging (which re-samples some members of a
-    group under a hinted prompt).
+    group under a hinted prompt). ``template`` defaults to the policy's ``hint_template``.
     """
+    template = template or hint_template(policy)
     prompts = [prompt_text(p.question, h, template) for p, h in zip(problems, hints)]
     s = policy.sample(prompts, 1, temperature=temperature, top_p=top_p,
                       max_new_tokens=max_new_tokens, generator=generator)
@@ -271,17 +277,19 @@ def collect_rollouts(policy: Policy, problems: Sequence[Problem], scorer, *, gro
                      temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
                      generator: torch.Generator | None = None, prompts_per_call: int | None = None,
                      hints: Sequence[str | None] | None = None, step: int = 0,
-                     progress: bool = False, template: str = HINT_TEMPLATE) -> RolloutBatch:
+                     progress: bool = False, template: str | None = None) -> RolloutBatch:
     """Sample ``group_size`` completions for each problem and score them.
 
     ``hints[i]`` (optional) is appended to problem i's question for all its members.
     ``prompts_per_call`` bounds how many prompts go through the policy at once (memory).
+    ``template`` places the hint; it defaults to the policy's ``hint_template``.
     """
     from tqdm.auto import tqdm
 
     problems = list(problems)
     if not problems:
         raise ValueError("collect_rollouts needs at least one problem")
+    template = template or hint_template(policy)
     hints = list(hints) if hints is not None else [None] * len(problems)
     if len(hints) != len(problems):
         raise ValueError(f"hints has {len(hints)} entries for {len(problems)} problems")

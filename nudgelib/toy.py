@@ -113,8 +113,10 @@ class ToyPolicy(torch.nn.Module):
         self.cont = torch.nn.Parameter(torch.full((task.n_problems, task.n_answers),
                                                   float(init_continue)))
 
-    def answer_logits(self, problems: Tensor) -> Tensor:
-        return self.bias[problems] + self.shared_scale * (self.task.features[problems] @ self.W)
+    def answer_logits(self, problems: Tensor, bonus: Tensor | None = None) -> Tensor:
+        """Logits [N, K]; ``bonus`` [N, K] is what a hint adds (:func:`toy_table_hint`)."""
+        logits = self.bias[problems] + self.shared_scale * (self.task.features[problems] @ self.W)
+        return logits if bonus is None else logits + bonus
 
     def pass_rate(self) -> Tensor:
         """Exact probability [P] that one sample answers each problem correctly."""
@@ -123,9 +125,9 @@ class ToyPolicy(torch.nn.Module):
             return probs.gather(-1, self.task.answer[:, None]).squeeze(-1)
 
     def token_logp(self, problem: Tensor, answer: Tensor, n_more: Tensor,
-                   stopped: Tensor) -> tuple[Tensor, Tensor]:
+                   stopped: Tensor, bonus: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per-token log-probs [N, max_len] and mask of the given completions."""
-        logits = self.answer_logits(problem)
+        logits = self.answer_logits(problem, bonus)
         lp_answer = torch.log_softmax(logits, -1).gather(-1, answer[:, None]).squeeze(-1)
         c = self.cont[problem, answer]
         lp_more, lp_end = torch.nn.functional.logsigmoid(c), torch.nn.functional.logsigmoid(-c)
@@ -139,12 +141,15 @@ class ToyPolicy(torch.nn.Module):
         return logp, mask.to(logp.dtype)
 
     @torch.no_grad()
-    def sample(self, problems: Tensor, group_size: int, generator: torch.Generator) -> ToyBatch:
+    def sample(self, problems: Tensor, group_size: int, generator: torch.Generator,
+               bonus: Tensor | None = None) -> ToyBatch:
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         prob = problems.repeat_interleave(group_size)
         group = torch.arange(len(problems)).repeat_interleave(group_size)
-        ans = torch.multinomial(torch.softmax(self.answer_logits(prob), -1), 1,
+        if bonus is not None:
+            bonus = bonus.repeat_interleave(group_size, dim=0)
+        ans = torch.multinomial(torch.softmax(self.answer_logits(prob, bonus), -1), 1,
                                 generator=generator).squeeze(-1)
         p_more = torch.sigmoid(self.cont[prob, ans])
         u = torch.rand(len(prob), self.max_len - 1, generator=generator)
@@ -153,7 +158,7 @@ class ToyPolicy(torch.nn.Module):
         n_more = torch.cumprod(more.long(), dim=1).sum(-1)
         stopped = n_more < self.max_len - 1
         reward = (ans == self.task.answer[prob]).float()
-        old_logp, mask = self.token_logp(prob, ans, n_more, stopped)
+        old_logp, mask = self.token_logp(prob, ans, n_more, stopped, bonus)
         return ToyBatch(prob, group, ans, n_more, stopped, reward, old_logp, mask)
 
 
@@ -291,3 +296,50 @@ def toy_problems(task: ToyTask) -> list[Problem]:
     return [Problem(id=f"toy-{p:04d}", question=f"p{p}", answer=str(int(task.answer[p])),
                     source="toy-table", level=DIFFICULTY_LEVEL[task.difficulty[p]])
             for p in range(task.n_problems)]
+
+
+# ----------------------------------------------------------------------------- toy hints
+
+TOY_HINT_STRENGTH = {"abstract": 5, "partial_steps": 6, "explanation": 7, "answer": 9}
+"""Table toy: a hint of each type adds this much to the logit of the correct answer. On a hard
+problem (its answer at -5 against 0 for the 9 others) one hinted sample is right with
+probability e^(s-5) / (e^(s-5) + 9): 0.10, 0.23, 0.45 and 0.86."""
+
+
+def toy_table_hint(problem: Problem, hint_type: str = "abstract") -> str:
+    """``"h<answer>s<strength>"``: the table toy's hint; the prompt becomes ``p<i>|h<a>s<s>``."""
+    if hint_type not in TOY_HINT_STRENGTH:
+        raise ValueError(f"hint_type={hint_type!r}; expected one of {sorted(TOY_HINT_STRENGTH)}")
+    return f"h{problem.answer}s{TOY_HINT_STRENGTH[hint_type]}"
+
+
+def addition_hint_text(question: str, answer: str, hint_type: str = "abstract") -> str:
+    """A hint for ``a+b=`` in the tiny transformer's characters, ``H`` + a cue:
+
+    * ``answer`` — the sum (``H623``);
+    * ``partial_steps`` — the sum with its last digit hidden (``H62.``);
+    * ``abstract`` — its leading digit and length (``H6..``); a one-digit sum gives ``H.``;
+    * ``explanation`` — the carry out of each column, units first (``Hc110`` for 345+278).
+    """
+    if hint_type == "answer":
+        return "H" + answer
+    if hint_type in ("partial_steps", "abstract"):
+        shown = len(answer) - 1 if hint_type == "partial_steps" else min(1, len(answer) - 1)
+        return "H" + answer[:shown] + "." * (len(answer) - shown)
+    if hint_type == "explanation":
+        a, b = question.rstrip("=").split("+")
+        carry, bits = 0, ""
+        for da, db in zip(a.zfill(len(b))[::-1], b.zfill(len(a))[::-1]):
+            carry = (int(da) + int(db) + carry) // 10
+            bits += str(carry)
+        return "Hc" + bits
+    raise ValueError(f"hint_type={hint_type!r}; expected one of {sorted(TOY_HINT_STRENGTH)}")
+
+
+def toy_hint(problem: Problem, hint_type: str = "abstract") -> str | None:
+    """The built-in hint for a toy problem (addition or table), or None for other sources."""
+    if problem.source == "toy-addition":
+        return addition_hint_text(problem.question, problem.answer, hint_type)
+    if problem.source == "toy-table":
+        return toy_table_hint(problem, hint_type)
+    return None

@@ -37,7 +37,9 @@ from pathlib import Path
 import torch
 
 from nudgelib.advantages import ESTIMATORS, compute_advantages
+from nudgelib.hints import HINT_TYPES
 from nudgelib.losses import AGGREGATIONS, KL_ESTIMATORS, SURROGATES, microbatch_scale, policy_loss
+from nudgelib.nudging import CONDITION_ON, STRATEGIES, PlateauDetector, SamplingContext
 from nudgelib.problems import Problem
 from nudgelib.rollouts import ExactMatchScorer, MathScorer, RolloutBatch, collect_rollouts
 
@@ -109,8 +111,22 @@ class TrainConfig:
     # --- rewards for real math
     format_weight: float = 0.0
     overlong_weight: float = 0.0
-    # --- nudging (issue 6 fills the strategies)
-    nudging: str = "none"
+    # --- nudging (METHOD.md sections 2-3; nudgelib.nudging)
+    nudging: str = "none"  # none | nurl | scaf | nudgerl | always
+    hint_type: str = "abstract"  # nurl / always: which hints of the bank
+    condition_on: str = "hinted"  # nurl / scaf: prompt a hinted rollout is scored under
+    hint_bank: str = ""  # a saved HintBank; "": toy tasks use built-in hints, LM tasks
+    #                      generate self-hints before training (saved to out/hint_bank)
+    nudging_options: dict = field(default_factory=dict)  # strategy keyword arguments
+    warm_start_hints: float = 0.25  # char model: share of warm-start sums also shown hinted
+    # --- two stages (METHOD.md 2.4): stage 1 plain GRPO, then nudging
+    stage1: str = "none"  # none (nudge from step 1) | plateau | steps
+    stage1_steps: int = 0  # steps: length of stage 1; plateau: its maximum (0: no maximum)
+    plateau_metric: str = "reward_mean"
+    plateau_patience: int = 10
+    plateau_window: int = 5
+    plateau_min_delta: float = 0.0
+    drop_solved_samples: int = 8  # between stages: drop problems solved n/n (0: keep all)
     # --- bookkeeping
     seed: int = 0
     save_every: int = 0  # 0: only at the end
@@ -125,17 +141,20 @@ class TrainConfig:
                               ("problem_selection", ("random", "shortest")),
                               ("estimator", tuple(ESTIMATORS)), ("surrogate", tuple(SURROGATES)),
                               ("aggregation", AGGREGATIONS), ("kl_estimator", KL_ESTIMATORS),
-                              ("nudging", ("none",))):
+                              ("nudging", tuple(STRATEGIES)), ("hint_type", HINT_TYPES),
+                              ("condition_on", CONDITION_ON),
+                              ("stage1", ("none", "plateau", "steps"))):
             if getattr(self, name) not in choices:
                 bad(name, f"one of {sorted(choices)}")
         for name in ("n_train_problems", "group_size", "prompts_per_step", "max_new_tokens",
                      "ppo_epochs", "micro_batch_size", "char_d_model", "char_layers",
-                     "char_heads"):
+                     "char_heads", "plateau_patience", "plateau_window"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "a positive integer")
         for name in ("warm_start_steps", "warmup_steps", "save_every", "keep_checkpoints",
-                     "lora_rank", "lora_alpha", "prompts_per_call", "seed"):
+                     "lora_rank", "lora_alpha", "prompts_per_call", "seed", "stage1_steps",
+                     "drop_solved_samples"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(name, "an integer >= 0")
@@ -144,7 +163,7 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 bad(name, "a finite number > 0")
         for name in ("kl_beta", "weight_decay", "format_weight", "overlong_weight", "eps_low",
-                     "eps_high", "lora_dropout"):
+                     "eps_high", "lora_dropout", "plateau_min_delta"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, "a finite number >= 0")
@@ -159,6 +178,18 @@ class TrainConfig:
             bad("difficulty_counts", "a dict {difficulty: count >= 0}")
         if not isinstance(self.estimator_options, dict):
             bad("estimator_options", "a dict of keyword arguments for the estimator")
+        if not isinstance(self.nudging_options, dict):
+            bad("nudging_options", "a dict of keyword arguments for the nudging strategy")
+        if not isinstance(self.warm_start_hints, (int, float)) or not 0 <= self.warm_start_hints <= 1:
+            bad("warm_start_hints", "a share in [0, 1]")
+        if self.stage1 == "steps" and self.stage1_steps < 1:
+            bad("stage1_steps", "an integer >= 1 when stage1='steps'")
+        if self.stage1 != "none" and self.nudging == "none":
+            bad("stage1", "'none' when nudging='none' (the stages switch nudging on)")
+        if not isinstance(self.plateau_metric, str) or not self.plateau_metric:
+            bad("plateau_metric", "the name of a metrics column such as 'reward_mean'")
+        if self.drop_solved_samples == 1:
+            bad("drop_solved_samples", "0 (keep all) or at least 2 samples")
         if self.policy == "hf" and not self.model_id:
             bad("model_id", "a hub id, a local path or 'offline:smollm2-135m-instruct' "
                             "(policy='hf')")
@@ -260,12 +291,20 @@ def build_problems(cfg: TrainConfig) -> list[Problem]:
 
 
 def warm_start_pairs(cfg: TrainConfig) -> list[tuple[str, str]]:
-    """Supervised data for the tiny transformer: all 1-digit sums and 2000 2-digit sums."""
-    from nudgelib.toy import addition_problems
+    """Supervised data for the tiny transformer: all 1-digit sums and 2000 2-digit sums, plus
+    a ``warm_start_hints`` share of them again with a random-type hint in front
+    (``H6.|59+7=``), so the model has seen the hint format before nudging shows it one."""
+    from nudgelib.policies import CharTransformerPolicy
+    from nudgelib.toy import addition_hint_text, addition_problems
 
     easy = [(f"{a}+{b}=", str(a + b)) for a in range(10) for b in range(10)]
     medium = addition_problems({2: 2000}, seed=10_000 + cfg.seed)
-    return easy + [(p.question, p.answer) for p in medium]
+    pairs = easy + [(p.question, p.answer) for p in medium]
+    rng = random.Random(20_000 + cfg.seed)
+    template = CharTransformerPolicy.hint_template
+    hinted = [(template.format(hint=addition_hint_text(q, a, rng.choice(HINT_TYPES)), question=q),
+               a) for q, a in pairs if rng.random() < cfg.warm_start_hints]
+    return pairs + hinted
 
 
 def build_policy(cfg: TrainConfig, *, warm: bool = True, progress: bool = False):
@@ -301,6 +340,64 @@ def build_scorer(cfg: TrainConfig):
         return ExactMatchScorer()
     return MathScorer(format_weight=cfg.format_weight, overlong_weight=cfg.overlong_weight,
                       max_len=cfg.max_new_tokens if cfg.overlong_weight else None)
+
+
+def _needed_hint_types(cfg: TrainConfig) -> list[str]:
+    from nudgelib.nudging import SCAF_TIERS
+
+    opts = cfg.nudging_options
+    if cfg.nudging == "scaf":
+        return list(opts.get("tiers", SCAF_TIERS))
+    if cfg.nudging == "nudgerl":
+        return list(opts.get("context_types", ("abstract", "partial_steps")))
+    return [opts.get("hint_type", cfg.hint_type)]
+
+
+def build_hints(cfg: TrainConfig, problems: Sequence[Problem], policy, out: Path | None = None,
+                *, progress: bool = False):
+    """The hints nudging uses: a saved bank (``cfg.hint_bank``), the built-in toy hints, or
+    self-generated hints written by ``policy`` before any training (NuRL's offline step),
+    saved to ``out/hint_bank`` and reused when the run resumes."""
+    from nudgelib.hints import HintBank, generate_hints
+    from nudgelib.toy import toy_hint
+
+    if cfg.hint_bank:
+        path = Path(cfg.hint_bank)
+        if not path.exists():
+            raise ConfigError(f"TrainConfig.hint_bank={cfg.hint_bank!r}: no such folder (save a "
+                              f"bank with HintBank.save or dataset.save_to_disk)")
+        return HintBank.load(path)
+    if cfg.task in ("addition", "toy-table"):
+        return toy_hint
+    saved = out / "hint_bank" if out is not None else None
+    if saved is not None and saved.exists():
+        return HintBank.load(saved)
+    banks = [generate_hints(policy, problems, kind, source="self", progress=progress,
+                            generator=torch.Generator().manual_seed(cfg.seed + 17))
+             for kind in _needed_hint_types(cfg)]
+    bank = HintBank.merge(banks)
+    bank.stats = {b.stats["hint_type"]: b.stats for b in banks}
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        bank.save(saved)
+    return bank
+
+
+def build_nudger(cfg: TrainConfig, hints):
+    """The strategy ``cfg.nudging`` names, with the config's hint options (None for 'none')."""
+    from nudgelib.nudging import make_strategy
+
+    if cfg.nudging == "none":
+        return None
+    opts = dict(cfg.nudging_options)
+    if cfg.nudging in ("nurl", "always"):
+        opts.setdefault("hint_type", cfg.hint_type)
+    if cfg.nudging in ("nurl", "scaf"):
+        opts.setdefault("condition_on", cfg.condition_on)
+    try:
+        return make_strategy(cfg.nudging, hints, **opts)
+    except ValueError as err:
+        raise ConfigError(f"TrainConfig.nudging_options: {err}") from None
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -353,7 +450,17 @@ class Trainer:
         self.policy = policy if policy is not None else build_policy(cfg, warm=warm,
                                                                       progress=progress)
         self.scorer = scorer or build_scorer(cfg)
+        self.all_problems = list(self.problems)
+        if nudger is None and cfg.nudging != "none":
+            nudger = build_nudger(cfg, build_hints(cfg, self.problems, self.policy, self.out,
+                                                   progress=progress))
         self.nudger = nudger
+        # stage 2 = nudging on; a run without nudging stays in stage 1
+        self.stage = 1 if cfg.stage1 != "none" or cfg.nudging == "none" else 2
+        self.stage_switch_step: int | None = None
+        self.detector = PlateauDetector(cfg.plateau_patience, window=cfg.plateau_window,
+                                        min_delta=cfg.plateau_min_delta) \
+            if cfg.stage1 == "plateau" else None
         self.callbacks = list(callbacks)
         self.params = self.policy.trainable_parameters()
         if not self.params:
@@ -396,7 +503,7 @@ class Trainer:
                                 prompts_per_call=cfg.prompts_per_call or None,
                                 step=self.step + 1, progress=self.progress)
 
-    def _loss_and_backward(self, batch: RolloutBatch) -> dict:
+    def _loss_and_backward(self, batch: RolloutBatch, nudging: bool = False) -> dict:
         cfg = self.cfg
         adv = batch.advantages
         full_mask = batch.completion_mask
@@ -427,8 +534,15 @@ class Trainer:
                     eps_high=cfg.eps_high, ref_logp=ref, kl=cfg.kl_estimator if ref is not None
                     else None, beta=cfg.kl_beta, max_len=cfg.max_new_tokens)
                 scale = microbatch_scale(cfg.aggregation, cm, full_mask)
-                (loss * scale).backward()
-                total_loss += float(loss.detach()) * scale / cfg.ppo_epochs
+                total = loss * scale
+                aux = self.nudger.auxiliary_loss(self.policy, batch, idx,
+                                                 temperature=cfg.temperature) \
+                    if nudging and hasattr(self.nudger, "auxiliary_loss") else None
+                if aux is not None:
+                    total = total + aux
+                    stats_sum["aux_loss"] = stats_sum.get("aux_loss", 0.0) + float(aux) / cfg.ppo_epochs
+                total.backward()
+                total_loss += float(total.detach()) / cfg.ppo_epochs
                 w = float(cm.sum())
                 for k, v in stats.items():
                     stats_sum[k] = stats_sum.get(k, 0.0) + v * w
@@ -438,7 +552,10 @@ class Trainer:
         self.scheduler.step()
         self.policy.train_mode(False)
         w = stats_sum.pop("_w", 0.0)
+        aux = stats_sum.pop("aux_loss", None)
         out = {k: v / w for k, v in stats_sum.items() if k != "n_tokens"} if w else {}
+        if aux is not None:
+            out["aux_loss"] = aux
         out.update(loss=total_loss, grad_norm=float(grad_norm), rows_trained=int(len(rows)))
         return out
 
@@ -446,28 +563,33 @@ class Trainer:
         cfg = self.cfg
         t0 = time.time()
         problems = self.next_problems()
-        batch = self.sample_batch(problems)
+        nudging = self.nudger is not None and self.stage == 2
+        batch = None
+        if nudging and hasattr(self.nudger, "sample"):
+            batch = self.nudger.sample(problems, SamplingContext.from_trainer(self))
+        if batch is None:
+            batch = self.sample_batch(problems)
+        plain = self._plain_metrics(batch)  # before nudging: what the policy does unaided
         t1 = time.time()
-        if self.nudger is not None:
+        if nudging:
             batch = self.nudger(self, batch)
-        batch.advantages = compute_advantages(batch.rewards, batch.group, cfg.estimator,
-                                              **cfg.estimator_options)
+        if batch.advantages is None:
+            batch.advantages = compute_advantages(batch.rewards, batch.group, cfg.estimator,
+                                                  **cfg.estimator_options)
         t2 = time.time()
         lr = self.optimizer.param_groups[0]["lr"]
-        stats = self._loss_and_backward(batch)
+        stats = self._loss_and_backward(batch, nudging)
         self.step += 1
         t3 = time.time()
         hinted = batch.hinted
-        passes = batch.group_pass_counts()
         mask = batch.completion_mask
         row = {
             "step": self.step,
+            "stage": self.stage,
             "reward_mean": float(batch.rewards.mean()),
             "reward_std": float(batch.rewards.std(unbiased=False)),
-            "pass_rate": float(batch.correct[~hinted].float().mean()) if (~hinted).any()
-            else None,
+            **plain,
             "frac_zero_std": batch.frac_zero_std(),
-            "learnable_ratio": float((passes > 0).float().mean()),
             "frac_nudged": float(batch.extra.get("frac_nudged", 0.0)),
             "hinted_pass_rate": float(batch.correct[hinted].float().mean()) if hinted.any()
             else None,
@@ -478,16 +600,61 @@ class Trainer:
             "lr": lr,
             **stats,
             "epoch": self.epoch,
+            "n_problems": len(self.problems),
             "t_sample": round(t1 - t0, 4),
             "t_train": round(t3 - t2, 4),
         }
-        row_level = [batch.problems[g].level for g in batch.group.tolist()]
-        for lv in sorted({lv for lv in row_level if lv is not None}):
-            sel = torch.tensor([x == lv for x in row_level]) & ~hinted
-            if sel.any():
-                row[f"pass_rate_L{lv}"] = float(batch.correct[sel].float().mean())
         self.last_batch = batch
+        if self.stage == 1 and cfg.stage1 != "none" and self._stage_one_done(row):
+            row.update(self.enter_stage_two())
         return row
+
+    def _plain_metrics(self, batch: RolloutBatch) -> dict:
+        """pass_rate (and per level) and learnable_ratio over the hint-free rollouts."""
+        plain = ~batch.hinted
+        if not plain.any():
+            return {"pass_rate": None, "learnable_ratio": None}
+        group, correct = batch.group[plain], batch.correct[plain].float()
+        passes = torch.zeros(batch.n_groups).index_add_(0, group, correct)
+        seen = torch.bincount(group, minlength=batch.n_groups) > 0
+        out = {"pass_rate": float(correct.mean()),
+               "learnable_ratio": float((passes[seen] > 0).float().mean())}
+        levels = [batch.problems[g].level for g in group.tolist()]
+        for lv in sorted({lv for lv in levels if lv is not None}):
+            sel = torch.tensor([x == lv for x in levels])
+            out[f"pass_rate_L{lv}"] = float(correct[sel].mean())
+        return out
+
+    # -- two stages
+    def _stage_one_done(self, row: dict) -> bool:
+        cfg = self.cfg
+        if cfg.stage1 == "steps":
+            return self.step >= cfg.stage1_steps
+        value = row.get(cfg.plateau_metric)
+        if value is None:
+            raise ConfigError(f"TrainConfig.plateau_metric={cfg.plateau_metric!r} is not a "
+                              f"metric of this run; metrics are {sorted(row)}")
+        fired = self.detector.update(value)
+        return fired or bool(cfg.stage1_steps and self.step >= cfg.stage1_steps)
+
+    def enter_stage_two(self) -> dict:
+        """Drop the problems the policy solves n/n (hint-free), then switch nudging on."""
+        from nudgelib.nudging import drop_solved
+
+        cfg = self.cfg
+        dropped = 0
+        if cfg.drop_solved_samples:
+            kept, _ = drop_solved(self.policy, self.problems, self.scorer,
+                                  n_samples=cfg.drop_solved_samples,
+                                  temperature=cfg.temperature, top_p=cfg.top_p,
+                                  max_new_tokens=cfg.max_new_tokens, generator=self.sample_rng,
+                                  prompts_per_call=cfg.prompts_per_call or None)
+            dropped = len(self.problems) - len(kept)
+            if kept:  # all solved n/n: nothing left to nudge; keep the set rather than stop
+                self.problems = kept
+            self.epoch, self.cursor = self.epoch + 1, 0  # a fresh order over the new set
+        self.stage, self.stage_switch_step = 2, self.step
+        return {"stage_switch": True, "dropped_solved": dropped}
 
     # -- loop
     def train(self, until_step: int) -> pandas.DataFrame:  # noqa: F821
@@ -548,6 +715,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "sample_rng": self.sample_rng.get_state(), "rng": _rng_state(),
             "nudger": self.nudger.state_dict() if hasattr(self.nudger, "state_dict") else None,
+            "stage": self.stage, "stage_switch_step": self.stage_switch_step,
+            "detector": self.detector.state_dict() if self.detector is not None else None,
+            "problem_ids": [p.id for p in self.problems],
             "elapsed": time.time() - self._t0,
         }, tmp / "trainer_state.pt")
         (tmp / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
@@ -587,6 +757,17 @@ class Trainer:
         _set_rng_state(st["rng"])
         if st.get("nudger") is not None and hasattr(self.nudger, "load_state_dict"):
             self.nudger.load_state_dict(st["nudger"])
+        self.stage = st.get("stage", self.stage)
+        self.stage_switch_step = st.get("stage_switch_step")
+        if st.get("detector") is not None and self.detector is not None:
+            self.detector.load_state_dict(st["detector"])
+        if "problem_ids" in st:
+            by_id = {p.id: p for p in self.all_problems}
+            missing = [i for i in st["problem_ids"] if i not in by_id]
+            if missing:
+                raise ConfigError(f"cannot resume: checkpoint problems {missing[:3]} are not in "
+                                  f"this run's training set")
+            self.problems = [by_id[i] for i in st["problem_ids"]]
         self._t0 = time.time() - st.get("elapsed", 0.0)
         self.rows = []
         if self.out is not None and (self.out / METRICS_FILE).is_file():
@@ -647,6 +828,8 @@ def config_from_args(args) -> TrainConfig:
         changes["save_every"] = args.save_every
     if getattr(args, "nudging", None) is not None:
         changes["nudging"] = args.nudging
+    if getattr(args, "hint_bank", None) is not None:
+        changes["hint_bank"] = args.hint_bank
     return cfg.with_overrides(**changes) if changes else cfg
 
 
@@ -659,7 +842,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--save-every", type=int, help="checkpoint every K steps (default: at the end)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    ap.add_argument("--nudging", choices=["none"], help="nudging strategy (default: the config's)")
+    ap.add_argument("--nudging", choices=sorted(STRATEGIES),
+                    help="nudging strategy (default: the config's; see nudgelib.nudging)")
+    ap.add_argument("--hint-bank", help="a saved HintBank folder (default: built-in toy hints, "
+                                        "or self-generated hints for real tasks)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config field (value parsed as JSON when it can be)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -692,7 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     last = trainer.rows[-1] if trainer.rows else {}
     print(json.dumps({"step": trainer.step, "out": str(out),
-                      **{k: last.get(k) for k in ("reward_mean", "pass_rate", "frac_zero_std")}}))
+                      **{k: last.get(k) for k in ("reward_mean", "pass_rate", "frac_zero_std",
+                                                  "frac_nudged", "stage")}}))
     return 0
 
 

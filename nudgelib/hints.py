@@ -1,0 +1,535 @@
+"""Hints for nudging: prompt templates, self-generated and teacher hints, the leakage check, and
+the hint bank.
+
+NuRL (arXiv 2509.25666, METHOD.md 2.1) collects one hint per training problem, offline, before
+RL, with two calls to the model being trained:
+
+1. *explanation* — shown the question AND the gold answer, the model explains why the answer is
+   right (:data:`EXPLANATION_TEMPLATE`);
+2. *hint* — shown question, answer and its explanation, it writes a short hint of the type asked
+   (:data:`HINT_TEMPLATES`): ``abstract`` (the key idea, no answer, no steps — NuRL's default),
+   ``partial_steps`` (the first steps only); ``explanation`` is the first call's text itself and
+   ``answer`` states the gold answer (no model call). METHOD.md 2.5 ranks them
+   abstract > partial_steps > explanation > answer.
+
+    bank = generate_hints(policy, problems, hint_type="abstract")     # self-generated
+    bank = generate_hints(teacher, problems, source="teacher")        # any other policy
+    bank = handwritten_hints({"gsm8k/train/3": "Work out one hour first."}, problems)
+    bank = reference_hints(problems, "partial_steps")   # from the dataset's written solution
+    bank.leak_rate(), bank.lookup("gsm8k/train/3", "abstract")
+    bank.dataset.save_to_disk("hints/")          # a plain datasets.Dataset ...
+    bank = HintBank(datasets.load_from_disk("hints/"))   # ... loaded back the standard way
+
+Every hint is checked by :func:`hint_leaks_answer` — the gold answer, found as a number of
+equal value, as a normalised string, or verified equal by math-verify on a math span of the
+hint (bounded time) — and a leaking hint is regenerated, dropped or kept-and-flagged by
+``on_leak``. The paper enforces "no answer" only through its prompt; the check is nudgelib's.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import torch
+
+from nudgelib.problems import Problem
+
+HINT_TYPES = ("abstract", "partial_steps", "explanation", "answer")
+"""Hint types, best to worst in the paper's comparison (METHOD.md 2.5)."""
+
+COLUMNS = ("problem_id", "hint_type", "hint", "source", "leak", "attempts", "seconds")
+"""Columns of a hint bank's dataset: problem id, type, text, where it came from ("self",
+"teacher:<name>", "hand", "reference", "toy"), whether it leaks the gold answer, how many
+generations it took, and the generation time charged to it."""
+
+EXPLANATION_TEMPLATE = (
+    "Question: {question}\n\n"
+    "The correct final answer is: {answer}\n\n"
+    "Explain step by step why this answer is correct.")
+"""First call: the model explains the gold answer (NuRL's wording is not published; OPEN)."""
+
+HINT_TEMPLATES: dict[str, str | None] = {
+    "abstract": (
+        "Question: {question}\n\n"
+        "Correct answer: {answer}\n\n"
+        "Explanation: {explanation}\n\n"
+        "Write one short hint, one or two sentences, for a student who is stuck on this "
+        "question. Name only the key idea, formula or first direction they need. Do not state "
+        "the final answer and do not give any calculations."),
+    "partial_steps": (
+        "Question: {question}\n\n"
+        "Correct answer: {answer}\n\n"
+        "Explanation: {explanation}\n\n"
+        "Write only the first one or two steps of the solution, so that a student can finish "
+        "it alone. Stop before the end and do not state the final answer."),
+    "explanation": None,  # the first call's explanation is the hint
+    "answer": "The answer is {answer}.",  # no model call
+}
+"""Second call per hint type (``None``: the explanation itself; no ``{explanation}``: a fixed
+text). Pass your own dict to :func:`generate_hints` to change the wording."""
+
+ON_LEAK = ("regenerate", "drop", "keep")
+MAX_HINT_CHARS = 600
+
+
+class HintBankError(ValueError):
+    """A hint bank's table is malformed; the message names the column or row."""
+
+
+# ----------------------------------------------------------------------------- leakage
+
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+_FRACTION = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|(\d+)\s*/\s*(\d+)")
+_MATH_SPAN = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}|\$([^$]+)\$|\\\((.+?)\\\)")
+_NORMALISE = re.compile(r"\\left|\\right|\\[!,;: ]|\\text\{|\\mathrm\{|\\textbf\{|[\s{}$]")
+
+
+def _normalise(s: str) -> str:
+    return _NORMALISE.sub("", s).lower()
+
+
+def _number(s: str) -> Fraction | None:
+    from nudgelib.verify import _as_number
+
+    got = _as_number(s)
+    return got[0] if got is not None else None
+
+
+def _numbers_in(text: str) -> Iterable[Fraction]:
+    for m in _NUMBER.finditer(text):
+        try:
+            yield Fraction(m.group().replace(",", ""))
+        except (ValueError, ZeroDivisionError):
+            continue
+    for m in _FRACTION.finditer(text):
+        a, b = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+        na, nb = _number(a), _number(b)
+        if na is not None and nb:
+            yield na / nb
+
+
+def hint_leaks_answer(hint: str, gold: str, *, timeout: float = 1.0) -> bool:
+    """Does ``hint`` contain the gold answer?
+
+    * numeric gold (``18``, ``1,000``, ``0.5``, ``\\frac{3}{4}``): any number or fraction in the
+      hint of equal value (so ``18.0`` and ``36/2`` count, ``180`` does not);
+    * otherwise: the normalised gold (spaces, ``$``, braces, ``\\left`` ... removed) as a
+      substring of the normalised hint, or a ``\\boxed{}`` / ``$...$`` span of the hint that
+      math-verify proves equal to the gold, each check bounded by ``timeout`` seconds.
+    """
+    if not isinstance(hint, str) or not isinstance(gold, str):
+        raise TypeError(f"hint and gold must be strings, got {type(hint).__name__} and "
+                        f"{type(gold).__name__}")
+    gold = gold.strip()
+    if not gold:
+        return False
+    value = _number(gold)
+    if value is not None:
+        return any(v == value for v in _numbers_in(hint))
+    g = _normalise(gold)
+    if g and g in _normalise(hint):
+        return True
+    from nudgelib.verify import verify
+
+    for m in _MATH_SPAN.finditer(hint):
+        span = next(x for x in m.groups() if x is not None).strip()
+        if span and verify(gold, f"\\boxed{{{span}}}", timeout=timeout).correct:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- the bank
+
+@dataclass
+class HintBank:
+    """Hints keyed by (problem id, hint type), held in a :class:`datasets.Dataset`.
+
+    ``stats`` carries generation statistics (first-try leak rate, seconds per hint) when the
+    bank was generated here; they are not part of the dataset.
+    """
+
+    dataset: object  # datasets.Dataset with the columns of COLUMNS
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        cols = set(getattr(self.dataset, "column_names", []) or [])
+        missing = [c for c in ("problem_id", "hint_type", "hint", "source", "leak") if c not in cols]
+        if missing:
+            raise HintBankError(f"hint bank dataset lacks column(s) {missing}; expected the "
+                                f"columns {list(COLUMNS)}")
+        self._index: dict[tuple[str, str], list[int]] = {}
+        for i, (pid, kind, text) in enumerate(zip(self.dataset["problem_id"],
+                                                  self.dataset["hint_type"],
+                                                  self.dataset["hint"])):
+            if not isinstance(pid, str) or not pid:
+                raise HintBankError(f"hint bank row {i}: problem_id must be a non-empty string, "
+                                    f"got {pid!r}")
+            if not isinstance(kind, str) or not kind:
+                raise HintBankError(f"hint bank row {i}: hint_type must be a non-empty string "
+                                    f"such as {HINT_TYPES}, got {kind!r}")
+            if not isinstance(text, str):
+                raise HintBankError(f"hint bank row {i}: hint must be a string, got {text!r}")
+            self._index.setdefault((pid, kind), []).append(i)
+
+    # -- construction
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping], stats: dict | None = None) -> HintBank:
+        from datasets import Dataset
+
+        rows = {c: [] for c in COLUMNS}
+        for i, r in enumerate(records):
+            for c in COLUMNS:
+                if c in ("problem_id", "hint_type", "hint") and c not in r:
+                    raise HintBankError(f"hint record {i} lacks {c!r}: {dict(r)}")
+            rows["problem_id"].append(str(r["problem_id"]))
+            rows["hint_type"].append(str(r["hint_type"]))
+            rows["hint"].append(str(r["hint"]))
+            rows["source"].append(str(r.get("source", "")))
+            rows["leak"].append(bool(r.get("leak", False)))
+            rows["attempts"].append(int(r.get("attempts", 1)))
+            rows["seconds"].append(float(r.get("seconds", 0.0)))
+        from datasets import Features, Value
+
+        feats = Features({"problem_id": Value("string"), "hint_type": Value("string"),
+                          "hint": Value("string"), "source": Value("string"),
+                          "leak": Value("bool"), "attempts": Value("int32"),
+                          "seconds": Value("float32")})
+        return cls(Dataset.from_dict(rows, features=feats), dict(stats or {}))
+
+    @classmethod
+    def load(cls, path) -> HintBank:
+        """``datasets.load_from_disk(path)`` wrapped as a bank."""
+        from datasets import load_from_disk
+
+        return cls(load_from_disk(str(path)))
+
+    def save(self, path) -> None:
+        """``dataset.save_to_disk(path)``."""
+        self.dataset.save_to_disk(str(path))
+
+    @staticmethod
+    def merge(banks: Iterable[HintBank]) -> HintBank:
+        records = [r for b in banks for r in b.records()]
+        return HintBank.from_records(records)
+
+    # -- access
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def records(self) -> list[dict]:
+        return self.dataset.to_list()
+
+    def to_pandas(self):
+        return self.dataset.to_pandas()
+
+    @property
+    def hint_types(self) -> list[str]:
+        return sorted({k for _, k in self._index})
+
+    def lookup(self, problem_id: str, hint_type: str = "abstract", *,
+               include_leaky: bool = False) -> str | None:
+        """The first hint of this type for the problem (leaky hints only when asked), or None."""
+        hits = self.lookup_all(problem_id, hint_type, include_leaky=include_leaky)
+        return hits[0] if hits else None
+
+    def lookup_all(self, problem_id: str, hint_type: str, *,
+                   include_leaky: bool = False) -> list[str]:
+        rows = self._index.get((problem_id, hint_type), [])
+        leaky_ok = include_leaky or hint_type == "answer"  # an answer hint leaks by design
+        return [self.dataset[i]["hint"] for i in rows
+                if leaky_ok or not self.dataset[i]["leak"]]
+
+    def leak_rate(self, hint_type: str | None = None) -> float:
+        """Share of stored hints flagged as leaking (of this type, or all)."""
+        flags = [lk for lk, k in zip(self.dataset["leak"], self.dataset["hint_type"])
+                 if hint_type is None or k == hint_type]
+        return sum(flags) / len(flags) if flags else 0.0
+
+
+# ----------------------------------------------------------------------------- generation
+
+def _clean(text: str) -> str:
+    text = text.strip()
+    text = re.sub(r"^(?:\*\*)?(?:hint|first steps?)\s*:?(?:\*\*)?\s*", "", text, flags=re.I)
+    return text[:MAX_HINT_CHARS].strip()
+
+
+@contextmanager
+def _raw_prompts(policy):
+    """Generation prompts carry their own instructions: switch the policy's answer
+    instruction off for the duration (HFPolicy appends it to every prompt)."""
+    old = getattr(policy, "instruction", None)
+    if old is not None:
+        policy.instruction = ""
+    try:
+        yield
+    finally:
+        if old is not None:
+            policy.instruction = old
+
+
+def _generate(policy, prompts: list[str], *, max_new_tokens: int, temperature: float,
+              top_p: float, generator, batch_size: int) -> list[str]:
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        s = policy.sample(prompts[i:i + batch_size], 1, temperature=temperature, top_p=top_p,
+                          max_new_tokens=max_new_tokens, generator=generator)
+        out.extend(s.texts)
+    return out
+
+
+def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstract", *,
+                   source: str = "self", templates: Mapping[str, str | None] | None = None,
+                   explanation_template: str = EXPLANATION_TEMPLATE,
+                   max_explanation_tokens: int = 192, max_hint_tokens: int = 64,
+                   temperature: float = 0.7, top_p: float = 1.0,
+                   generator: torch.Generator | None = None, batch_size: int = 16,
+                   on_leak: str = "regenerate", max_attempts: int = 3,
+                   leak_timeout: float = 1.0, progress: bool = False) -> HintBank:
+    """Hints of ``hint_type`` for ``problems``, written by ``policy`` in two calls (see module).
+
+    ``source="self"`` when ``policy`` is the model being trained; any other policy is a
+    teacher (``source="teacher:<name>"``). ``on_leak``: ``regenerate`` re-runs the hint call
+    (and, from the second retry on, the explanation) up to ``max_attempts`` times and drops a
+    hint that still leaks; ``drop`` drops it at once; ``keep`` keeps it flagged ``leak=True``.
+    ``stats`` of the bank reports ``first_try_leak_rate`` (the leakage rate of the model's
+    hints), ``dropped``, and ``seconds_per_hint`` (all generation time / hints asked for).
+    """
+    templates = dict(HINT_TEMPLATES if templates is None else templates)
+    if hint_type not in templates:
+        raise ValueError(f"hint_type={hint_type!r} has no template; expected one of "
+                         f"{sorted(templates)}")
+    if on_leak not in ON_LEAK:
+        raise ValueError(f"on_leak={on_leak!r}; expected one of {ON_LEAK}")
+    if not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+    problems = list(problems)
+    if not problems:
+        raise ValueError("generate_hints needs at least one problem")
+    from tqdm.auto import tqdm
+
+    generator = generator or torch.Generator().manual_seed(0)
+    template = templates[hint_type]
+    needs_model = template is None or "{explanation}" in template
+    n = len(problems)
+    texts: list[str | None] = [None] * n
+    explanations: list[str | None] = [None] * n
+    attempts = [0] * n
+    leaks = [False] * n
+    first_leak = [False] * n
+    t0 = time.perf_counter()
+    todo = list(range(n))
+    bar = tqdm(total=n, desc=f"{source} {hint_type} hints", disable=not progress, leave=False)
+    for attempt in range(max_attempts if needs_model else 1):
+        if not todo:
+            break
+        if needs_model:
+            with _raw_prompts(policy):
+                fresh = [i for i in todo if explanations[i] is None or attempt >= 2]
+                if fresh:
+                    got = _generate(policy, [explanation_template.format(
+                        question=problems[i].question, answer=problems[i].answer) for i in fresh],
+                        max_new_tokens=max_explanation_tokens, temperature=temperature,
+                        top_p=top_p, generator=generator, batch_size=batch_size)
+                    for i, e in zip(fresh, got):
+                        explanations[i] = e.strip()
+                if template is None:
+                    new = [explanations[i] for i in todo]
+                else:
+                    new = _generate(policy, [template.format(
+                        question=problems[i].question, answer=problems[i].answer,
+                        explanation=explanations[i]) for i in todo],
+                        max_new_tokens=max_hint_tokens, temperature=temperature, top_p=top_p,
+                        generator=generator, batch_size=batch_size)
+        else:
+            new = [template.format(question=problems[i].question, answer=problems[i].answer)
+                   for i in todo]
+        still = []
+        for i, text in zip(todo, new):
+            texts[i] = _clean(text) if needs_model else text
+            attempts[i] += 1
+            leaks[i] = hint_leaks_answer(texts[i], problems[i].answer, timeout=leak_timeout)
+            if attempt == 0:
+                first_leak[i] = leaks[i]
+            if leaks[i] and on_leak == "regenerate" and needs_model:
+                still.append(i)
+            else:
+                bar.update(1)
+        todo = still
+    bar.close()
+    seconds = time.perf_counter() - t0
+    records, dropped = [], 0
+    for i, p in enumerate(problems):
+        if leaks[i] and on_leak != "keep" and hint_type != "answer":
+            dropped += 1
+            continue
+        if not texts[i]:
+            dropped += 1
+            continue
+        records.append({"problem_id": p.id, "hint_type": hint_type, "hint": texts[i],
+                        "source": source, "leak": leaks[i], "attempts": attempts[i],
+                        "seconds": seconds / n})
+    stats = {"hint_type": hint_type, "source": source, "asked": n, "kept": len(records),
+             "dropped": dropped, "first_try_leak_rate": sum(first_leak) / n,
+             "seconds_per_hint": seconds / n, "model_calls_per_hint":
+             (2 if template is not None and needs_model else int(needs_model))}
+    return HintBank.from_records(records, stats)
+
+
+def _checked_records(items: Iterable[tuple[Problem, str]], hint_type: str, source: str,
+                     on_leak: str) -> tuple[list[dict], int]:
+    if on_leak not in ("drop", "keep"):
+        raise ValueError(f"on_leak={on_leak!r}; expected 'drop' or 'keep' (fixed hints cannot "
+                         f"be regenerated)")
+    records, leaked = [], 0
+    for p, text in items:
+        leak = hint_leaks_answer(text, p.answer)
+        leaked += leak
+        if leak and on_leak == "drop" and hint_type != "answer":
+            continue
+        records.append({"problem_id": p.id, "hint_type": hint_type, "hint": text,
+                        "source": source, "leak": leak})
+    return records, leaked
+
+
+def handwritten_hints(hints: Mapping[str, str], problems: Sequence[Problem], *,
+                      hint_type: str = "abstract", source: str = "hand",
+                      on_leak: str = "keep") -> HintBank:
+    """A bank from hand-written ``{problem_id: hint}``; ids not among ``problems`` are an error."""
+    by_id = {p.id: p for p in problems}
+    unknown = sorted(set(hints) - set(by_id))
+    if unknown:
+        raise HintBankError(f"hints given for unknown problem id(s) {unknown[:5]}")
+    records, leaked = _checked_records(((by_id[k], v) for k, v in hints.items()), hint_type,
+                                       source, on_leak)
+    return HintBank.from_records(records, {"asked": len(hints), "leaked": leaked,
+                                           "first_try_leak_rate": leaked / max(1, len(hints))})
+
+
+_CALC = re.compile(r"<<[^<>]*>>")
+
+
+def reference_hints(problems: Sequence[Problem], hint_type: str = "partial_steps", *,
+                    fraction: float = 0.5, on_leak: str = "drop") -> HintBank:
+    """Teacher hints taken from each problem's human-written reference solution.
+
+    ``partial_steps``: the first ``fraction`` of the solution's lines (at least one, never the
+    last), GSM8K's ``<<...>>`` calculator notes removed; ``explanation``: the whole worked
+    solution without its final-answer line; ``answer``: the gold answer. A partial hint that
+    still contains the answer is dropped (``on_leak="drop"``) or kept flagged (``"keep"``).
+    """
+    if hint_type not in ("partial_steps", "explanation", "answer"):
+        raise ValueError(f"reference_hints makes partial_steps, explanation or answer hints, "
+                         f"not {hint_type!r} (an abstract hint needs a model: generate_hints)")
+    items = []
+    for p in problems:
+        if hint_type == "answer":
+            items.append((p, HINT_TEMPLATES["answer"].format(answer=p.answer)))
+            continue
+        lines = [ln.strip() for ln in _CALC.sub("", p.solution).splitlines()
+                 if ln.strip() and not ln.strip().startswith("####")]
+        if not lines:
+            continue
+        if hint_type == "partial_steps":
+            if len(lines) < 2:
+                continue  # a one-line solution has no partial step that is not the answer
+            k = min(len(lines) - 1, max(1, round(len(lines) * fraction)))
+            lines = lines[:k]
+        items.append((p, " ".join(lines)))
+    records, leaked = _checked_records(items, hint_type, "reference", on_leak)
+    return HintBank.from_records(records, {"asked": len(problems), "leaked": leaked,
+                                           "first_try_leak_rate": leaked / max(1, len(items))})
+
+
+# ----------------------------------------------------------------------------- lookup
+
+HintSource = Callable[[Problem, str], "str | None"]
+
+
+def as_hint_source(hints) -> HintSource:
+    """A function (problem, hint_type) -> hint or None from a bank, a dict or a callable.
+
+    A dict maps problem id to a hint (any type) or to ``{hint_type: hint}``.
+    """
+    if isinstance(hints, HintBank):
+        return lambda p, kind: hints.lookup(p.id, kind)
+    if isinstance(hints, Mapping):
+        def from_dict(p, kind):
+            v = hints.get(p.id)
+            return v.get(kind) if isinstance(v, Mapping) else v
+        return from_dict
+    if callable(hints):
+        return hints
+    raise TypeError(f"hints must be a HintBank, a dict or a callable (problem, hint_type) -> "
+                    f"str | None; got {type(hints).__name__}")
+
+
+# ----------------------------------------------------------------------------- hint lift
+
+def zero_pass_problems(policy, problems: Sequence[Problem], scorer, *, n_samples: int = 8,
+                       limit: int | None = None, prompts_per_call: int = 8, progress: bool = False,
+                       **sampling) -> tuple[list[Problem], list[int]]:
+    """The problems (at most ``limit``) that ``policy`` solves 0 / ``n_samples`` times without a
+    hint, screened in order, and the pass counts of every problem screened."""
+    from nudgelib.rollouts import evaluate_pass_counts
+
+    kept, counts = [], []
+    for i in range(0, len(problems), prompts_per_call):
+        chunk = list(problems[i:i + prompts_per_call])
+        got = evaluate_pass_counts(policy, chunk, scorer, n_samples=n_samples,
+                                   prompts_per_call=prompts_per_call, **sampling)
+        counts.extend(got)
+        kept.extend(p for p, c in zip(chunk, got) if c == 0)
+        if progress:
+            print(f"screened {len(counts)} problems, {len(kept)} are 0/{n_samples}", flush=True)
+        if limit is not None and len(kept) >= limit:
+            return kept[:limit], counts
+    return kept, counts
+
+
+def hint_lift(policy, problems: Sequence[Problem], banks: Mapping[str, HintBank], scorer, *,
+              hint_type: Mapping[str, str] | str = "abstract", n_samples: int = 8,
+              prompts_per_call: int = 8, progress: bool = False, **sampling):
+    """pass@1 and pass@``n_samples`` of ``policy`` on ``problems`` with each bank's hints.
+
+    Returns a pandas DataFrame, one row per bank name: problems with a hint, pass@1, pass@n
+    with a 95% bootstrap interval over problems, and the hinted rollouts themselves in
+    ``frame.attrs["rollouts"]`` (one DataFrame per bank). Problems without a hint in a bank
+    are left out of that bank's row (their count is reported).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from nudgelib.metrics import bootstrap_ci, pass_at_k
+    from nudgelib.rollouts import collect_rollouts
+
+    rows, rollouts = [], {}
+    for name, bank in banks.items():
+        kind = hint_type if isinstance(hint_type, str) else hint_type[name]
+        pairs = [(p, bank.lookup(p.id, kind)) for p in problems]
+        pairs = [(p, h) for p, h in pairs if h is not None]
+        if not pairs:
+            rows.append({"hints": name, "problems": 0, "missing": len(problems)})
+            continue
+        t0 = time.perf_counter()
+        batch = collect_rollouts(policy, [p for p, _ in pairs], scorer, group_size=n_samples,
+                                 hints=[h for _, h in pairs], prompts_per_call=prompts_per_call,
+                                 progress=progress, **sampling)
+        counts = batch.group_pass_counts().long().tolist()
+        p1 = np.array([pass_at_k(n_samples, c, 1) for c in counts])
+        pn = np.array([pass_at_k(n_samples, c, n_samples) for c in counts], dtype=float)
+        lo, hi = bootstrap_ci(pn) if len(pn) > 1 else (float("nan"), float("nan"))
+        rows.append({"hints": name, "problems": len(pairs), "missing": len(problems) - len(pairs),
+                     "pass@1": float(p1.mean()), f"pass@{n_samples}": float(pn.mean()),
+                     "ci_low": float(lo), "ci_high": float(hi),
+                     "solved": int(sum(c > 0 for c in counts)),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        rollouts[name] = batch.to_frame()
+    frame = pd.DataFrame(rows)
+    frame.attrs["rollouts"] = rollouts
+    return frame

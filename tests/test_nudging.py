@@ -1,0 +1,310 @@
+"""Nudging strategies: which members get hinted, group sizes, advantages after augmentation,
+the prompt the loss conditions on, and the two-stage driver. Hand-computed values throughout.
+
+A scripted policy makes the outcomes deterministic: it answers correctly exactly when its
+prompt contains a given cue, so which rows succeed is known before sampling.
+"""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from nudgelib.advantages import compute_advantages
+from nudgelib.nudging import (
+    STRATEGIES,
+    AlwaysHint,
+    NudgeRL,
+    NuRL,
+    PlateauDetector,
+    SamplingContext,
+    ScafGRPO,
+    drop_solved,
+    make_strategy,
+    nudgerl_advantages,
+)
+from nudgelib.policies import CategoricalPolicy, Policy, left_pad
+from nudgelib.problems import Problem
+from nudgelib.rollouts import ExactMatchScorer, RolloutBatch, collect_rollouts
+from nudgelib.toy import ToyPolicy, ToyTask, toy_problems, toy_table_hint
+
+
+class ScriptedPolicy(Policy):
+    """Characters as tokens (id = ord + 1, EOS = pad = 0). ``rule(prompt) -> completion``."""
+
+    eos_ids, pad_id = (0,), 0
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.calls: list[list[str]] = []
+
+    def encode_prompts(self, prompts):
+        return [[ord(c) + 1 for c in p] for p in prompts]
+
+    def decode(self, ids, mask):
+        return ["".join(chr(i - 1) for i, m in zip(r, mr) if m and i > 0)
+                for r, mr in zip(ids.tolist(), mask.tolist())]
+
+    def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
+                  generator):
+        prompts = self.decode(prompt_ids, prompt_mask)
+        self.calls.append(prompts)
+        outs = [[ord(c) + 1 for c in self.rule(p)][:max_new_tokens - 1] + [0] for p in prompts]
+        ids, _ = left_pad([o[::-1] for o in outs], 0)
+        ids = ids.flip(1)
+        return ids, torch.full(ids.shape, -0.5)
+
+    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                 temperature=1.0):
+        return torch.zeros(completion_ids.shape) * completion_mask
+
+    def trainable_parameters(self):
+        return []
+
+    def save(self, path):
+        pass
+
+    def load(self, path):
+        pass
+
+
+PROBS = [Problem(id=f"q{i}", question=f"Q{i}?", answer=str(i)) for i in range(3)]
+
+
+def hint_rule(prompt: str) -> str:
+    """Right only with the cue 'GO' in the prompt; problem q1 is always solved."""
+    qid = prompt.split("?")[0].split("Q")[-1]
+    return qid if ("GO" in prompt or qid == "1") else "x"
+
+
+def ctx_for(policy, G=4):
+    return SamplingContext(policy=policy, scorer=ExactMatchScorer(), group_size=G,
+                           max_new_tokens=8, generator=torch.Generator().manual_seed(0))
+
+
+def plain_batch(policy, G=4, probs=PROBS):
+    return collect_rollouts(policy, probs, ExactMatchScorer(), group_size=G, max_new_tokens=8)
+
+
+def snapshot(b: RolloutBatch, rows):
+    return [(b.texts[r], b.hints[r], b.prompts[r], float(b.rewards[r])) for r in rows]
+
+
+# ----------------------------------------------------------------------------- NuRL
+
+def test_nurl_keeps_one_failure_and_hints_the_other_g_minus_1():
+    pol = ScriptedPolicy(hint_rule)
+    b = plain_batch(pol)
+    assert b.group_pass_counts().tolist() == [0, 4, 0]
+    before = snapshot(b, range(len(b)))
+    nurl = NuRL({"q0": "GO", "q1": "GO"})  # q2 has no hint: it cannot be nudged
+    out = nurl.finish(nurl.augment(b, ctx_for(pol)))
+    assert out.group_sizes().tolist() == [4, 4, 4]
+    assert out.hints == [None, "GO", "GO", "GO"] + [None] * 8
+    assert out.prompts[1] == "Q0?\n\nHint: GO" and out.prompts[0] == "Q0?"
+    assert snapshot(out, [0]) == before[:1]  # the kept failure is the original rollout
+    assert snapshot(out, range(4, 12)) == before[4:]  # pass rate > 0 / no hint: untouched
+    assert out.correct.tolist()[:4] == [False, True, True, True]
+    assert out.extra["frac_nudged"] == pytest.approx(1 / 3)
+    assert out.extra["nudged_groups"] == [0]
+    assert nurl.totals["missing_hints"] == 1 and nurl.totals["hinted_rows"] == 3
+    # GRPO on [0, 1, 1, 1]: mean 3/4, Bessel std 1/2 -> [-3/2, 1/2, 1/2, 1/2]; others 0
+    adv = compute_advantages(out.rewards, out.group, "grpo")
+    assert adv[:4].tolist() == pytest.approx([-1.5, 0.5, 0.5, 0.5], abs=1e-5)
+    assert adv[4:].abs().max() == 0
+
+
+def test_nurl_changes_nothing_when_every_group_passes_at_least_once():
+    pol = ScriptedPolicy(lambda p: "1" if "Q1" in p else ("0" if "Q0" in p else "2"))
+    b = plain_batch(pol)
+    before = (snapshot(b, range(len(b))), b.prompt_ids.clone(), b.completion_ids.clone())
+    out = NuRL({"q0": "GO", "q1": "GO", "q2": "GO"}).augment(b, ctx_for(pol))
+    assert snapshot(out, range(len(out))) == before[0]
+    assert torch.equal(out.prompt_ids, before[1]) and torch.equal(out.completion_ids, before[2])
+    assert not out.hinted.any()
+    assert len(pol.calls) == 1  # no second sampling call
+
+
+@pytest.mark.parametrize("condition_on", ["hinted", "original"])
+def test_the_loss_conditions_on_the_hinted_or_the_original_prompt(condition_on):
+    pol = ScriptedPolicy(hint_rule)
+    b = plain_batch(pol)
+    out = NuRL({"q0": "GO"}, condition_on=condition_on).augment(b, ctx_for(pol))
+    hinted_ids = pol.encode_prompts(["Q0?\n\nHint: GO"])[0]
+    plain_ids = pol.encode_prompts(["Q0?"])[0]
+    for r in (1, 2, 3):
+        real = out.prompt_ids[r][out.prompt_mask[r].bool()].tolist()
+        assert real == (hinted_ids if condition_on == "hinted" else plain_ids)
+        assert out.prompts[r] == "Q0?\n\nHint: GO"  # sampled from the hinted prompt either way
+        # old log-probs are the sampling ones (the scripted sampler reports -0.5 per token)
+        n = int(out.completion_mask[r].sum())
+        assert out.old_logp[r, :n].tolist() == [-0.5] * n
+    assert out.prompt_ids[0][out.prompt_mask[0].bool()].tolist() == plain_ids
+    if condition_on == "original":
+        assert out.extra["conditioned_on_original"] == [1, 2, 3]
+
+
+def test_nurl_keep_fresh_resamples_the_hint_free_member():
+    pol = ScriptedPolicy(hint_rule)
+    b = plain_batch(pol, probs=PROBS[:1])
+    out = NuRL({"q0": "GO"}, keep="fresh").augment(b, ctx_for(pol))
+    assert out.hints == [None, "GO", "GO", "GO"]
+    assert pol.calls[1][0] == "Q0?"  # row 0 was sampled again, without the hint
+
+
+def test_nurl_never_re_nudges_a_group_that_already_has_hinted_rows():
+    pol = ScriptedPolicy(lambda p: "x")  # nothing is ever right, hinted or not
+    b = plain_batch(pol, probs=PROBS[:1])
+    nurl = NuRL({"q0": "GO"})
+    nurl.augment(b, ctx_for(pol))
+    calls = len(pol.calls)
+    nurl.augment(b, ctx_for(pol))
+    assert len(pol.calls) == calls
+
+
+# ----------------------------------------------------------------------------- Scaf-GRPO
+
+def test_scaf_replaces_one_failure_with_the_success_under_the_least_hint():
+    pol = ScriptedPolicy(hint_rule)  # success needs 'GO', which only the 2nd tier carries
+    bank = {"q0": {"abstract": "IDEA", "partial_steps": "GO STEP"},
+            "q2": {"abstract": "IDEA"}}  # q2: no tier works -> stays as it was
+    b = plain_batch(pol)
+    before = snapshot(b, range(len(b)))
+    scaf = ScafGRPO(bank, tiers=("abstract", "partial_steps"), tries_per_tier=2)
+    out = scaf.finish(scaf.augment(b, ctx_for(pol)))
+    assert out.group_sizes().tolist() == [4, 4, 4]
+    assert out.hints[:4] == [None, None, None, "IDEA\n\nGO STEP"]  # cumulative tier 2
+    assert snapshot(out, range(3)) == before[:3]
+    assert snapshot(out, range(4, 12)) == before[4:]
+    assert out.extra["scaf_tier"] == {0: 2}
+    assert scaf.totals["solved_at_tier_2"] == 1 and scaf.totals["tried_groups"] == 2
+    # tier 1 ('IDEA') was tried for both 0/4 groups, 2 tries each; tier 2 only for q0
+    assert [len(c) for c in pol.calls] == [12, 4, 2]
+    # GRPO on [0, 0, 0, 1]: mean 1/4, Bessel std 1/2 -> [-1/2, -1/2, -1/2, 3/2]
+    adv = compute_advantages(out.rewards, out.group, "grpo")
+    assert adv[:4].tolist() == pytest.approx([-0.5, -0.5, -0.5, 1.5], abs=1e-5)
+    assert adv[8:].abs().max() == 0  # q2 unchanged, still no signal
+    assert out.extra["frac_nudged"] == pytest.approx(1 / 3)
+
+
+# ----------------------------------------------------------------------------- always
+
+def test_always_hints_every_member_of_every_group():
+    pol = ScriptedPolicy(hint_rule)
+    out = AlwaysHint({"q0": "GO", "q1": "GO", "q2": "GO"}).sample(PROBS, ctx_for(pol))
+    assert out.hinted.all() and out.group_sizes().tolist() == [4, 4, 4]
+    assert out.correct.all()
+
+
+# ----------------------------------------------------------------------------- NudgeRL
+
+def test_nudgerl_advantages_match_the_hand_computed_decomposition():
+    r = torch.tensor([1., 0, 0, 1, 0, 0, 1, 0])
+    c = torch.tensor([0, 0, 0, -1, 1, 1, 1, -1])
+    m, m0, m1, lam = 3 / 8, 1 / 3, 1 / 3, 1.1
+    a = [(1 - m0) + lam * (m0 - m), (0 - m0) + lam * (m0 - m), (0 - m0) + lam * (m0 - m),
+         1 - m, (0 - m1) + lam * (m1 - m), (0 - m1) + lam * (m1 - m),
+         (1 - m1) + lam * (m1 - m), 0 - m]
+    mu, sd = statistics.mean(a), statistics.stdev(a)
+    want = [(x - mu) / (sd + 1e-6) for x in a]
+    got = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), c, lam=lam)
+    assert got.tolist() == pytest.approx(want, abs=1e-5)
+    # no context anywhere: plain r - mean, standardised = GRPO
+    grpo = compute_advantages(r, torch.zeros(8, dtype=torch.long), "grpo")
+    got0 = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), torch.full((8,), -1))
+    assert got0.tolist() == pytest.approx(grpo.tolist(), abs=1e-5)
+    # all rewards equal: zero, not NaN
+    z = nudgerl_advantages(torch.ones(8), torch.zeros(8, dtype=torch.long), c)
+    assert z.abs().max() == 0
+
+
+def test_nudgerl_samples_contexts_with_dropout_and_keeps_the_plain_prompt():
+    pol = ScriptedPolicy(hint_rule)
+    bank = {"q0": {"abstract": "GO A", "partial_steps": "GO B"}}
+    nrl = NudgeRL(bank, p_drop=0.5)
+    out = nrl.sample(PROBS[:1], ctx_for(pol, G=8))
+    ctx = out.extra["context"].tolist()
+    assert len(out) == 8 and out.group_sizes().tolist() == [8]
+    assert all(c in (0, -1) for c in ctx[:4]) and all(c in (1, -1) for c in ctx[4:])
+    assert 0 < ctx.count(-1) < 8  # seeded: some rollouts dropped their context, some kept it
+    for i, c in enumerate(ctx):
+        assert out.hints[i] == {0: "GO A", 1: "GO B", -1: None}[c]
+        assert bool(out.correct[i]) == (c >= 0)
+        plain = out.extra["plain_prompt_ids"][i][out.extra["plain_prompt_mask"][i].bool()]
+        assert plain.tolist() == pol.encode_prompts(["Q0?"])[0]
+    assert out.extra["n_context_rows"] == sum(c >= 0 for c in ctx)
+    want = nudgerl_advantages(out.rewards, out.group, out.extra["context"])
+    assert torch.equal(out.advantages, want)
+    with pytest.raises(ValueError, match="group_size=7 is not a multiple"):
+        nrl.sample(PROBS[:1], ctx_for(pol, G=7))
+
+
+def test_nudgerl_distillation_term_is_the_advantage_weighted_mean_log_likelihood():
+    task = ToyTask.make({"hard": 3}, seed=1)
+    pol = CategoricalPolicy(ToyPolicy(task, max_len=4))
+    probs = toy_problems(task)
+    nrl = NudgeRL(lambda p, kind: toy_table_hint(p, kind), p_drop=0.5, distill_coef=0.1,
+                  context_types=("answer", "explanation"))  # strong hints: mixed rewards
+    ctx = SamplingContext(policy=pol, scorer=ExactMatchScorer(), group_size=8,
+                          max_new_tokens=4, generator=torch.Generator().manual_seed(3))
+    b = nrl.sample(probs, ctx)
+    rows = torch.arange(len(b))
+    aux = nrl.auxiliary_loss(pol, b, rows)
+    sel = (b.extra["context"] >= 0).nonzero().flatten()
+    total = 0.0
+    for i in sel.tolist():  # one row at a time, by the formula
+        n = int(b.completion_mask[i].sum())
+        lp = pol.logprobs(b.extra["plain_prompt_ids"][i:i + 1], b.extra["plain_prompt_mask"][i:i + 1],
+                          b.completion_ids[i:i + 1], b.completion_mask[i:i + 1])
+        total += float(b.advantages[i]) * float(lp.sum()) / n
+    assert float(aux) == pytest.approx(-0.1 * total / len(sel), rel=1e-5)
+    halves = [nrl.auxiliary_loss(pol, b, rows[:10]), nrl.auxiliary_loss(pol, b, rows[10:])]
+    assert float(sum(h for h in halves if h is not None)) == pytest.approx(float(aux), rel=1e-5)
+    aux.backward()
+    assert pol.net.bias.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- registry, stages
+
+def test_registry_and_option_errors_name_the_problem():
+    assert set(STRATEGIES) == {"none", "nurl", "scaf", "nudgerl", "always"}
+    with pytest.raises(ValueError, match="unknown nudging strategy 'nurll'"):
+        make_strategy("nurll")
+    with pytest.raises(ValueError, match="condition_on='prompt'"):
+        make_strategy("nurl", {}, condition_on="prompt")
+    with pytest.raises(ValueError, match="bad option"):
+        make_strategy("nurl", {}, tiers=("a",))
+    with pytest.raises(ValueError, match="needs hints"):
+        pol = ScriptedPolicy(hint_rule)
+        NuRL().augment(plain_batch(pol), ctx_for(pol))
+
+
+def test_plateau_detector_fires_after_patience_updates_without_improvement():
+    d = PlateauDetector(patience=3, window=1)
+    fired = [d.update(v) for v in [0.1, 0.2, 0.3, 0.3, 0.25, 0.3]]
+    assert fired == [False, False, False, False, False, True]
+    d2 = PlateauDetector(patience=2, window=2)  # averages 0, 0.5, 1, 0.5, 0 -> fires at 5th
+    assert [d2.update(v) for v in [0, 1, 1, 0, 0]] == [False, False, False, False, True]
+    d3 = PlateauDetector(patience=2, window=1)
+    d3.load_state_dict(d2.state_dict())
+    assert d3.since_best == 2 and d3.best == pytest.approx(1.0)
+
+
+def test_drop_solved_removes_exactly_the_problems_solved_n_of_n():
+    pol = ScriptedPolicy(hint_rule)  # q1 always right, q0 and q2 never
+    kept, counts = drop_solved(pol, PROBS, ExactMatchScorer(), n_samples=8, max_new_tokens=8)
+    assert counts == [0, 8, 0] and [p.id for p in kept] == ["q0", "q2"]
+
+
+def test_hints_change_the_table_toy_pass_rate_by_the_stated_strength():
+    task = ToyTask.make({"hard": 2}, seed=0)
+    pol = CategoricalPolicy(ToyPolicy(task, max_len=4))
+    probs = toy_problems(task)
+    b = collect_rollouts(pol, probs, ExactMatchScorer(), group_size=4000, max_new_tokens=4,
+                         hints=[toy_table_hint(p, "partial_steps") for p in probs],
+                         generator=torch.Generator().manual_seed(0))
+    want = math.exp(1) / (math.exp(1) + 9)  # hard answer at -5, +6 from the hint, 9 others at 0
+    assert float(b.correct.float().mean()) == pytest.approx(want, abs=0.015)
+    lp = pol.logprobs(b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
+    assert torch.allclose(lp, b.old_logp, atol=1e-5)
