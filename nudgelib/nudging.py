@@ -221,16 +221,22 @@ class ScafGRPO(NudgingStrategy):
     """Scaf-GRPO's tiered scaffolding (METHOD.md 3): replace ONE failure with the success
     under the least (cumulative) hint that works.
 
-    For each 0/G group, tier k's hint is the texts of ``tiers[:k+1]`` joined by a blank line;
-    ``tries_per_tier`` rollouts are sampled per tier until one is correct.
+    For each 0/G group, tier k's hint is the texts of ``tiers[:k+1]`` joined by a blank line
+    (``combine="join"``), or tier k's text alone (``combine="last"``, for hints that already
+    contain the lower tiers, like the toy hints); ``tries_per_tier`` rollouts are sampled per
+    tier until one is correct.
     """
 
     name = "scaf"
 
     def __init__(self, hints=None, *, tiers: Sequence[str] = SCAF_TIERS,
-                 tries_per_tier: int = 2, condition_on: str = "hinted"):
+                 tries_per_tier: int = 2, condition_on: str = "hinted",
+                 combine: str = "join"):
         super().__init__(hints, hint_type=tiers[0] if tiers else "abstract",
                          condition_on=condition_on)
+        if combine not in ("join", "last"):
+            raise ValueError(f"combine={combine!r}; expected 'join' or 'last'")
+        self.combine = combine
         if not tiers:
             raise ValueError("ScafGRPO needs at least one hint tier")
         if not isinstance(tries_per_tier, int) or tries_per_tier < 1:
@@ -242,7 +248,9 @@ class ScafGRPO(NudgingStrategy):
     def cumulative_hint(self, problem: Problem, tier: int) -> str | None:
         parts = [self.hint_for(problem, t) for t in self.tiers[:tier + 1]]
         parts = [p for p in parts if p]
-        return "\n\n".join(parts) if parts else None
+        if not parts:
+            return None
+        return "\n\n".join(parts) if self.combine == "join" else parts[-1]
 
     def augment(self, batch, ctx):
         pending = _zero_pass_groups(batch)

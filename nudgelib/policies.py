@@ -362,7 +362,7 @@ class CategoricalPolicy(_ModulePolicy):
         stopped = ((body == self.end_id) & (completion_mask[:, 1:] > 0)).any(-1)
         problem, bonus = self._parse(prompt_ids, prompt_mask)
         logp, _ = self.net.token_logp(problem, completion_ids[:, 0], n_more, stopped, bonus)
-        return logp * completion_mask
+        return logp[:, :completion_ids.shape[1]] * completion_mask  # callers may trim width
 
 
 # ----------------------------------------------------------------------------- tiny transformer

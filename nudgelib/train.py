@@ -394,6 +394,8 @@ def build_nudger(cfg: TrainConfig, hints):
         opts.setdefault("hint_type", cfg.hint_type)
     if cfg.nudging in ("nurl", "scaf"):
         opts.setdefault("condition_on", cfg.condition_on)
+    if cfg.nudging == "scaf" and cfg.task in ("addition", "toy-table"):
+        opts.setdefault("combine", "last")  # a toy hint of a higher tier holds the lower ones
     try:
         return make_strategy(cfg.nudging, hints, **opts)
     except ValueError as err:
@@ -540,7 +542,7 @@ class Trainer:
                     if nudging and hasattr(self.nudger, "auxiliary_loss") else None
                 if aux is not None:
                     total = total + aux
-                    stats_sum["aux_loss"] = stats_sum.get("aux_loss", 0.0) + float(aux) / cfg.ppo_epochs
+                    stats_sum["aux_loss"] = stats_sum.get("aux_loss", 0.0) + float(aux.detach()) / cfg.ppo_epochs
                 total.backward()
                 total_loss += float(total.detach()) / cfg.ppo_epochs
                 w = float(cm.sum())

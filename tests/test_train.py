@@ -208,3 +208,89 @@ def test_three_cpu_fast_steps_change_every_lora_weight_and_no_base_weight(tmp_pa
     assert ours.keys() == theirs.keys()
     for n in ours:
         assert torch.equal(ours[n].detach(), theirs[n].detach()), n
+
+
+# ----------------------------------------------------------------------------- nudging
+
+def test_cli_nurl_on_toy_fast_nudges_a_zero_pass_group_within_4_steps(tmp_path):
+    out = tmp_path / "nurl"
+    res = subprocess.run([sys.executable, "-m", "nudgelib.train", "--config", "toy-fast",
+                          "--nudging", "nurl", "--steps", "4", "--out", str(out), "--quiet"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = _rows(out)
+    assert sorted(rows) == [1, 2, 3, 4]
+    assert any(rows[s]["frac_nudged"] > 0 for s in rows)
+    for r in rows.values():
+        # only groups with no hint-free success are nudged
+        assert r["frac_nudged"] <= 1 - r["learnable_ratio"] + 1e-9
+        assert (r["hinted_pass_rate"] is not None) == (r["frac_nudged"] > 0)
+        assert r["pass_rate_L3"] == 0.0  # hard sums are 0/G without a hint: the trigger's case
+
+
+def _table(**kw):
+    return get_train_config("toy-table", nudging="nurl", hint_type="partial_steps", seed=1,
+                            **kw)
+
+
+def test_two_stage_switch_drops_solved_problems_and_resumes_exactly(tmp_path):
+    cfg = _table(stage1="steps", stage1_steps=2, save_every=1, keep_checkpoints=0)
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    df = full.train(until_step=5)
+    assert df["stage"].tolist() == [1, 1, 2, 2, 2]
+    assert (df["frac_nudged"][:2] == 0).all() and df["frac_nudged"][2:].max() > 0
+    switch = df.iloc[1]
+    assert switch["stage_switch"] and switch["dropped_solved"] >= 1  # easy ones are 8/8
+    assert df["n_problems"].tolist()[2:] == [24 - switch["dropped_solved"]] * 3
+    assert len(full.problems) == 24 - switch["dropped_solved"]
+    # resume from the step-3 checkpoint: same problems, stage and trajectory
+    again = Trainer(cfg, tmp_path / "full", progress=False)
+    again.load_checkpoint(complete_checkpoints(tmp_path / "full")[2])
+    assert again.step == 3 and again.stage == 2
+    assert [p.id for p in again.problems] == [p.id for p in full.problems]
+    redo = again.train(until_step=5)
+    for key in ("reward_mean", "frac_nudged", "hinted_pass_rate", "pass_rate"):
+        assert redo[key].fillna(-1).tolist() == df[key].fillna(-1).tolist(), key
+
+
+def test_plateau_switch_happens_where_the_logged_metric_says(tmp_path):
+    cfg = _table(stage1="plateau", plateau_patience=2, plateau_window=2, stage1_steps=30,
+                 plateau_min_delta=0.03, drop_solved_samples=0)
+    df = Trainer(cfg, progress=False).train(until_step=12)
+    best, since, fired_at = float("-inf"), 0, None
+    vals = df["reward_mean"].tolist()
+    for i in range(len(vals)):  # the detector's rule, recomputed from the metrics
+        avg = sum(vals[max(0, i - 1):i + 1]) / len(vals[max(0, i - 1):i + 1])
+        best, since = (avg, 0) if avg > best + 0.03 else (best, since + 1)
+        if since >= 2:
+            fired_at = i + 1
+            break
+    assert fired_at is not None and fired_at < 12
+    assert df["stage"].tolist() == [1] * fired_at + [2] * (12 - fired_at)
+
+
+@pytest.mark.parametrize("name", ["scaf", "nudgerl", "always"])
+def test_each_strategy_trains_through_the_trainer(name):
+    cfg = get_train_config("toy-table", nudging=name, seed=2)
+    tr = Trainer(cfg, progress=False)
+    before = [p.detach().clone() for p in tr.params]
+    df = tr.train(until_step=2)
+    assert df["frac_nudged"].max() > 0
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, tr.params))
+    if name == "always":
+        assert (df["frac_nudged"] == 1).all() and df["pass_rate"].isna().all()
+    if name == "nudgerl":
+        assert df["aux_loss"].abs().max() > 0  # the distillation term reached the loss
+        assert df["pass_rate"].notna().all()  # measured on the rollouts that dropped context
+
+
+def test_nudging_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="TrainConfig.nudging='nrl'"):
+        get_train_config("toy-fast", nudging="nrl")
+    with pytest.raises(ConfigError, match="TrainConfig.stage1='plateau'.*nudging='none'"):
+        get_train_config("toy-fast", stage1="plateau")
+    with pytest.raises(ConfigError, match="TrainConfig.nudging_options: nudging strategy 'nurl'"):
+        Trainer(get_train_config("toy-table", nudging="nurl", nudging_options={"tiers": [1]}),
+                progress=False)
+    with pytest.raises(ConfigError, match="hint_bank='/nope'"):
+        Trainer(get_train_config("toy-table", nudging="nurl", hint_bank="/nope"), progress=False)
