@@ -66,3 +66,19 @@ def curves(frames: dict[str, object], y: str, *, x: str = "step", title: str | N
         fig.add_trace(go.Scatter(x=list(df[x]), y=list(df[y]), mode="lines", name=label))
     fig.update_layout(title=title or y, xaxis_title=x, yaxis_title=yaxis_title or y, height=330)
     return fig
+
+
+def bars(values: dict[str, float], *, title: str = "", yaxis_title: str = "",
+         errors: dict[str, tuple[float, float]] | None = None):
+    """A bar per label; ``errors[label] = (low, high)`` draws an interval around each bar."""
+    go = _go()
+    labels = list(values)
+    y = [float(values[k]) for k in labels]
+    err = None
+    if errors:
+        err = dict(type="data", symmetric=False,
+                   array=[errors[k][1] - values[k] for k in labels],
+                   arrayminus=[values[k] - errors[k][0] for k in labels])
+    fig = go.Figure(go.Bar(x=labels, y=y, error_y=err))
+    fig.update_layout(title=title, yaxis_title=yaxis_title, height=320)
+    return fig
