@@ -7,12 +7,14 @@
 or headless, the same thing:
 
     python -m nudgelib.train --config toy-fast --steps 20 --out runs/toy [--seed S]
-        [--save-every K] [--resume] [--set key=value ...]
+        [--save-every K] [--resume] [--nudging nurl] [--hint-bank DIR] [--set key=value ...]
 
 Each step: draw ``prompts_per_step`` problems in a seeded per-epoch order; sample
 ``group_size`` completions each; score them; hand the batch to the nudging hook (where NuRL
 acts, :mod:`nudgelib.nudging`); compute advantages (:mod:`nudgelib.advantages`) and the
 policy loss (:mod:`nudgelib.losses`) over micro-batches; clip gradients; step AdamW.
+With ``stage1`` set, nudging waits for stage 2 (METHOD.md 2.4): plain GRPO until a plateau
+(or a fixed step), then the problems solved n/n are dropped and nudging switches on.
 
 Checkpoints (``out/checkpoints/step-NNNNNN/``) hold the policy (a standard PEFT adapter for
 LoRA policies), the optimizer and scheduler, every RNG state, the step counter and the data

@@ -70,7 +70,7 @@ def _grads_of_one_step(cfg, policy):
 
 
 def test_micro_batching_and_skipping_zero_advantage_rows_are_exact():
-    cfg = get_train_config("toy-fast", **SMALL, micro_batch_size=1000)
+    cfg = get_train_config("toy-fast", **SMALL, micro_batch_size=1000, seed=1)
     policy = build_policy(cfg)
     ref, row = _grads_of_one_step(cfg, policy)
     assert 0 < row["rows_trained"] < 24  # some groups had zero advantage and were skipped
@@ -294,3 +294,28 @@ def test_nudging_config_errors_name_the_field():
                 progress=False)
     with pytest.raises(ConfigError, match="hint_bank='/nope'"):
         Trainer(get_train_config("toy-table", nudging="nurl", hint_bank="/nope"), progress=False)
+
+
+def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offline_model_dir,
+                                                                    real_data):
+    real_data("gsm8k", "train", limit=1)  # skips (naming NUDGE_DATA_DIR) without real data
+    cfg = get_train_config("cpu-fast", nudging="nurl", n_train_problems=2, prompts_per_step=2,
+                           group_size=4, max_new_tokens=16)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    bank = tr.nudger.hint_source  # built from out/hint_bank, written by the untrained policy
+    saved = tmp_path / "hint_bank"
+    assert saved.is_dir()
+    from nudgelib.hints import HintBank
+
+    stored = HintBank.load(saved)
+    assert {r["problem_id"] for r in stored.records()} <= {p.id for p in tr.problems}
+    assert all(r["source"] == "self" and r["hint_type"] == "abstract" for r in stored.records())
+    assert all(bank(p, "abstract") == stored.lookup(p.id) for p in tr.problems)
+    df = tr.train(until_step=1)
+    assert df["frac_nudged"].iloc[0] <= 1 - df["learnable_ratio"].iloc[0] + 1e-9
+    # a resumed run reads the bank instead of writing it again
+    mtime = saved.stat().st_mtime_ns
+    again = Trainer(cfg, tmp_path, progress=False, warm=False)
+    assert saved.stat().st_mtime_ns == mtime
+    assert [again.nudger.hint_source(p, "abstract") for p in again.problems] == \
+        [bank(p, "abstract") for p in tr.problems]
