@@ -74,7 +74,18 @@ HINT_TEMPLATES: dict[str, str | None] = {
 text). Pass your own dict to :func:`generate_hints` to change the wording."""
 
 ON_LEAK = ("regenerate", "drop", "keep")
+LEAKS_BY_DESIGN = frozenset({"answer"})
+"""Hint types that state the answer on purpose: flagged like any other, but never dropped and
+always served."""
 MAX_HINT_CHARS = 600
+
+
+def model_calls(template: str | None) -> int:
+    """Model calls a hint of this template costs: 2 (explanation, then hint), 1 (the
+    explanation is the hint: ``None``) or 0 (a fixed text such as the answer)."""
+    if template is None:
+        return 1
+    return 2 if "{explanation}" in template else 0
 
 
 class HintBankError(ValueError):
@@ -83,16 +94,8 @@ class HintBankError(ValueError):
 
 # ----------------------------------------------------------------------------- leakage
 
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 _FRACTION = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|(\d+)\s*/\s*(\d+)")
 _MATH_SPAN = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}|\$([^$]+)\$|\\\((.+?)\\\)")
-_NORMALISE = re.compile(r"\\left|\\right|\\[!,;: ]|\\text\{|\\mathrm\{|\\textbf\{|[\s{}$]")
-
-
-def _normalise(s: str) -> str:
-    return _NORMALISE.sub("", s).lower()
-
-
 def _number(s: str) -> Fraction | None:
     from nudgelib.verify import _as_number
 
@@ -101,7 +104,9 @@ def _number(s: str) -> Fraction | None:
 
 
 def _numbers_in(text: str) -> Iterable[Fraction]:
-    for m in _NUMBER.finditer(text):
+    from nudgelib.verify import _NUM_RE
+
+    for m in _NUM_RE.finditer(text):
         try:
             yield Fraction(m.group().replace(",", ""))
         except (ValueError, ZeroDivisionError):
@@ -131,10 +136,11 @@ def hint_leaks_answer(hint: str, gold: str, *, timeout: float = 1.0) -> bool:
     value = _number(gold)
     if value is not None:
         return any(v == value for v in _numbers_in(hint))
-    g = _normalise(gold)
-    if g and g in _normalise(hint):
+    from nudgelib.verify import normalise_answer, verify
+
+    g = normalise_answer(gold)
+    if g and g in normalise_answer(hint):
         return True
-    from nudgelib.verify import verify
 
     for m in _MATH_SPAN.finditer(hint):
         span = next(x for x in m.groups() if x is not None).strip()
@@ -162,10 +168,9 @@ class HintBank:
         if missing:
             raise HintBankError(f"hint bank dataset lacks column(s) {missing}; expected the "
                                 f"columns {list(COLUMNS)}")
-        self._index: dict[tuple[str, str], list[int]] = {}
-        for i, (pid, kind, text) in enumerate(zip(self.dataset["problem_id"],
-                                                  self.dataset["hint_type"],
-                                                  self.dataset["hint"])):
+        self._index: dict[tuple[str, str], list[tuple[str, bool]]] = {}
+        cols = (self.dataset[c] for c in ("problem_id", "hint_type", "hint", "leak"))
+        for i, (pid, kind, text, leak) in enumerate(zip(*cols)):
             if not isinstance(pid, str) or not pid:
                 raise HintBankError(f"hint bank row {i}: problem_id must be a non-empty string, "
                                     f"got {pid!r}")
@@ -174,7 +179,7 @@ class HintBank:
                                     f"such as {HINT_TYPES}, got {kind!r}")
             if not isinstance(text, str):
                 raise HintBankError(f"hint bank row {i}: hint must be a string, got {text!r}")
-            self._index.setdefault((pid, kind), []).append(i)
+            self._index.setdefault((pid, kind), []).append((text, bool(leak)))
 
     # -- construction
     @classmethod
@@ -183,8 +188,8 @@ class HintBank:
 
         rows = {c: [] for c in COLUMNS}
         for i, r in enumerate(records):
-            for c in COLUMNS:
-                if c in ("problem_id", "hint_type", "hint") and c not in r:
+            for c in ("problem_id", "hint_type", "hint"):
+                if c not in r:
                     raise HintBankError(f"hint record {i} lacks {c!r}: {dict(r)}")
             rows["problem_id"].append(str(r["problem_id"]))
             rows["hint_type"].append(str(r["hint_type"]))
@@ -227,22 +232,15 @@ class HintBank:
     def to_pandas(self):
         return self.dataset.to_pandas()
 
-    @property
-    def hint_types(self) -> list[str]:
-        return sorted({k for _, k in self._index})
-
     def lookup(self, problem_id: str, hint_type: str = "abstract", *,
                include_leaky: bool = False) -> str | None:
-        """The first hint of this type for the problem (leaky hints only when asked), or None."""
-        hits = self.lookup_all(problem_id, hint_type, include_leaky=include_leaky)
-        return hits[0] if hits else None
-
-    def lookup_all(self, problem_id: str, hint_type: str, *,
-                   include_leaky: bool = False) -> list[str]:
-        rows = self._index.get((problem_id, hint_type), [])
-        leaky_ok = include_leaky or hint_type == "answer"  # an answer hint leaks by design
-        return [self.dataset[i]["hint"] for i in rows
-                if leaky_ok or not self.dataset[i]["leak"]]
+        """The first hint of this type for the problem, or None. A hint flagged as leaking is
+        served only when asked (or when its type leaks by design, :data:`LEAKS_BY_DESIGN`)."""
+        leaky_ok = include_leaky or hint_type in LEAKS_BY_DESIGN
+        for text, leak in self._index.get((problem_id, hint_type), ()):
+            if leaky_ok or not leak:
+                return text
+        return None
 
     def leak_rate(self, hint_type: str | None = None) -> float:
         """Share of stored hints flagged as leaking (of this type, or all)."""
@@ -315,7 +313,8 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
 
     generator = generator or torch.Generator().manual_seed(0)
     template = templates[hint_type]
-    needs_model = template is None or "{explanation}" in template
+    calls = model_calls(template)
+    needs_model = calls > 0
     n = len(problems)
     texts: list[str | None] = [None] * n
     explanations: list[str | None] = [None] * n
@@ -365,7 +364,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     seconds = time.perf_counter() - t0
     records, dropped = [], 0
     for i, p in enumerate(problems):
-        if leaks[i] and on_leak != "keep" and hint_type != "answer":
+        if leaks[i] and on_leak != "keep" and hint_type not in LEAKS_BY_DESIGN:
             dropped += 1
             continue
         if not texts[i]:
@@ -376,8 +375,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
                         "seconds": seconds / n})
     stats = {"hint_type": hint_type, "source": source, "asked": n, "kept": len(records),
              "dropped": dropped, "first_try_leak_rate": sum(first_leak) / n,
-             "seconds_per_hint": seconds / n, "model_calls_per_hint":
-             (2 if template is not None and needs_model else int(needs_model))}
+             "seconds_per_hint": seconds / n, "model_calls_per_hint": calls}
     return HintBank.from_records(records, stats)
 
 
@@ -390,7 +388,7 @@ def _checked_records(items: Iterable[tuple[Problem, str]], hint_type: str, sourc
     for p, text in items:
         leak = hint_leaks_answer(text, p.answer)
         leaked += leak
-        if leak and on_leak == "drop" and hint_type != "answer":
+        if leak and on_leak == "drop" and hint_type not in LEAKS_BY_DESIGN:
             continue
         records.append({"problem_id": p.id, "hint_type": hint_type, "hint": text,
                         "source": source, "leak": leak})
@@ -502,10 +500,9 @@ def hint_lift(policy, problems: Sequence[Problem], banks: Mapping[str, HintBank]
     ``frame.attrs["rollouts"]`` (one DataFrame per bank). Problems without a hint in a bank
     are left out of that bank's row (their count is reported).
     """
-    import numpy as np
     import pandas as pd
 
-    from nudgelib.metrics import bootstrap_ci, pass_at_k
+    from nudgelib.metrics import bootstrap_ci, per_problem_pass_at_k
     from nudgelib.rollouts import collect_rollouts
 
     rows, rollouts = [], {}
@@ -521,8 +518,7 @@ def hint_lift(policy, problems: Sequence[Problem], banks: Mapping[str, HintBank]
                                  hints=[h for _, h in pairs], prompts_per_call=prompts_per_call,
                                  progress=progress, **sampling)
         counts = batch.group_pass_counts().long().tolist()
-        p1 = np.array([pass_at_k(n_samples, c, 1) for c in counts])
-        pn = np.array([pass_at_k(n_samples, c, n_samples) for c in counts], dtype=float)
+        p1, pn = per_problem_pass_at_k([(n_samples, c) for c in counts], [1, n_samples]).T
         lo, hi = bootstrap_ci(pn) if len(pn) > 1 else (float("nan"), float("nan"))
         rows.append({"hints": name, "problems": len(pairs), "missing": len(problems) - len(pairs),
                      "pass@1": float(p1.mean()), f"pass@{n_samples}": float(pn.mean()),
@@ -541,7 +537,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m nudgelib.hints``: write a hint bank for a dataset, offline, before RL."""
     import argparse
     import json
-    import sys
 
     ap = argparse.ArgumentParser(prog="python -m nudgelib.hints",
                                  description="Generate a NuRL hint bank (saved as a datasets.Dataset).")
@@ -562,8 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nudgelib.problems import load_problems
 
     problems = load_problems(args.task, args.split, limit=args.limit)
-    needs_model = any(HINT_TEMPLATES[t] is None or "{explanation}" in HINT_TEMPLATES[t]
-                      for t in args.types)
+    needs_model = any(model_calls(HINT_TEMPLATES[t]) for t in args.types)
     policy = HFPolicy.from_pretrained(args.model, lora_rank=0) if needs_model else None
     banks = [generate_hints(policy, problems, t, source=args.source, on_leak=args.on_leak,
                             batch_size=args.batch_size, progress=True,
@@ -572,8 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bank = HintBank.merge(banks)
     bank.save(args.out)
     print(json.dumps({"out": args.out, "hints": len(bank),
-                      "stats": [b.stats for b in banks]}, indent=1))
-    sys.stdout.flush()
+                      "stats": [b.stats for b in banks]}, indent=1), flush=True)
     return 0
 
 

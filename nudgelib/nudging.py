@@ -41,7 +41,7 @@ from torch import Tensor
 from nudgelib.hints import as_hint_source
 from nudgelib.policies import left_pad
 from nudgelib.problems import Problem
-from nudgelib.rollouts import RolloutBatch, collect_rollouts, hint_template, sample_rows
+from nudgelib.rollouts import RolloutBatch, collect_rollouts, sample_rows, trim_padding
 
 CONDITION_ON = ("hinted", "original")
 
@@ -62,10 +62,6 @@ class SamplingContext:
     step: int = 0
     prompts_per_call: int | None = None
 
-    @property
-    def template(self) -> str:
-        return hint_template(self.policy)
-
     @classmethod
     def from_trainer(cls, trainer) -> SamplingContext:
         cfg = trainer.cfg
@@ -73,6 +69,15 @@ class SamplingContext:
                    max_new_tokens=cfg.max_new_tokens, generator=trainer.sample_rng,
                    temperature=cfg.temperature, top_p=cfg.top_p, step=trainer.step + 1,
                    prompts_per_call=cfg.prompts_per_call or None)
+
+    def collect(self, problems: Sequence[Problem], hints: Sequence[str | None] | None = None,
+                *, progress: bool = False) -> RolloutBatch:
+        """``group_size`` rollouts per problem (:func:`nudgelib.rollouts.collect_rollouts`)."""
+        return collect_rollouts(self.policy, problems, self.scorer, group_size=self.group_size,
+                                temperature=self.temperature, top_p=self.top_p,
+                                max_new_tokens=self.max_new_tokens, generator=self.generator,
+                                prompts_per_call=self.prompts_per_call, hints=hints,
+                                step=self.step, progress=progress)
 
     def sample_rows(self, problems, group_ids, hints, all_problems) -> RolloutBatch:
         """One completion per row; chunked by ``prompts_per_call * group_size`` rows."""
@@ -83,7 +88,7 @@ class SamplingContext:
                 self.policy, problems[i:i + chunk], group_ids[i:i + chunk], hints[i:i + chunk],
                 self.scorer, temperature=self.temperature, top_p=self.top_p,
                 max_new_tokens=self.max_new_tokens, generator=self.generator, step=self.step,
-                all_problems=all_problems, template=self.template))
+                all_problems=all_problems))
         return parts[0] if len(parts) == 1 else RolloutBatch.concat(parts, all_problems)
 
 
@@ -98,10 +103,17 @@ class NudgingStrategy:
                  condition_on: str = "hinted"):
         if condition_on not in CONDITION_ON:
             raise ValueError(f"condition_on={condition_on!r}; expected one of {CONDITION_ON}")
-        self.hint_source = as_hint_source(hints) if hints is not None else None
+        self.hint_source = None
         self.hint_type, self.condition_on = hint_type, condition_on
+        self.hint_types: tuple[str, ...] = (hint_type,)  # what hint_for will be asked for
+        if hints is not None:
+            self.use_hints(hints)
         self.totals = {"steps": 0, "groups": 0, "nudged_groups": 0, "hinted_rows": 0,
                        "hinted_correct": 0, "missing_hints": 0}
+
+    def use_hints(self, hints) -> None:
+        """Attach hints: a HintBank, a dict or a function (problem, hint_type) -> hint."""
+        self.hint_source = as_hint_source(hints)
 
     def hint_for(self, problem: Problem, hint_type: str | None = None) -> str | None:
         if self.hint_source is None:
@@ -242,6 +254,7 @@ class ScafGRPO(NudgingStrategy):
         if not isinstance(tries_per_tier, int) or tries_per_tier < 1:
             raise ValueError(f"tries_per_tier must be an integer >= 1, got {tries_per_tier!r}")
         self.tiers, self.tries = tuple(tiers), tries_per_tier
+        self.hint_types = self.tiers
         self.totals.update(tried_groups=0, **{f"solved_at_tier_{k + 1}": 0
                                               for k in range(len(self.tiers))})
 
@@ -279,24 +292,13 @@ class ScafGRPO(NudgingStrategy):
         pairs = []
         for g, (new, j, k) in sorted(winners.items()):
             members = batch.group_rows(g)
-            batch.replace_rows([members[-1]], _take(new, [j]))
+            batch.replace_rows([members[-1]], new.select([j]))
             pairs.append((members[-1], members[0]))
             self.totals[f"solved_at_tier_{k + 1}"] += 1
         if pairs and self.condition_on == "original":
             _condition_on_original(batch, pairs)
         batch.extra["scaf_tier"] = {g: k + 1 for g, (_, _, k) in winners.items()}
         return batch
-
-
-def _take(b: RolloutBatch, rows: Sequence[int]) -> RolloutBatch:
-    idx = torch.tensor(list(rows), dtype=torch.long)
-    return RolloutBatch(
-        problems=b.problems, group=b.group[idx], prompts=[b.prompts[i] for i in rows],
-        hints=[b.hints[i] for i in rows], texts=[b.texts[i] for i in rows],
-        prompt_ids=b.prompt_ids[idx], prompt_mask=b.prompt_mask[idx],
-        completion_ids=b.completion_ids[idx], completion_mask=b.completion_mask[idx],
-        old_logp=b.old_logp[idx], truncated=b.truncated[idx], rewards=b.rewards[idx],
-        correct=b.correct[idx], step=b.step, extra=dict(b.extra))
 
 
 # ----------------------------------------------------------------------------- always
@@ -307,12 +309,7 @@ class AlwaysHint(NudgingStrategy):
     name = "always"
 
     def sample(self, problems, ctx):
-        return collect_rollouts(ctx.policy, problems, ctx.scorer, group_size=ctx.group_size,
-                                temperature=ctx.temperature, top_p=ctx.top_p,
-                                max_new_tokens=ctx.max_new_tokens, generator=ctx.generator,
-                                prompts_per_call=ctx.prompts_per_call,
-                                hints=[self.hint_for(p) for p in problems], step=ctx.step,
-                                template=ctx.template)
+        return ctx.collect(problems, [self.hint_for(p) for p in problems])
 
 
 # ----------------------------------------------------------------------------- NudgeRL
@@ -371,6 +368,7 @@ class NudgeRL(NudgingStrategy):
         if not 0 <= p_drop <= 1:
             raise ValueError(f"p_drop must be in [0, 1], got {p_drop!r}")
         self.context_types, self.n_contexts = tuple(context_types), n_contexts
+        self.hint_types = self.context_types
         self.p_drop, self.lam, self.distill_coef = float(p_drop), float(lam), float(distill_coef)
 
     def contexts(self, problem: Problem) -> list[str]:
@@ -416,15 +414,12 @@ class NudgeRL(NudgingStrategy):
         sel = rows[batch.extra["context"][rows] >= 0]
         if len(sel) == 0:
             return None
-        pm = batch.extra["plain_prompt_mask"][sel]
-        keep = int(pm.sum(0).nonzero().min())
-        cm = batch.completion_mask[sel]
-        width = max(1, int(cm.sum(-1).max()))
         dev = policy.device
-        cm = cm[:, :width].to(dev)
-        logp = policy.logprobs(batch.extra["plain_prompt_ids"][sel, keep:].to(dev),
-                               pm[:, keep:].to(dev), batch.completion_ids[sel, :width].to(dev),
-                               cm, temperature=temperature)
+        args = [t.to(dev) for t in trim_padding(
+            batch.extra["plain_prompt_ids"][sel], batch.extra["plain_prompt_mask"][sel],
+            batch.completion_ids[sel], batch.completion_mask[sel])]
+        cm = args[3]
+        logp = policy.logprobs(*args, temperature=temperature)
         per_seq = (logp * cm).sum(-1) / cm.sum(-1).clamp(min=1)
         adv = batch.advantages[sel].to(dev)
         return -self.distill_coef * (adv * per_seq).sum() / max(1, batch.extra["n_context_rows"])

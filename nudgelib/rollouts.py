@@ -218,6 +218,18 @@ class RolloutBatch:
             self.prompts[r], self.hints[r], self.texts[r] = new.prompts[j], new.hints[j], new.texts[j]
         self.advantages = None
 
+    def select(self, rows: Sequence[int]) -> RolloutBatch:
+        """A new batch of the rows ``rows`` (same problems and group indices)."""
+        idx = torch.tensor(list(rows), dtype=torch.long)
+        pick = lambda name: getattr(self, name)[idx]  # noqa: E731
+        return RolloutBatch(
+            problems=self.problems, group=pick("group"), prompts=[self.prompts[i] for i in rows],
+            hints=[self.hints[i] for i in rows], texts=[self.texts[i] for i in rows],
+            prompt_ids=pick("prompt_ids"), prompt_mask=pick("prompt_mask"),
+            completion_ids=pick("completion_ids"), completion_mask=pick("completion_mask"),
+            old_logp=pick("old_logp"), truncated=pick("truncated"), rewards=pick("rewards"),
+            correct=pick("correct"), step=self.step, extra=dict(self.extra))
+
     @staticmethod
     def concat(parts: Sequence[RolloutBatch], problems: list[Problem]) -> RolloutBatch:
         """Stack batches whose ``group`` indices already refer to ``problems``."""
@@ -234,6 +246,16 @@ class RolloutBatch:
             completion_ids=cat("completion_ids"), completion_mask=cat("completion_mask"),
             old_logp=cat("old_logp"), truncated=cat("truncated"), rewards=cat("rewards"),
             correct=cat("correct"), step=parts[0].step, extra=dict(parts[0].extra))
+
+
+def trim_padding(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                 completion_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Drop the prompt columns that are left padding in every row and the completion columns
+    past the longest completion: what a micro-batch of a wider batch needs for its forward."""
+    keep = int(prompt_mask.sum(0).nonzero().min()) if prompt_mask.any() else prompt_mask.shape[1] - 1
+    width = max(1, int(completion_mask.sum(-1).max()))
+    return (prompt_ids[:, keep:], prompt_mask[:, keep:], completion_ids[:, :width],
+            completion_mask[:, :width])
 
 
 def _from_samples(problems: list[Problem], group: Tensor, hints: list[str | None],

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from nudgelib.advantages import compute_advantages
+from nudgelib.hints import HINT_TYPES
 from nudgelib.losses import policy_loss
 from nudgelib.problems import Problem
 
@@ -309,7 +310,7 @@ probability e^(s-5) / (e^(s-5) + 9): 0.10, 0.23, 0.45 and 0.86."""
 def toy_table_hint(problem: Problem, hint_type: str = "abstract") -> str:
     """``"h<answer>s<strength>"``: the table toy's hint; the prompt becomes ``p<i>|h<a>s<s>``."""
     if hint_type not in TOY_HINT_STRENGTH:
-        raise ValueError(f"hint_type={hint_type!r}; expected one of {sorted(TOY_HINT_STRENGTH)}")
+        raise ValueError(f"hint_type={hint_type!r}; expected one of {HINT_TYPES}")
     return f"h{problem.answer}s{TOY_HINT_STRENGTH[hint_type]}"
 
 
@@ -333,7 +334,7 @@ def addition_hint_text(question: str, answer: str, hint_type: str = "abstract") 
             carry = (int(da) + int(db) + carry) // 10
             bits += str(carry)
         return "Hc" + bits
-    raise ValueError(f"hint_type={hint_type!r}; expected one of {sorted(TOY_HINT_STRENGTH)}")
+    raise ValueError(f"hint_type={hint_type!r}; expected one of {HINT_TYPES}")
 
 
 def toy_hint(problem: Problem, hint_type: str = "abstract") -> str | None:

@@ -43,7 +43,7 @@ from nudgelib.hints import HINT_TYPES
 from nudgelib.losses import AGGREGATIONS, KL_ESTIMATORS, SURROGATES, microbatch_scale, policy_loss
 from nudgelib.nudging import CONDITION_ON, STRATEGIES, PlateauDetector, SamplingContext
 from nudgelib.problems import Problem
-from nudgelib.rollouts import ExactMatchScorer, MathScorer, RolloutBatch, collect_rollouts
+from nudgelib.rollouts import ExactMatchScorer, MathScorer, RolloutBatch, trim_padding
 
 POLICIES = ("char-transformer", "toy-table", "hf")
 TASKS = ("addition", "toy-table", "gsm8k", "math500")
@@ -344,22 +344,11 @@ def build_scorer(cfg: TrainConfig):
                       max_len=cfg.max_new_tokens if cfg.overlong_weight else None)
 
 
-def _needed_hint_types(cfg: TrainConfig) -> list[str]:
-    from nudgelib.nudging import SCAF_TIERS
-
-    opts = cfg.nudging_options
-    if cfg.nudging == "scaf":
-        return list(opts.get("tiers", SCAF_TIERS))
-    if cfg.nudging == "nudgerl":
-        return list(opts.get("context_types", ("abstract", "partial_steps")))
-    return [opts.get("hint_type", cfg.hint_type)]
-
-
-def build_hints(cfg: TrainConfig, problems: Sequence[Problem], policy, out: Path | None = None,
-                *, progress: bool = False):
+def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[Problem], policy,
+                out: Path | None = None, *, progress: bool = False):
     """The hints nudging uses: a saved bank (``cfg.hint_bank``), the built-in toy hints, or
-    self-generated hints written by ``policy`` before any training (NuRL's offline step),
-    saved to ``out/hint_bank`` and reused when the run resumes."""
+    self-generated hints of ``hint_types`` written by ``policy`` before any training (NuRL's
+    offline step), saved to ``out/hint_bank`` and reused when the run resumes."""
     from nudgelib.hints import HintBank, generate_hints
     from nudgelib.toy import toy_hint
 
@@ -376,7 +365,7 @@ def build_hints(cfg: TrainConfig, problems: Sequence[Problem], policy, out: Path
         return HintBank.load(saved)
     banks = [generate_hints(policy, problems, kind, source="self", progress=progress,
                             generator=torch.Generator().manual_seed(cfg.seed + 17))
-             for kind in _needed_hint_types(cfg)]
+             for kind in hint_types]
     bank = HintBank.merge(banks)
     bank.stats = {b.stats["hint_type"]: b.stats for b in banks}
     if saved is not None:
@@ -385,8 +374,9 @@ def build_hints(cfg: TrainConfig, problems: Sequence[Problem], policy, out: Path
     return bank
 
 
-def build_nudger(cfg: TrainConfig, hints):
-    """The strategy ``cfg.nudging`` names, with the config's hint options (None for 'none')."""
+def build_nudger(cfg: TrainConfig, hints=None):
+    """The strategy ``cfg.nudging`` names, with the config's hint options (None for 'none').
+    Without ``hints``, attach them later with ``use_hints`` (its ``hint_types`` say which)."""
     from nudgelib.nudging import make_strategy
 
     if cfg.nudging == "none":
@@ -456,8 +446,9 @@ class Trainer:
         self.scorer = scorer or build_scorer(cfg)
         self.all_problems = list(self.problems)
         if nudger is None and cfg.nudging != "none":
-            nudger = build_nudger(cfg, build_hints(cfg, self.problems, self.policy, self.out,
-                                                   progress=progress))
+            nudger = build_nudger(cfg)
+            nudger.use_hints(build_hints(cfg, nudger.hint_types, self.problems, self.policy,
+                                         self.out, progress=progress))
         self.nudger = nudger
         # stage 2 = nudging on; a run without nudging stays in stage 1
         self.stage = 1 if cfg.stage1 != "none" or cfg.nudging == "none" else 2
@@ -500,12 +491,7 @@ class Trainer:
 
     # -- one step
     def sample_batch(self, problems: Sequence[Problem]) -> RolloutBatch:
-        cfg = self.cfg
-        return collect_rollouts(self.policy, problems, self.scorer, group_size=cfg.group_size,
-                                temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_new_tokens, generator=self.sample_rng,
-                                prompts_per_call=cfg.prompts_per_call or None,
-                                step=self.step + 1, progress=self.progress)
+        return SamplingContext.from_trainer(self).collect(problems, progress=self.progress)
 
     def _loss_and_backward(self, batch: RolloutBatch, nudging: bool = False) -> dict:
         cfg = self.cfg
@@ -522,12 +508,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=False)
             for i in range(0, len(rows), cfg.micro_batch_size):
                 idx = rows[i:i + cfg.micro_batch_size]
-                pm = batch.prompt_mask[idx]
-                keep_p = int(pm.sum(0).nonzero().min()) if pm.any() else pm.shape[1] - 1
                 cm = batch.completion_mask[idx]
-                width = max(1, int(cm.sum(-1).max()))
-                args = (batch.prompt_ids[idx, keep_p:].to(dev), pm[:, keep_p:].to(dev),
-                        batch.completion_ids[idx, :width].to(dev), cm[:, :width].to(dev))
+                args = [t.to(dev) for t in trim_padding(batch.prompt_ids[idx], batch.prompt_mask[idx],
+                                                        batch.completion_ids[idx], cm)]
+                width = args[2].shape[1]
                 logp = self.policy.logprobs(*args, temperature=cfg.temperature)
                 ref = None
                 if cfg.kl_beta > 0:

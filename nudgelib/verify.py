@@ -241,8 +241,14 @@ def _fast_compare(gold: str, pred: str) -> bool | None:
 _NORM = re.compile(r"\\left|\\right|\\[!,;: ]|\\text\{|\\mathrm\{|[\s{}$]")
 
 
+def normalise_answer(s: str) -> str:
+    """An answer with LaTeX sizing, spacing, ``\\text{``, braces, ``$`` and spaces removed,
+    lower-cased: the form in which two answers are compared as strings."""
+    return _NORM.sub("", s).lower()
+
+
 def _string_equal(gold: str, pred: str) -> bool:
-    return _NORM.sub("", gold).lower() == _NORM.sub("", pred).lower()
+    return normalise_answer(gold) == normalise_answer(pred)
 
 
 # --------------------------------------------------------------------------- math-verify worker
