@@ -54,6 +54,11 @@ class ToyTask:
     answer: Tensor
     difficulty: list[str]
     n_answers: int
+    offset: Tensor | None = None  # [P] initial logit of the correct answer; None: by difficulty
+
+    def __post_init__(self):
+        if self.offset is None:
+            self.offset = torch.tensor([DIFFICULTY_BIAS[d] for d in self.difficulty])
 
     @property
     def n_problems(self) -> int:
@@ -61,9 +66,27 @@ class ToyTask:
 
     @classmethod
     def make(cls, counts: dict[str, int] | None = None, *, n_answers: int = 10, dim: int = 8,
-             seed: int = 0) -> ToyTask:
-        """``counts`` problems per difficulty, e.g. {"easy": 8, "medium": 8, "hard": 8}."""
+             seed: int = 0, skills: str = "shared", hard_spread: float = 0.0) -> ToyTask:
+        """``counts`` problems per difficulty, e.g. {"easy": 8, "medium": 8, "hard": 8}.
+
+        ``skills`` says what the shared map ``W`` can carry from one difficulty to another:
+
+        * ``"shared"`` — every problem's features use all ``dim`` dimensions, so what GRPO
+          learns on easy problems also moves the hard ones;
+        * ``"split"`` — hard problems use only the last ``dim // 2`` feature dimensions and the
+          others only the first half: the hard problems need a skill (those rows of ``W``) that
+          no easy problem exercises, like a reasoning step a model never gets right unaided.
+          Learning on some hard problems still transfers to other (held-out) hard ones.
+
+        ``hard_spread`` > 0 draws each hard problem's initial correct-answer logit uniformly
+        from ``-5 ± hard_spread`` instead of exactly -5, so some hard problems are within the
+        base policy's reach at k = 1024 samples and others are not.
+        """
         counts = counts or {"easy": 8, "medium": 8, "hard": 8}
+        if skills not in ("shared", "split"):
+            raise ValueError(f"skills={skills!r}; expected 'shared' or 'split'")
+        if skills == "split" and dim < 2:
+            raise ValueError(f"skills='split' needs dim >= 2, got dim={dim}")
         unknown = set(counts) - set(DIFFICULTY_BIAS)
         if unknown:
             raise ValueError(f"unknown difficulty {sorted(unknown)}; expected some of "
@@ -73,9 +96,21 @@ class ToyTask:
         g = torch.Generator().manual_seed(seed)
         labels = [d for d, n in counts.items() for _ in range(n)]
         feats = torch.randn(len(labels), dim, generator=g)
+        if skills == "split":
+            hard = torch.tensor([d == "hard" for d in labels])
+            half = dim // 2
+            feats[hard, :dim - half] = 0.0
+            feats[~hard, dim - half:] = 0.0
         teacher = torch.randn(dim, n_answers, generator=g)
+        offset = torch.tensor([DIFFICULTY_BIAS[d] for d in labels])
+        if hard_spread:
+            if not hard_spread > 0:
+                raise ValueError(f"hard_spread must be >= 0, got {hard_spread}")
+            hard = torch.tensor([d == "hard" for d in labels])
+            u = torch.rand(int(hard.sum()), generator=g) * 2 - 1
+            offset[hard] = offset[hard] + hard_spread * u
         return cls(features=feats, answer=(feats @ teacher).argmax(-1), difficulty=labels,
-                   n_answers=n_answers)
+                   n_answers=n_answers, offset=offset)
 
     def mask_of(self, difficulty: str) -> Tensor:
         return torch.tensor([d == difficulty for d in self.difficulty])
@@ -101,15 +136,17 @@ class ToyBatch:
 
 class ToyPolicy(torch.nn.Module):
     def __init__(self, task: ToyTask, *, shared_scale: float = 1.0, init_continue: float = 0.5,
-                 max_len: int = 12):
+                 max_len: int = 12, train_table: bool = True):
+        """``train_table=False`` freezes the per-problem table ``bias``: the policy can then only
+        learn through the shared map ``W``, so everything it learns on one problem is a skill
+        that also applies to unseen problems with the same features (no memorisation)."""
         super().__init__()
         if max_len < 2:
             raise ValueError(f"max_len must be >= 2 (answer + end), got {max_len}")
         self.task, self.shared_scale, self.max_len = task, shared_scale, max_len
         bias = torch.zeros(task.n_problems, task.n_answers)
-        for p, d in enumerate(task.difficulty):
-            bias[p, task.answer[p]] = DIFFICULTY_BIAS[d]
-        self.bias = torch.nn.Parameter(bias)
+        bias[torch.arange(task.n_problems), task.answer] = task.offset.to(bias.dtype)
+        self.bias = torch.nn.Parameter(bias, requires_grad=train_table)
         self.W = torch.nn.Parameter(torch.zeros(task.features.shape[1], task.n_answers))
         self.cont = torch.nn.Parameter(torch.full((task.n_problems, task.n_answers),
                                                   float(init_continue)))

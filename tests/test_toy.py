@@ -86,3 +86,37 @@ def test_full_product_of_choices_runs_and_updates():
                                             aggregation=agg, prompts_per_step=8, shared_scale=0.5))
         assert df.loss.notna().all(), (est, sur, agg)
         assert pol.bias.detach().abs().sum() != ToyPolicy(TASK).bias.abs().sum(), (est, sur, agg)
+
+
+def test_split_skills_give_hard_problems_their_own_feature_dimensions():
+    task = ToyTask.make({"easy": 6, "medium": 4, "hard": 6}, dim=8, seed=3, skills="split")
+    hard = task.mask_of("hard")
+    assert torch.all(task.features[hard, :4] == 0) and torch.all(task.features[~hard, 4:] == 0)
+    assert torch.all(task.features[hard, 4:] != 0) and torch.all(task.features[~hard, :4] != 0)
+    with pytest.raises(ValueError, match="skills"):
+        ToyTask.make(skills="disjoint")
+
+
+def test_hard_spread_and_default_offsets():
+    plain = ToyTask.make({"easy": 3, "hard": 50}, seed=1)
+    assert plain.offset.tolist() == [2.0] * 3 + [-5.0] * 50
+    spread = ToyTask.make({"easy": 3, "hard": 50}, seed=1, hard_spread=3.0)
+    hard = spread.offset[3:]
+    assert spread.offset[:3].tolist() == [2.0] * 3
+    assert hard.min() >= -8.0 and hard.max() <= -2.0 and hard.std() > 1.0  # U(-8, -2): sd 1.73
+    # the same seed gives the same problems: only the offsets differ
+    assert torch.equal(plain.features, spread.features) and torch.equal(plain.answer, spread.answer)
+    pol = ToyPolicy(spread)
+    p = pol.pass_rate()[3:]
+    expect = torch.exp(hard) / (torch.exp(hard) + 9)  # correct at offset, 9 others at 0
+    assert torch.allclose(p, expect, atol=1e-6)
+
+
+def test_frozen_table_learns_only_through_shared_map():
+    task = ToyTask.make({"easy": 4, "hard": 4}, seed=0)
+    pol = ToyPolicy(task, train_table=False)
+    assert not pol.bias.requires_grad
+    batch = pol.sample(torch.arange(8), 8, torch.Generator().manual_seed(0))
+    logp, _ = pol.token_logp(batch.problem, batch.answer, batch.n_more, batch.stopped)
+    (logp.sum()).backward()
+    assert pol.bias.grad is None and pol.W.grad.abs().sum() > 0

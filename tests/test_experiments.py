@@ -1,0 +1,162 @@
+"""nudgelib.experiments.toy_nurl: statistics against hand values, verdict rules, the harness's
+own invariants, and the fast run that CI executes (direction of the main effect)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nudgelib.experiments import toy_nurl as tn
+
+
+def _t_cdf(x: float, df: int) -> float:
+    """Student's t CDF by numerical integration of its density (independent of the table)."""
+    t = np.linspace(-200.0, x, 400_001)
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    pdf = c * (1 + t**2 / df) ** (-(df + 1) / 2)
+    return float(np.trapezoid(pdf, t)) if hasattr(np, "trapezoid") else float(np.trapz(pdf, t))
+
+
+@pytest.mark.parametrize("df", [2, 4, 9, 20])
+def test_t_table_is_the_975_quantile(df):
+    assert _t_cdf(tn.t95(df), df) == pytest.approx(0.975, abs=2e-4)
+
+
+def test_t95_between_listed_values_is_conservative_and_errors():
+    assert tn.t95(22) == tn.T95[20] and tn.t95(31) == 1.960
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        tn.t95(0)
+
+
+def test_mean_ci_hand_values():
+    # [1, 2, 3]: mean 2, sd 1, half width 4.303 / sqrt(3) = 2.4844
+    m, lo, hi = tn.mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and lo == pytest.approx(2 - 2.4844, abs=1e-4) and hi == pytest.approx(4.4844, abs=1e-4)
+    with pytest.raises(ValueError, match=">= 2 values"):
+        tn.mean_ci([0.5])
+
+
+@pytest.mark.parametrize("rel, lo, mean, hi, expect", [
+    (">", 0.01, 0.05, 0.09, "reproduced"), (">", -0.01, 0.05, 0.11, "mixed"),
+    (">", -0.1, -0.01, 0.08, "not reproduced"), (">", -0.1, 0.0, 0.1, "not reproduced"),
+    ("<", -0.09, -0.05, -0.01, "reproduced"), ("<", -0.09, -0.04, 0.01, "mixed"),
+    ("<", -0.02, 0.03, 0.08, "not reproduced"),
+    ("<=", -0.2, -0.08, 0.019, "reproduced"), ("<=", -0.2, -0.08, 0.03, "mixed"),
+    ("<=", 0.021, 0.1, 0.2, "not reproduced"),
+])
+def test_verdict_rules(rel, lo, mean, hi, expect):
+    assert tn.verdict(rel, lo, mean, hi) == expect
+
+
+def _fake_seed(seed, hard_at, learn):
+    """A per-seed result with given hard pass@k rows and learnable ratios (k = 1, 2)."""
+    arms = list(hard_at)
+    return {"seed": seed, "k": [1, 2], "config": {"x": 1},
+            "hard": {a: hard_at[a] for a in arms}, "easy": {a: [0.5, 0.7] for a in arms},
+            "hard_exact": {a: hard_at[a] for a in arms}, "easy_exact": {a: [0.5, 0.7] for a in arms},
+            "learnable_ratio": learn, "stage_switch": {"nurl": 3},
+            "counts": {a: {"easy": [1] * 2, "hard": [1] * 6} for a in arms}, "seconds": 1.0}
+
+
+def test_aggregate_and_claims_on_hand_made_results():
+    seeds = [
+        _fake_seed(0, {"base": [0.0, 0.30], "grpo": [0.2, 0.30], "nurl": [0.3, 0.50]},
+                   {"base": 0.5, "grpo": 0.5, "nurl": 0.7}),
+        _fake_seed(1, {"base": [0.0, 0.32], "grpo": [0.2, 0.31], "nurl": [0.4, 0.60]},
+                   {"base": 0.5, "grpo": 0.6, "nurl": 0.7}),
+        _fake_seed(2, {"base": [0.0, 0.34], "grpo": [0.2, 0.32], "nurl": [0.2, 0.40]},
+                   {"base": 0.5, "grpo": 0.5, "nurl": 0.8}),
+    ]
+    agg = tn.aggregate(seeds)
+    assert agg["seeds"] == [0, 1, 2] and agg["hard"]["nurl"] == pytest.approx([0.3, 0.5])
+    lo, hi = agg["ci95"]["hard"]["nurl"][1]  # values .5 .6 .4: sd .1 -> half 4.303 * .1 / sqrt 3
+    assert (lo, hi) == pytest.approx((0.5 - 0.24844, 0.5 + 0.24844), abs=1e-4)
+    c = {r["id"]: r for r in agg["claims"]}
+    # nurl - grpo at k=2: .20 .29 .08 -> mean .19, sd .10536 -> CI .19 +- .2617: includes 0
+    assert c["upper_bound_nurl"]["diff"] == pytest.approx(0.19)
+    assert c["upper_bound_nurl"]["verdict"] == "mixed"
+    # grpo - base at k=2: 0, -.01, -.02 -> upper end < .02
+    assert c["upper_bound_grpo"]["verdict"] == "reproduced"
+    # learnable nurl - grpo: .2 .1 .3 -> mean .2, sd .1, CI [-.048, .448] -> mixed
+    assert c["learnable_nurl"]["verdict"] == "mixed"
+    # held-out pass@1 weights easy (2 problems) and hard (6): nurl seed 0 = (.5*2 + .3*6) / 8
+    assert tn._metric(seeds[0], "nurl", "heldout@1") == pytest.approx(0.35)
+    assert "trigger" not in c  # its arms were not run
+    table = tn.claims_table(agg)
+    assert "NuRL raises the upper bound" in table and "**mixed**" in table
+    with pytest.raises(ValueError, match="different config"):
+        tn.aggregate([seeds[0], {**seeds[1], "config": {"x": 2}}])
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="arms"):
+        tn.ToyNuRLConfig(arms=("base", "grpo", "nurl", "magic"))
+    with pytest.raises(ValueError, match="must include 'nurl'"):
+        tn.ToyNuRLConfig(arms=("base", "grpo"))
+    with pytest.raises(ValueError, match="stage1_max_steps"):
+        tn.ToyNuRLConfig(steps=10, stage1_max_steps=10)
+    with pytest.raises(ValueError, match="heldout_counts"):
+        tn.ToyNuRLConfig(heldout_counts={"easy": 1, "hard": 10})
+    with pytest.raises(ValueError, match="unknown ToyNuRLConfig"):
+        tn.ToyNuRLConfig.from_dict({"stepz": 3})
+
+
+def test_heldout_problems_are_never_trained_on():
+    cfg = tn.ToyNuRLConfig.fast()
+    task, train, heldout = tn.make_task(cfg, 0)
+    train_ids = {p.id for p in train}
+    held_ids = {p.id for ps in heldout.values() for p in ps}
+    assert not train_ids & held_ids
+    assert len(held_ids) == sum(cfg.heldout_counts.values())
+    assert sum(p.level == 3 for p in train) == cfg.train_counts["hard"]
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    """The CI variant through the CLI: every arm, two seeds (about 45 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("toy_nurl") / "fast.json"
+    assert tn.main(["--fast", "--seeds", "0", "1", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_fast_run_schema(fast_run):
+    cfg = tn.ToyNuRLConfig.fast()
+    assert fast_run["seeds"] == [0, 1]
+    assert fast_run["k"] == [1, 2, 4, 8, 16, 32, 64, 128, 256] and fast_run["k"][-1] >= 256
+    for split in ("hard", "easy"):
+        assert set(fast_run[split]) == set(tn.ARMS)
+        for curve in fast_run[split].values():
+            assert len(curve) == len(fast_run["k"]) and curve == sorted(curve)  # rises with k
+    assert set(fast_run["learnable_ratio"]) == set(tn.ARMS)
+    assert fast_run["config"] == cfg.to_dict()
+    assert {r["id"] for r in fast_run["claims"]} >= {"upper_bound_nurl", "trigger", "schedule"}
+
+
+def test_fast_run_main_effect_direction(fast_run):
+    """GRPO -> NuRL raises the hint-free upper bound on held-out hard problems over GRPO
+    (mean over the two seeds at k = 256), and both trained arms beat the base at pass@1."""
+    hard = fast_run["hard"]
+    assert hard["nurl"][-1] > hard["grpo"][-1]
+    assert hard["nurl"][0] > hard["base"][0] and hard["grpo"][0] > hard["base"][0]
+
+
+def test_fast_run_sampled_pass_at_k_matches_exact(fast_run):
+    """The unbiased estimator from n = 256 samples against 1 - (1 - p)^k from the table."""
+    for r in fast_run["per_seed"]:
+        for split in ("hard", "easy"):
+            for arm in r[split]:
+                assert r[split][arm][0] == pytest.approx(r[f"{split}_exact"][arm][0], abs=0.03)
+
+
+def test_two_stage_arms_share_stage_one_with_grpo(fast_run):
+    """Same seed, same base: until the switch, two-stage NuRL IS the GRPO run."""
+    for r in fast_run["per_seed"]:
+        switch = r["stage_switch"]["nurl"]
+        assert 1 <= switch < r["config"]["steps"]
+        g, n = r["curves"]["grpo"], r["curves"]["nurl"]
+        assert n["reward_mean"][:switch] == g["reward_mean"][:switch]
+        assert n["train_hard_exact"][:switch] == g["train_hard_exact"][:switch]
+        assert set(n["stage"][:switch]) == {1} and set(n["stage"][switch:]) == {2}
+        assert max(x or 0 for x in n["frac_nudged"][switch:]) > 0
+        assert all((x or 0) == 0 for x in g["frac_nudged"])
