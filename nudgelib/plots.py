@@ -82,3 +82,25 @@ def bars(values: dict[str, float], *, title: str = "", yaxis_title: str = "",
     fig = go.Figure(go.Bar(x=labels, y=y, error_y=err))
     fig.update_layout(title=title, yaxis_title=yaxis_title, height=320)
     return fig
+
+
+def pass_at_k_curves(ks: Sequence[int], means: dict[str, Sequence[float]], *,
+                     bands: dict[str, Sequence[tuple[float, float]]] | None = None,
+                     title: str = "pass@k"):
+    """One line per label of pass@k against k (log axis); ``bands[label]`` is a (low, high)
+    interval per k, drawn as a shaded band."""
+    go = _go()
+    ks = list(ks)
+    fig = go.Figure()
+    for label, mean in means.items():
+        fig.add_trace(go.Scatter(x=ks, y=list(mean), mode="lines+markers", name=label))
+        band = (bands or {}).get(label)
+        if band is not None:
+            fig.add_trace(go.Scatter(x=ks + ks[::-1],
+                                     y=[hi for _, hi in band] + [lo for lo, _ in band][::-1],
+                                     fill="toself", opacity=0.15, line={"width": 0},
+                                     showlegend=False, hoverinfo="skip",
+                                     name=f"{label} 95 % CI"))
+    fig.update_layout(title=title, xaxis={"type": "log", "title": "k"},
+                      yaxis={"title": "pass@k"}, template="plotly_white", height=360)
+    return fig

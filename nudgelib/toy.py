@@ -87,6 +87,8 @@ class ToyTask:
             raise ValueError(f"skills={skills!r}; expected 'shared' or 'split'")
         if skills == "split" and dim < 2:
             raise ValueError(f"skills='split' needs dim >= 2, got dim={dim}")
+        if not hard_spread >= 0:
+            raise ValueError(f"hard_spread must be >= 0, got {hard_spread}")
         unknown = set(counts) - set(DIFFICULTY_BIAS)
         if unknown:
             raise ValueError(f"unknown difficulty {sorted(unknown)}; expected some of "
@@ -95,22 +97,19 @@ class ToyTask:
             raise ValueError(f"n_answers must be >= 2, got {n_answers}")
         g = torch.Generator().manual_seed(seed)
         labels = [d for d, n in counts.items() for _ in range(n)]
+        hard = torch.tensor([d == "hard" for d in labels], dtype=torch.bool)
         feats = torch.randn(len(labels), dim, generator=g)
         if skills == "split":
-            hard = torch.tensor([d == "hard" for d in labels])
             half = dim // 2
             feats[hard, :dim - half] = 0.0
             feats[~hard, dim - half:] = 0.0
         teacher = torch.randn(dim, n_answers, generator=g)
-        offset = torch.tensor([DIFFICULTY_BIAS[d] for d in labels])
+        task = cls(features=feats, answer=(feats @ teacher).argmax(-1), difficulty=labels,
+                   n_answers=n_answers)  # offset: DIFFICULTY_BIAS of each label
         if hard_spread:
-            if not hard_spread > 0:
-                raise ValueError(f"hard_spread must be >= 0, got {hard_spread}")
-            hard = torch.tensor([d == "hard" for d in labels])
             u = torch.rand(int(hard.sum()), generator=g) * 2 - 1
-            offset[hard] = offset[hard] + hard_spread * u
-        return cls(features=feats, answer=(feats @ teacher).argmax(-1), difficulty=labels,
-                   n_answers=n_answers, offset=offset)
+            task.offset[hard] += hard_spread * u
+        return task
 
     def mask_of(self, difficulty: str) -> Tensor:
         return torch.tensor([d == difficulty for d in self.difficulty])

@@ -160,3 +160,13 @@ def test_two_stage_arms_share_stage_one_with_grpo(fast_run):
         assert set(n["stage"][:switch]) == {1} and set(n["stage"][switch:]) == {2}
         assert max(x or 0 for x in n["frac_nudged"][switch:]) > 0
         assert all((x or 0) == 0 for x in g["frac_nudged"])
+
+
+def test_pass_at_k_figure_draws_mean_and_band():
+    agg = {"k": [1, 2, 4], "hard": {"base": [0.1, 0.2, 0.3], "grpo": [0.2, 0.3, 0.4]},
+           "ci95": {"hard": {"grpo": [[0.1, 0.3], [0.2, 0.4], [0.3, 0.5]]}}}
+    fig = tn.pass_at_k_figure(agg, arms=("base", "grpo"))
+    assert [t.name for t in fig.data] == ["base", "GRPO", "GRPO 95 % CI"]  # no CI given for base
+    band = fig.data[2]
+    assert list(band.x) == [1, 2, 4, 4, 2, 1] and list(band.y) == [0.3, 0.4, 0.5, 0.3, 0.2, 0.1]
+    assert fig.layout.xaxis.type == "log"

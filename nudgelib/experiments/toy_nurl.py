@@ -58,6 +58,11 @@ ARMS: dict[str, dict] = {
 }
 """Arm name -> TrainConfig overrides (``base`` is not trained)."""
 
+DESIGNS = {"split": {},
+           "original": {"skills": "shared", "hard_spread": 0.0, "train_table": True}}
+"""``--design``: ToyNuRLConfig overrides. ``original`` is the toy of notebooks 02-04 (shared
+features, every hard problem at -5, a trainable per-problem table)."""
+
 ARM_LABELS = {
     "base": "base", "grpo": "GRPO", "nurl": "NuRL (GRPO -> NuRL, abstract hints)",
     "always": "hints always (two-stage)", "nurl_scratch": "NuRL from scratch",
@@ -121,7 +126,8 @@ class ToyNuRLConfig:
 
     @classmethod
     def fast(cls, **changes) -> ToyNuRLConfig:
-        """The CI variant: fewer steps and samples, the same arms and task shape."""
+        """The CI variant: fewer steps, samples and held-out problems; the same arms and
+        training set."""
         base = {"steps": 60, "stage1_max_steps": 25, "eval_samples": 256,
                 "learnable_samples": 32, "heldout_counts": {"easy": 16, "hard": 32}}
         return cls(**{**base, **changes})
@@ -428,24 +434,14 @@ def claims_table(agg: dict) -> str:
 def pass_at_k_figure(agg: dict, split: str = "hard", arms: Sequence[str] = ("base", "grpo",
                                                                               "nurl"),
                      title: str | None = None):
-    """Plotly figure: mean hint-free pass@k over seeds with its 95 % band, k on a log axis."""
-    import plotly.graph_objects as go
+    """Plotly figure: mean hint-free pass@k of some arms with their 95 % bands (when the result
+    is aggregated over seeds), k on a log axis (:func:`nudgelib.plots.pass_at_k_curves`)."""
+    from nudgelib.plots import pass_at_k_curves
 
-    ks = agg["k"]
-    fig = go.Figure()
-    for arm in arms:
-        mean = agg[split][arm]
-        ci = agg.get("ci95", {}).get(split, {}).get(arm)
-        name = ARM_LABELS.get(arm, arm)
-        fig.add_trace(go.Scatter(x=ks, y=mean, mode="lines+markers", name=name))
-        if ci is not None:
-            fig.add_trace(go.Scatter(x=ks + ks[::-1], y=[c[1] for c in ci] + [c[0] for c in ci][::-1],
-                                     fill="toself", opacity=0.15, line={"width": 0},
-                                     showlegend=False, hoverinfo="skip", name=f"{name} 95 % CI"))
-    fig.update_layout(title=title or f"held-out {split} problems, no hints: pass@k",
-                      xaxis={"type": "log", "title": "k"}, yaxis={"title": "pass@k"},
-                      template="plotly_white")
-    return fig
+    ci = agg.get("ci95", {}).get(split, {})
+    return pass_at_k_curves(agg["k"], {ARM_LABELS[a]: agg[split][a] for a in arms},
+                            bands={ARM_LABELS[a]: ci[a] for a in arms if a in ci},
+                            title=title or f"held-out {split} problems, no hints: pass@k")
 
 
 RESULTS_NAME = "toy_nurl.json"
@@ -495,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--seed", type=int, help="one seed (default 0)")
     g.add_argument("--seeds", type=int, nargs="+", help="several seeds, aggregated with CIs")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), help="a subset of the arms")
-    ap.add_argument("--design", choices=("split", "original"), default="split",
+    ap.add_argument("--design", choices=list(DESIGNS), default="split",
                     help="split: the default task (hard problems need their own skill, spread "
                          "difficulty, no per-problem memorising); original: the toy of "
                          "notebooks 02-04 (shared features, every hard problem at -5, "
@@ -503,11 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--figures", help="folder for the HTML figures (aggregated runs)")
     args = ap.parse_args(argv)
-    over = {}
+    over = dict(DESIGNS[args.design])
     if args.arms:
         over["arms"] = tuple(dict.fromkeys(["base", "grpo", "nurl", *args.arms]))
-    if args.design == "original":
-        over.update(skills="shared", hard_spread=0.0, train_table=True)
     cfg = ToyNuRLConfig.fast(**over) if args.fast else ToyNuRLConfig(**over)
     seeds = args.seeds or [args.seed if args.seed is not None else 0]
     t0 = time.time()
