@@ -8,6 +8,9 @@ or headless, the same thing:
 
     python -m nudgelib.train --config toy-fast --steps 20 --out runs/toy [--seed S]
         [--save-every K] [--resume] [--nudging nurl] [--hint-bank DIR] [--set key=value ...]
+        [--fork-from OTHER_RUN/checkpoints/step-NNNNNN]
+
+The run's final policy is exported to ``out/adapter`` (a standard PEFT adapter for LoRA).
 
 Each step: draw ``prompts_per_step`` problems in a seeded per-epoch order; sample
 ``group_size`` completions each; score them; hand the batch to the nudging hook (where NuRL
@@ -52,6 +55,15 @@ CHECKPOINTS = "checkpoints"
 _COMPLETE = "COMPLETE"
 # fields that may differ between a run and its resumption
 _RESUMABLE_CHANGES = {"save_every", "keep_checkpoints"}
+# fields a run forked from another run's checkpoint may change (Trainer.fork_from): what to do
+# from now on (nudging, stages, validation), never what the state was made of
+_FORK_CHANGES = _RESUMABLE_CHANGES | {
+    "name", "nudging", "hint_type", "condition_on", "hint_bank", "nudging_options",
+    "hint_explanation_tokens", "hint_tokens", "stage1", "stage1_steps", "plateau_metric",
+    "plateau_patience", "plateau_window", "plateau_min_delta", "drop_solved_samples",
+    "val_every", "n_val_problems", "val_samples"}
+FORK_FILE = "fork.json"
+ADAPTER = "adapter"
 
 
 class ConfigError(ValueError):
@@ -120,15 +132,21 @@ class TrainConfig:
     hint_bank: str = ""  # a saved HintBank; "": toy tasks use built-in hints, LM tasks
     #                      generate self-hints before training (saved to out/hint_bank)
     nudging_options: dict = field(default_factory=dict)  # strategy keyword arguments
+    hint_explanation_tokens: int = 192  # self-hints: budget of call 1 (the explanation)
+    hint_tokens: int = 64  # self-hints: budget of call 2 (the hint)
     warm_start_hints: float = 0.25  # char model: share of warm-start sums also shown hinted
     # --- two stages (METHOD.md 2.4): stage 1 plain GRPO, then nudging
     stage1: str = "none"  # none (nudge from step 1) | plateau | steps
     stage1_steps: int = 0  # steps: length of stage 1; plateau: its maximum (0: no maximum)
-    plateau_metric: str = "reward_mean"
+    plateau_metric: str | list = "reward_mean"  # or several: the stage ends when all plateau
     plateau_patience: int = 10
     plateau_window: int = 5
     plateau_min_delta: float = 0.0
     drop_solved_samples: int = 8  # between stages: drop problems solved n/n (0: keep all)
+    # --- validation: hint-free pass rate on held-out problems (a plateau signal, a curve)
+    val_every: int = 0  # 0: no validation
+    n_val_problems: int = 16
+    val_samples: int = 4
     # --- bookkeeping
     seed: int = 0
     save_every: int = 0  # 0: only at the end
@@ -150,13 +168,14 @@ class TrainConfig:
                 bad(name, f"one of {sorted(choices)}")
         for name in ("n_train_problems", "group_size", "prompts_per_step", "max_new_tokens",
                      "ppo_epochs", "micro_batch_size", "char_d_model", "char_layers",
-                     "char_heads", "plateau_patience", "plateau_window"):
+                     "char_heads", "plateau_patience", "plateau_window", "hint_tokens",
+                     "hint_explanation_tokens", "n_val_problems", "val_samples"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "a positive integer")
         for name in ("warm_start_steps", "warmup_steps", "save_every", "keep_checkpoints",
                      "lora_rank", "lora_alpha", "prompts_per_call", "seed", "stage1_steps",
-                     "drop_solved_samples"):
+                     "drop_solved_samples", "val_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(name, "an integer >= 0")
@@ -188,8 +207,17 @@ class TrainConfig:
             bad("stage1_steps", "an integer >= 1 when stage1='steps'")
         if self.stage1 != "none" and self.nudging == "none":
             bad("stage1", "'none' when nudging='none' (the stages switch nudging on)")
-        if not isinstance(self.plateau_metric, str) or not self.plateau_metric:
-            bad("plateau_metric", "the name of a metrics column such as 'reward_mean'")
+        watched = [self.plateau_metric] if isinstance(self.plateau_metric, str) \
+            else self.plateau_metric
+        if not isinstance(watched, list) or not watched or not all(
+                isinstance(m, str) and m for m in watched):
+            bad("plateau_metric", "the name of a metrics column such as 'reward_mean', or a "
+                                  "list of names (e.g. ['reward_mean', 'val_pass_rate'])")
+        if "val_pass_rate" in watched and not self.val_every:
+            bad("plateau_metric", "metrics without 'val_pass_rate' when val_every=0 (set "
+                                  "val_every to validate)")
+        if self.val_every and self.task == "toy-table":
+            bad("val_every", "0 for task='toy-table' (its problems have no held-out set)")
         if self.drop_solved_samples == 1:
             bad("drop_solved_samples", "0 (keep all) or at least 2 samples")
         if self.policy == "hf" and not self.model_id:
@@ -232,7 +260,8 @@ def _lm_config(preset_name: str) -> TrainConfig:
 
     p = PRESETS[preset_name]
     fast = preset_name == "cpu-fast"
-    extra = {"instruction": SHORT_ANSWER_INSTRUCTION} if fast else {}
+    extra = {"instruction": SHORT_ANSWER_INSTRUCTION, "hint_explanation_tokens": 64,
+             "hint_tokens": 32} if fast else {}
     return TrainConfig(
         name=preset_name, policy="hf", task="gsm8k", model_id=p.model_id,
         n_train_problems=p.n_train_problems,
@@ -271,6 +300,16 @@ TRAIN_PRESETS = ("toy-fast", "toy-table", "cpu-fast", "cpu", "colab-t4", "large-
 
 # ----------------------------------------------------------------------------- building blocks
 
+def _ordered_pool(cfg: TrainConfig) -> list[Problem]:
+    from nudgelib.problems import load_problems
+
+    probs = load_problems(cfg.task, cfg.train_split)
+    if cfg.problem_selection == "shortest":
+        return sorted(probs, key=lambda p: (len(p.question), p.id))
+    order = torch.randperm(len(probs), generator=torch.Generator().manual_seed(cfg.seed))
+    return [probs[i] for i in order.tolist()]
+
+
 def build_problems(cfg: TrainConfig) -> list[Problem]:
     """The training problems the config names (deterministic for a given config)."""
     if cfg.task == "addition":
@@ -281,15 +320,36 @@ def build_problems(cfg: TrainConfig) -> list[Problem]:
         from nudgelib.toy import ToyTask, toy_problems
 
         return toy_problems(ToyTask.make(cfg.difficulty_counts, seed=cfg.seed))
-    from nudgelib.problems import load_problems
+    return _ordered_pool(cfg)[:cfg.n_train_problems]
 
-    probs = load_problems(cfg.task, cfg.train_split)
-    if cfg.problem_selection == "shortest":
-        probs = sorted(probs, key=lambda p: (len(p.question), p.id))
-    else:
-        order = torch.randperm(len(probs), generator=torch.Generator().manual_seed(cfg.seed))
-        probs = [probs[i] for i in order.tolist()]
-    return probs[:cfg.n_train_problems]
+
+def build_val_problems(cfg: TrainConfig) -> list[Problem]:
+    """Held-out validation problems, never trained on: for real math, the ``n_val_problems``
+    that follow the training problems in the same order of the training split; for addition,
+    fresh sums of the same difficulties that are not training questions."""
+    if cfg.task == "addition":
+        from nudgelib.toy import ADDITION_DIGITS, addition_problems
+
+        seen = {p.question for p in build_problems(cfg)}
+        levels = [k for k, v in cfg.difficulty_counts.items() if v]
+        counts = {k: cfg.n_val_problems // len(levels) + (i < cfg.n_val_problems % len(levels))
+                  for i, k in enumerate(levels)}
+        out = []
+        for k, n in counts.items():
+            digits = ADDITION_DIGITS.get(k, k)
+            lo = 0 if digits == 1 else 10 ** (digits - 1)
+            pool = addition_problems({k: min(4 * n + len(seen), (10**digits - lo) ** 2)},
+                                     seed=cfg.seed + 99)
+            fresh = [p for p in pool if p.question not in seen][:n]
+            if len(fresh) < n:
+                raise ConfigError(f"TrainConfig.n_val_problems={cfg.n_val_problems}: only "
+                                  f"{len(fresh)} {k!r} sums are left that are not training "
+                                  f"questions")
+            out += fresh
+        return out
+    if cfg.task == "toy-table":
+        raise ConfigError("TrainConfig.val_every: task 'toy-table' has no held-out problems")
+    return _ordered_pool(cfg)[cfg.n_train_problems:cfg.n_train_problems + cfg.n_val_problems]
 
 
 def warm_start_pairs(cfg: TrainConfig) -> list[tuple[str, str]]:
@@ -364,6 +424,8 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
     if saved is not None and saved.exists():
         return HintBank.load(saved)
     banks = [generate_hints(policy, problems, kind, source="self", progress=progress,
+                            max_explanation_tokens=cfg.hint_explanation_tokens,
+                            max_hint_tokens=cfg.hint_tokens,
                             generator=torch.Generator().manual_seed(cfg.seed + 17))
              for kind in hint_types]
     bank = HintBank.merge(banks)
@@ -432,7 +494,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *,
                  policy=None, problems: Sequence[Problem] | None = None, scorer=None,
                  nudger: Nudger | None = None, callbacks: Sequence[Callable] = (),
-                 progress: bool = True, warm: bool = True):
+                 progress: bool = True, warm: bool = True,
+                 val_problems: Sequence[Problem] | None = None):
         self.cfg = cfg
         self.out = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -453,9 +516,11 @@ class Trainer:
         # stage 2 = nudging on; a run without nudging stays in stage 1
         self.stage = 1 if cfg.stage1 != "none" or cfg.nudging == "none" else 2
         self.stage_switch_step: int | None = None
-        self.detector = PlateauDetector(cfg.plateau_patience, window=cfg.plateau_window,
-                                        min_delta=cfg.plateau_min_delta) \
-            if cfg.stage1 == "plateau" else None
+        self.detectors = {m: PlateauDetector(cfg.plateau_patience, window=cfg.plateau_window,
+                                             min_delta=cfg.plateau_min_delta)
+                          for m in self.plateau_metrics} if cfg.stage1 == "plateau" else {}
+        self.val_problems = (list(val_problems) if val_problems is not None
+                             else build_val_problems(cfg)) if cfg.val_every else []
         self.callbacks = list(callbacks)
         self.params = self.policy.trainable_parameters()
         if not self.params:
@@ -470,6 +535,7 @@ class Trainer:
         self.sample_rng = torch.Generator().manual_seed(cfg.seed)
         self.rows: list[dict] = []
         self.last_batch: RolloutBatch | None = None
+        self.fork_info: dict | None = None
         self._t0 = time.time()
 
     # -- data order
@@ -592,6 +658,10 @@ class Trainer:
             "t_sample": round(t1 - t0, 4),
             "t_train": round(t3 - t2, 4),
         }
+        if cfg.val_every and self.step % cfg.val_every == 0:
+            t4 = time.time()
+            row["val_pass_rate"] = self.validate()
+            row["t_val"] = round(time.time() - t4, 4)
         self.last_batch = batch
         if self.stage == 1 and cfg.stage1 != "none" and self._stage_one_done(row):
             row.update(self.enter_stage_two())
@@ -613,16 +683,45 @@ class Trainer:
             out[f"pass_rate_L{lv}"] = float(correct[sel].mean())
         return out
 
+    def validate(self, n_samples: int | None = None) -> float:
+        """Hint-free pass rate on the validation problems (``val_samples`` each). Sampled with
+        a generator seeded by the step, so validating never shifts the training samples."""
+        from nudgelib.rollouts import evaluate_pass_counts
+
+        cfg = self.cfg
+        if not self.val_problems:
+            raise ConfigError("this run has no validation problems (set val_every > 0 and "
+                              "n_val_problems)")
+        n = n_samples or cfg.val_samples
+        counts = evaluate_pass_counts(
+            self.policy, self.val_problems, self.scorer, n_samples=n, temperature=cfg.temperature,
+            top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+            prompts_per_call=cfg.prompts_per_call or None,
+            generator=torch.Generator().manual_seed(1_000_003 * (cfg.seed + 1) + self.step))
+        return sum(counts) / (n * len(counts))
+
     # -- two stages
+    @property
+    def plateau_metrics(self) -> list[str]:
+        m = self.cfg.plateau_metric
+        return [m] if isinstance(m, str) else list(m)
+
     def _stage_one_done(self, row: dict) -> bool:
+        """Stage 1 ends at a fixed step, or when every watched metric has plateaued (each
+        metric's detector counts its own updates: validation only logs every val_every steps),
+        or at the stage1_steps cap."""
         cfg = self.cfg
         if cfg.stage1 == "steps":
             return self.step >= cfg.stage1_steps
-        value = row.get(cfg.plateau_metric)
-        if value is None:
-            raise ConfigError(f"TrainConfig.plateau_metric={cfg.plateau_metric!r} is not a "
-                              f"metric of this run; metrics are {sorted(row)}")
-        fired = self.detector.update(value)
+        for name in self.plateau_metrics:
+            value = row.get(name)
+            if value is None:
+                if name == "val_pass_rate" or (name == "pass_rate" and "pass_rate" in row):
+                    continue  # not measured this step
+                raise ConfigError(f"TrainConfig.plateau_metric={name!r} is not a metric of "
+                                  f"this run; metrics are {sorted(row)}")
+            self.detectors[name].update(value)
+        fired = all(d.since_best >= d.patience and d.values for d in self.detectors.values())
         return fired or bool(cfg.stage1_steps and self.step >= cfg.stage1_steps)
 
     def enter_stage_two(self) -> dict:
@@ -662,11 +761,13 @@ class Trainer:
                 cb(self, row, self.last_batch)
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward_mean']:.3f}", zero_std=f"{row['frac_zero_std']:.2f}")
-            if self.out is not None and self.cfg.save_every and self.step % self.cfg.save_every == 0:
-                self.save_checkpoint()
+            if self.out is not None and (row.get("stage_switch") or (
+                    self.cfg.save_every and self.step % self.cfg.save_every == 0)):
+                self.save_checkpoint()  # and always at a stage switch: fork or resume from it
         bar.close()
-        if self.out is not None and self.step > start and (
-                not self.cfg.save_every or self.step % self.cfg.save_every):
+        if self.out is not None and self.step > start and not (
+                complete_checkpoints(self.out) and complete_checkpoints(self.out)[-1].name
+                == self.checkpoint_dir(self.step).name):
             self.save_checkpoint()
         return self.metrics
 
@@ -704,7 +805,7 @@ class Trainer:
             "sample_rng": self.sample_rng.get_state(), "rng": _rng_state(),
             "nudger": self.nudger.state_dict() if hasattr(self.nudger, "state_dict") else None,
             "stage": self.stage, "stage_switch_step": self.stage_switch_step,
-            "detector": self.detector.state_dict() if self.detector is not None else None,
+            "detectors": {m: d.state_dict() for m, d in self.detectors.items()},
             "problem_ids": [p.id for p in self.problems],
             "elapsed": time.time() - self._t0,
         }, tmp / "trainer_state.pt")
@@ -724,18 +825,21 @@ class Trainer:
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote; metrics rows after it are dropped."""
+    def load_checkpoint(self, path: str | os.PathLike, *, fork: bool = False) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote; metrics rows after it are dropped.
+        ``fork=True``: the checkpoint is another run's (see :meth:`fork_from`)."""
         path = Path(path)
         if not (path / _COMPLETE).is_file():
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no {_COMPLETE} file)")
         saved = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
         diff = {k for k, v in saved.to_dict().items()
-                if self.cfg.to_dict()[k] != v} - _RESUMABLE_CHANGES
+                if self.cfg.to_dict()[k] != v} - (_FORK_CHANGES if fork else _RESUMABLE_CHANGES)
         if diff:
-            raise ConfigError("cannot resume: the checkpoint was made with a different config "
-                              "for " + ", ".join(f"{k} (checkpoint {saved.to_dict()[k]!r}, now "
-                                                 f"{self.cfg.to_dict()[k]!r})" for k in sorted(diff)))
+            what = "fork from" if fork else "resume"
+            raise ConfigError(f"cannot {what} {path}: the checkpoint was made with a different "
+                              "config for " + ", ".join(
+                                  f"{k} (checkpoint {saved.to_dict()[k]!r}, now "
+                                  f"{self.cfg.to_dict()[k]!r})" for k in sorted(diff)))
         self.policy.load(path / "policy")
         st = torch.load(path / "trainer_state.pt", weights_only=False)
         self.optimizer.load_state_dict(st["optimizer"])
@@ -743,12 +847,25 @@ class Trainer:
         self.step, self.epoch, self.cursor = st["step"], st["epoch"], st["cursor"]
         self.sample_rng.set_state(st["sample_rng"])
         _set_rng_state(st["rng"])
+        if fork:
+            self._load_problem_ids(st)
+            self._take_metrics(path.parent.parent / METRICS_FILE, forked_from=str(path))
+            return
         if st.get("nudger") is not None and hasattr(self.nudger, "load_state_dict"):
             self.nudger.load_state_dict(st["nudger"])
         self.stage = st.get("stage", self.stage)
         self.stage_switch_step = st.get("stage_switch_step")
-        if st.get("detector") is not None and self.detector is not None:
-            self.detector.load_state_dict(st["detector"])
+        saved_detectors = st.get("detectors") or (
+            {self.plateau_metrics[0]: st["detector"]} if st.get("detector") else {})
+        for m, state in saved_detectors.items():
+            if m in self.detectors:
+                self.detectors[m].load_state_dict(state)
+        self._load_problem_ids(st)
+        self._t0 = time.time() - st.get("elapsed", 0.0)
+        if self.out is not None:
+            self._take_metrics(self.out / METRICS_FILE)
+
+    def _load_problem_ids(self, st: dict) -> None:
         if "problem_ids" in st:
             by_id = {p.id: p for p in self.all_problems}
             missing = [i for i in st["problem_ids"] if i not in by_id]
@@ -756,21 +873,143 @@ class Trainer:
                 raise ConfigError(f"cannot resume: checkpoint problems {missing[:3]} are not in "
                                   f"this run's training set")
             self.problems = [by_id[i] for i in st["problem_ids"]]
-        self._t0 = time.time() - st.get("elapsed", 0.0)
-        self.rows = []
-        if self.out is not None and (self.out / METRICS_FILE).is_file():
-            kept = []
-            for line in (self.out / METRICS_FILE).read_text().splitlines():
+
+    def _take_metrics(self, source: Path, forked_from: str | None = None) -> None:
+        """Keep the rows of ``source`` up to the loaded step as this run's history (and its
+        metrics file, when it has an out_dir)."""
+        kept = []
+        if source.is_file():
+            for line in source.read_text().splitlines():
                 try:
                     r = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by the kill
                 if r.get("step", 0) <= self.step:
-                    kept.append(r)
-            self.rows = kept
+                    kept.append({**r, "forked_from": forked_from} if forked_from else r)
+        self.rows = kept
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
             tmp = self.out / (METRICS_FILE + ".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
             tmp.replace(self.out / METRICS_FILE)
+
+    def fork_from(self, checkpoint: str | os.PathLike) -> dict:
+        """Start this run from another run's checkpoint: NuRL from the GRPO checkpoint at its
+        plateau (METHOD.md 2.4). The policy, optimizer, scheduler, step, RNG states and data
+        order are taken over; only what happens from now on may differ from the source's
+        config (nudging, stages, validation). The source's metrics up to that step become this
+        run's history. With nudging on, stage 2 begins at once: the problems solved n/n are
+        dropped and hints switch on. Returns what happened (also saved as ``fork.json``)."""
+        path = Path(checkpoint)
+        self.load_checkpoint(path, fork=True)
+        info = {"forked_from": str(path), "step": self.step}
+        self.stage, self.stage_switch_step = 1, None
+        if self.nudger is not None:
+            info.update(self.enter_stage_two())
+        if self.out is not None:
+            (self.out / FORK_FILE).write_text(json.dumps(info, indent=1))
+        self.fork_info = info
+        return info
+
+    def export_adapter(self, path: str | os.PathLike | None = None) -> Path:
+        """Save the current policy (a standard PEFT adapter for LoRA policies) to ``path``
+        (default ``out/adapter``), atomically, with the run's config beside it."""
+        if path is None:
+            if self.out is None:
+                raise ConfigError("export_adapter needs a path: this Trainer has no out_dir")
+            path = self.out / ADAPTER
+        path = Path(path)
+        tmp = path.with_name(f".tmp-{path.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.policy.save(tmp)
+        (tmp / "nudgelib_config.json").write_text(json.dumps(
+            {**self.cfg.to_dict(), "step": self.step}, indent=1))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        return path
+
+
+RUN_DIR_ENV = "NUDGE_RUN_DIR"
+COLAB_DRIVE = Path("/content/drive/MyDrive")
+
+
+def default_run_root() -> Path:
+    """Where notebooks keep their runs: ``$NUDGE_RUN_DIR``; else, on Colab with Google Drive
+    mounted, ``MyDrive/nudgelib-runs`` (runs survive a disconnect); else ``runs/`` under the
+    nudgelib cache folder (``$NUDGE_CACHE_DIR``, default ``~/.cache/nudgelib``)."""
+    from nudgelib.models import cache_dir
+
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV]).expanduser()
+    if COLAB_DRIVE.is_dir():
+        return COLAB_DRIVE / "nudgelib-runs"
+    return cache_dir() / "runs"
+
+
+def resume_or_start(cfg: TrainConfig, out_dir: str | os.PathLike, **kwargs) -> Trainer:
+    """A Trainer for ``out_dir`` that continues from its last complete checkpoint if it has
+    one (after a crash or a Colab disconnect: re-run the same cell), else a fresh one.
+    ``kwargs`` go to :class:`Trainer`."""
+    ckpts = complete_checkpoints(out_dir)
+    trainer = Trainer(cfg, out_dir, warm=not ckpts, **kwargs)
+    if ckpts:
+        trainer.load_checkpoint(ckpts[-1])
+    elif (Path(out_dir) / METRICS_FILE).exists():
+        (Path(out_dir) / METRICS_FILE).unlink()  # killed before its first checkpoint
+    return trainer
+
+
+def find_plateau(rows: Sequence[dict], metrics: str | Sequence[str] = "reward_mean", *,
+                 patience: int = 10, window: int = 5, min_delta: float = 0.0,
+                 max_step: int = 0) -> int | None:
+    """The first step of ``rows`` (a run's metrics) at which every metric in ``metrics`` has
+    plateaued, by the same rule as a two-stage run (:class:`PlateauDetector`, each metric
+    counting only the steps that logged it); else ``max_step`` if the rows reach it; else None.
+    Use it to choose the GRPO checkpoint that NuRL starts from."""
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    dets = {m: PlateauDetector(patience, window=window, min_delta=min_delta) for m in names}
+    for r in sorted(rows, key=lambda r: r["step"]):
+        for m, d in dets.items():
+            v = r.get(m)
+            if v is not None:
+                d.update(v)
+        if all(d.values and d.since_best >= d.patience for d in dets.values()):
+            return r["step"]
+        if max_step and r["step"] >= max_step:
+            return r["step"]
+    return None
+
+
+def grpo_then_nurl(cfg: TrainConfig, root: str | os.PathLike, *, steps: int,
+                   switch_metrics: str | Sequence[str] = "reward_mean", max_switch_step: int = 0,
+                   nudging: str = "nurl", nurl_overrides: dict | None = None,
+                   callbacks: Sequence[Callable] = (), progress: bool = False) -> dict:
+    """The paper's pipeline in two runs under ``root``: ``grpo/`` trains plain GRPO for
+    ``steps`` steps (a checkpoint every step, resumable); the GRPO checkpoint at its plateau
+    (:func:`find_plateau` over ``switch_metrics`` with the config's patience/window, capped at
+    ``max_switch_step``) is forked into ``nurl/``, which trains with ``nudging`` up to the same
+    ``steps``. Both export their final adapter (``grpo/adapter``, ``nurl/adapter``). A run that
+    is already there resumes. Returns ``{"grpo": trainer, "nurl": trainer, "switch_step": s}``.
+    """
+    root = Path(root)
+    base = cfg.with_overrides(nudging="none", stage1="none", save_every=1, keep_checkpoints=0)
+    grpo = resume_or_start(base, root / "grpo", callbacks=callbacks, progress=progress)
+    grpo.train(until_step=steps)
+    grpo.export_adapter()
+    s = find_plateau(grpo.rows, switch_metrics, patience=cfg.plateau_patience,
+                     window=cfg.plateau_window, min_delta=cfg.plateau_min_delta,
+                     max_step=max_switch_step or steps)
+    ncfg = cfg.with_overrides(nudging=nudging, stage1="none", save_every=cfg.save_every,
+                              **(nurl_overrides or {}))
+    out = root / "nurl"
+    if complete_checkpoints(out):
+        nurl = resume_or_start(ncfg, out, callbacks=callbacks, progress=progress)
+    else:
+        nurl = Trainer(ncfg, out, callbacks=callbacks, progress=progress, warm=False)
+        nurl.fork_from(grpo.checkpoint_dir(s))
+    nurl.train(until_step=steps)
+    nurl.export_adapter()
+    return {"grpo": grpo, "nurl": nurl, "switch_step": s}
 
 
 def complete_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
@@ -836,6 +1075,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or self-generated hints for real tasks)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config field (value parsed as JSON when it can be)")
+    ap.add_argument("--fork-from", metavar="CHECKPOINT",
+                    help="start from another run's checkpoint (e.g. NuRL from a GRPO run's "
+                         "step-NNNNNN folder); the config may differ in nudging/stage fields")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -851,21 +1093,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
                               f"choose another --out")
-        resume_from = ckpts[-1] if args.resume and ckpts else None
-        trainer = Trainer(cfg, out, progress=not args.quiet, warm=resume_from is None)
-        if resume_from is not None:
-            trainer.load_checkpoint(resume_from)
-            print(f"resumed from {resume_from} (step {trainer.step})", flush=True)
-        elif args.resume and (out / METRICS_FILE).exists():
-            (out / METRICS_FILE).unlink()  # no checkpoint: start over, drop orphan metrics
+        if args.resume:
+            trainer = resume_or_start(cfg, out, progress=not args.quiet)
+            if ckpts:
+                print(f"resumed from {ckpts[-1]} (step {trainer.step})", flush=True)
+        else:
+            trainer = Trainer(cfg, out, progress=not args.quiet, warm=not args.fork_from)
+            if args.fork_from:
+                info = trainer.fork_from(args.fork_from)
+                print(f"forked from {args.fork_from}: {json.dumps(info)}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         trainer.train(until_step=args.steps)
+        adapter = trainer.export_adapter()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     last = trainer.rows[-1] if trainer.rows else {}
-    print(json.dumps({"step": trainer.step, "out": str(out),
+    print(json.dumps({"step": trainer.step, "out": str(out), "adapter": str(adapter),
                       **{k: last.get(k) for k in ("reward_mean", "pass_rate", "frac_zero_std",
                                                   "frac_nudged", "stage")}}))
     return 0

@@ -1,0 +1,218 @@
+"""Evaluation: hint-free pass@k of a base model and its LoRA adapters, with confidence intervals.
+
+    suite = ModelSuite("offline:smollm2-135m-instruct",
+                       {"GRPO": "runs/grpo/adapter", "NuRL": "runs/nurl/adapter"})
+    results = compare(suite, {"gsm8k": gsm8k_test[:64], "math500": math500[:64]},
+                      n_samples=16, max_new_tokens=256)
+    results_frame(results)            # one row per dataset x model x k, with 95 % CIs
+    paired_difference(results["gsm8k"]["NuRL"], results["gsm8k"]["GRPO"], k=16)
+
+pass@k is the unbiased estimator (:func:`nudgelib.metrics.pass_at_k`) from ``n_samples``
+hint-free samples per problem; its 95 % interval is a percentile bootstrap over problems.
+Every model is sampled with the same seed on the same problems, and differences between two
+models are bootstrapped over the same resampled problems (paired), which is much tighter than
+comparing two separate intervals.
+
+All adapters sit on one copy of the base model (``peft`` adapters switched by name; the base is
+the adapters disabled), so evaluating three models costs one model's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nudgelib.metrics import bootstrap_ci, per_problem_pass_at_k, power_of_two_ks
+from nudgelib.problems import Problem
+
+BASE = "base"
+CONFIG_NEXT_TO_ADAPTER = ("nudgelib_config.json", "../config.json")
+
+
+def adapter_run_config(path: str | os.PathLike) -> dict | None:
+    """The training config saved beside an adapter (``out/adapter`` or a checkpoint's
+    ``policy`` folder), or None for an adapter from elsewhere."""
+    path = Path(path)
+    for name in CONFIG_NEXT_TO_ADAPTER:
+        f = path / name
+        if f.is_file():
+            return json.loads(f.read_text())
+    return None
+
+
+class ModelSuite:
+    """A base model and named LoRA adapters on one copy of its weights.
+
+    ``instruction`` is appended to every question, as in training; by default it is read from
+    the adapters' saved training config (all must agree), else the policy default. ``dtype``,
+    ``device``, ``load_in_4bit`` as in :meth:`nudgelib.policies.HFPolicy.from_pretrained`.
+    """
+
+    def __init__(self, model_id: str, adapters: Mapping[str, str | os.PathLike] | None = None, *,
+                 instruction: str | None = None, dtype: str | None = None,
+                 device: str | None = None, load_in_4bit: bool = False):
+        from nudgelib.policies import HFPolicy
+
+        adapters = dict(adapters or {})
+        if BASE in adapters:
+            raise ValueError(f"adapter name {BASE!r} is reserved for the model without adapter")
+        for name, path in adapters.items():
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"adapters[{name!r}] = {str(path)!r} is not a PEFT "
+                                        f"adapter folder (no adapter_config.json)")
+        if instruction is None:
+            found = {c["instruction"] for p in adapters.values()
+                     if (c := adapter_run_config(p)) and "instruction" in c}
+            if len(found) > 1:
+                raise ValueError(f"the adapters were trained with different instructions "
+                                 f"{sorted(found)}; pass instruction= explicitly")
+            instruction = found.pop() if found else None
+        kw = {"instruction": instruction} if instruction is not None else {}
+        self.policy = HFPolicy.from_pretrained(model_id, lora_rank=0, dtype=dtype, device=device,
+                                               load_in_4bit=load_in_4bit, **kw)
+        self.model_id, self.adapters = model_id, adapters
+        if adapters:
+            from peft import PeftModel
+
+            names = list(adapters)
+            model = PeftModel.from_pretrained(self.policy.model, str(adapters[names[0]]),
+                                              adapter_name=names[0])
+            for name in names[1:]:
+                model.load_adapter(str(adapters[name]), adapter_name=name)
+            model.eval()
+            self.policy.model = model
+
+    @property
+    def names(self) -> list[str]:
+        return [BASE, *self.adapters]
+
+    @contextmanager
+    def use(self, name: str):
+        """The policy with adapter ``name`` active (``"base"``: no adapter)."""
+        if name not in self.names:
+            raise KeyError(f"unknown model {name!r}; this suite has {self.names}")
+        if name == BASE:
+            if self.adapters:
+                with self.policy.model.disable_adapter():
+                    yield self.policy
+            else:
+                yield self.policy
+            return
+        self.policy.model.set_adapter(name)
+        yield self.policy
+
+
+def evaluate_pass_at_k(policy, problems: Sequence[Problem], scorer=None, *, n_samples: int,
+                       ks: Sequence[int] | None = None, temperature: float = 0.7,
+                       top_p: float = 1.0, max_new_tokens: int = 256, seed: int = 0,
+                       prompts_per_call: int | None = None, n_boot: int = 2000,
+                       progress: bool = False) -> dict:
+    """Hint-free pass@k of ``policy`` on ``problems`` from ``n_samples`` samples each.
+
+    Returns a dict: ``ks``, ``pass_at_k`` (mean over problems, per k), ``ci95`` ((low, high)
+    per k, bootstrap over problems), ``counts`` (correct samples per problem), ``problem_ids``,
+    ``n_samples``, ``seconds``, ``tokens`` (completion tokens sampled) and ``tokens_per_s``.
+    """
+    from nudgelib.rollouts import MathScorer, collect_rollouts
+
+    problems = list(problems)
+    if len(problems) < 2:
+        raise ValueError(f"evaluate_pass_at_k needs at least 2 problems for an interval, got "
+                         f"{len(problems)}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    ks = list(ks) if ks is not None else power_of_two_ks(n_samples)
+    if any(k < 1 or k > n_samples for k in ks):
+        raise ValueError(f"every k must be in [1, n_samples={n_samples}], got {ks}")
+    t0 = time.perf_counter()
+    batch = collect_rollouts(policy, problems, scorer or MathScorer(), group_size=n_samples,
+                             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                             generator=torch.Generator().manual_seed(seed),
+                             prompts_per_call=prompts_per_call, progress=progress)
+    seconds = time.perf_counter() - t0
+    counts = [int(c) for c in batch.group_pass_counts().tolist()]
+    per = per_problem_pass_at_k([(n_samples, c) for c in counts], ks)
+    lo, hi = bootstrap_ci(per, n_boot=n_boot, seed=seed)
+    tokens = int(batch.lengths.sum())
+    return {"ks": ks, "pass_at_k": {k: float(v) for k, v in zip(ks, per.mean(0))},
+            "ci95": {k: (float(a), float(b)) for k, a, b in zip(ks, lo, hi)},
+            "counts": counts, "problem_ids": [p.id for p in problems], "n_samples": n_samples,
+            "seconds": round(seconds, 2), "tokens": tokens,
+            "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+            "truncated_frac": float(batch.truncated.float().mean())}
+
+
+def compare(suite: ModelSuite, datasets: Mapping[str, Sequence[Problem]], *,
+            models: Sequence[str] | None = None, progress: bool = False, **kwargs) -> dict:
+    """``results[dataset][model]`` = :func:`evaluate_pass_at_k` for every model of ``suite``
+    (default: base and all adapters) on every dataset, same seed and problems for all."""
+    out: dict = {}
+    for dname, probs in datasets.items():
+        out[dname] = {}
+        for name in models or suite.names:
+            with suite.use(name) as policy:
+                out[dname][name] = evaluate_pass_at_k(policy, probs, progress=progress, **kwargs)
+            if progress:
+                r = out[dname][name]
+                print(f"{dname:>10} {name:>8}: pass@1 {r['pass_at_k'][r['ks'][0]]:.3f}  "
+                      f"pass@{r['ks'][-1]} {r['pass_at_k'][r['ks'][-1]]:.3f}  "
+                      f"({r['seconds']:.0f} s, {r['tokens_per_s']} tok/s)", flush=True)
+    return out
+
+
+def paired_difference(a: dict, b: dict, k: int, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """pass@k of result ``a`` minus result ``b`` on the same problems, with a paired bootstrap
+    95 % interval (problems resampled together for both)."""
+    if a["problem_ids"] != b["problem_ids"]:
+        raise ValueError("paired_difference needs two results on the same problems in the "
+                         "same order")
+    if a["n_samples"] < k or b["n_samples"] < k:
+        raise ValueError(f"k={k} exceeds n_samples ({a['n_samples']}, {b['n_samples']})")
+    pa = per_problem_pass_at_k([(a["n_samples"], c) for c in a["counts"]], [k])[:, 0]
+    pb = per_problem_pass_at_k([(b["n_samples"], c) for c in b["counts"]], [k])[:, 0]
+    lo, hi = bootstrap_ci(pa - pb, n_boot=n_boot, seed=seed)
+    return {"k": k, "diff": float(np.mean(pa - pb)), "ci95": (lo, hi)}
+
+
+def results_frame(results: Mapping[str, Mapping[str, dict]]):
+    """One row per dataset x model x k: pass@k with its 95 % interval, problems, samples."""
+    import pandas as pd
+
+    rows = []
+    for dname, by_model in results.items():
+        for name, r in by_model.items():
+            for k in r["ks"]:
+                lo, hi = r["ci95"][k]
+                rows.append({"dataset": dname, "model": name, "k": k,
+                             "pass@k": r["pass_at_k"][k], "ci_low": lo, "ci_high": hi,
+                             "problems": len(r["counts"]), "n_samples": r["n_samples"]})
+    return pd.DataFrame(rows)
+
+
+def pass_at_k_figure(results_for_dataset: Mapping[str, dict], title: str = "pass@k"):
+    """pass@k curves (one per model) with their 95 % bands."""
+    from nudgelib.plots import pass_at_k_curves
+
+    ks = next(iter(results_for_dataset.values()))["ks"]
+    return pass_at_k_curves(
+        ks, {m: [r["pass_at_k"][k] for k in ks] for m, r in results_for_dataset.items()},
+        bands={m: [r["ci95"][k] for k in ks] for m, r in results_for_dataset.items()},
+        title=title)
+
+
+def save_results(results: Mapping, path: str | os.PathLike, **meta) -> Path:
+    """Write ``results`` (from :func:`compare`) and ``meta`` as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {d: {m: {**r, "pass_at_k": {str(k): v for k, v in r["pass_at_k"].items()},
+                     "ci95": {str(k): list(v) for k, v in r["ci95"].items()}}
+                 for m, r in by.items()} for d, by in results.items()}
+    path.write_text(json.dumps({"meta": meta, "results": clean}, indent=1))
+    return path

@@ -1,0 +1,115 @@
+"""The live dashboard: every step recorded, panels from the batch's own numbers, escaped
+tables, resume, and headless behaviour."""
+
+import pytest
+import torch
+
+from nudgelib.dashboard import TrainingDashboard
+from nudgelib.train import Trainer, complete_checkpoints, get_train_config
+
+
+def _trainer(tmp_path=None, **kw):
+    cfg = get_train_config("toy-table", nudging="nurl", hint_type="partial_steps", seed=1,
+                           stage1="steps", stage1_steps=2, **kw)
+    return Trainer(cfg, tmp_path, progress=False)
+
+
+def test_every_step_is_recorded_with_the_batch_numbers():
+    tr = _trainer()
+    dash = TrainingDashboard().attach(tr)
+    seen = []
+    tr.callbacks.append(lambda t, row, batch: seen.append((row["step"], batch)))
+    tr.train(until_step=4)
+    assert dash.steps == [1, 2, 3, 4] == dash.live_steps
+    assert dash.updates == 0, "no kernel here: nothing is displayed, only recorded"
+    for step, batch in seen:
+        snap = dash.snapshots[step]
+        # per-prompt hint-free pass rates: correct / members, recomputed by hand
+        plain = ~batch.hinted
+        expect = []
+        for g in range(batch.n_groups):
+            sel = (batch.group == g) & plain
+            if sel.any():
+                expect.append(batch.correct[sel].sum().item() / sel.sum().item())
+        assert snap["pass_rates"] == pytest.approx(expect)
+        assert snap["advantages"] == pytest.approx(batch.advantages.tolist())
+        assert len(snap["rollouts"]) == len(batch)
+        assert sum(snap["hinted"]) == int(batch.hinted.sum())
+    assert dash.snapshots[4]["hinted_pass_rates"], "stage 2 nudged some groups"
+    assert all(dash.panels_have_data().values())
+    hinted = dash.rollout_table(4, only="hinted")
+    assert len(hinted) > 0 and hinted["hint"].notna().all()
+    assert (dash.rollout_table(4, only="correct")["correct"]).all()
+    assert "stage 2 (NuRL since step 2)" in dash.summary_html()
+
+
+def test_old_steps_keep_numbers_but_drop_rollout_tables():
+    tr = _trainer()
+    dash = TrainingDashboard(keep_rollouts=2).attach(tr)
+    tr.train(until_step=4)
+    assert [s for s, v in dash.snapshots.items() if "rollouts" in v] == [3, 4]
+    assert all("advantages" in v for v in dash.snapshots.values())
+    with pytest.raises(KeyError, match="steps with rollouts: \\[3, 4\\]"):
+        dash.rollout_table(1)
+    with pytest.raises(ValueError, match="only='wrong'"):
+        dash.rollout_table(4, only="wrong")
+
+
+def test_rollout_html_escapes_model_output():
+    tr = _trainer()
+    dash = TrainingDashboard(live=False).attach(tr)
+    tr.train(until_step=1)
+    dash.snapshots[1]["rollouts"][0]["completion"] = "<script>alert(1)</script>"
+    dash.snapshots[1]["rollouts"][0]["hint"] = "<img src=x onerror=alert(2)>"
+    out = dash.rollout_html(1)
+    assert "<script>" not in out and "&lt;script&gt;" in out and "<img" not in out
+
+
+def test_attach_after_resume_takes_over_the_history(tmp_path):
+    tr = _trainer(tmp_path, save_every=1)
+    tr.train(until_step=3)
+    again = _trainer(tmp_path, save_every=1)
+    again.load_checkpoint(complete_checkpoints(tmp_path)[-2])  # step 2 (keep_checkpoints=2)
+    dash = TrainingDashboard(live=False).attach(again)
+    assert dash.steps == [1, 2] and dash.live_steps == []
+    again.train(until_step=4)
+    assert dash.steps == [1, 2, 3, 4] and dash.live_steps == [3, 4]
+    x, y = dash.series("reward_mean")
+    assert x == [1, 2, 3, 4] and y[:3] == pytest.approx(tr.metrics["reward_mean"].tolist())
+
+
+def test_browser_widget_renders_the_chosen_step():
+    tr = _trainer()
+    dash = TrainingDashboard(live=False).attach(tr)
+    tr.train(until_step=2)
+    box = dash.browser()
+    controls, html_out = box.children
+    step, only, _ = controls.children
+    assert step.value == 2 and "<table" in html_out.value
+    step.value = 1
+    assert html_out.value == dash.rollout_html(1, only="all", max_rows=32)
+    assert TrainingDashboard().browser().children[0].value.startswith("<p><i>no rollouts")
+
+
+def test_dashboard_shows_and_updates_inside_a_kernel(monkeypatch):
+    """With a kernel, show() makes three display handles and each step updates all three."""
+    import nudgelib.dashboard as d
+
+    calls = []
+
+    class Handle:
+        def __init__(self, obj):
+            calls.append(("display", type(obj).__name__))
+
+        def update(self, obj):
+            calls.append(("update", type(obj).__name__))
+
+    monkeypatch.setattr(d, "_in_notebook", lambda: True)
+    monkeypatch.setattr("IPython.display.display", lambda obj, display_id=None: Handle(obj))
+    tr = _trainer()
+    dash = TrainingDashboard().attach(tr)
+    tr.train(until_step=2)
+    assert [c for c in calls if c[0] == "display"] == [("display", "HTML"), ("display", "Figure"),
+                                                       ("display", "HTML")]
+    assert len([c for c in calls if c[0] == "update"]) == 6 and dash.updates == 3
+    assert torch.is_tensor(tr.last_batch.advantages)
