@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import html
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -73,7 +72,6 @@ class TrainingDashboard:
         self.snapshots: dict[int, dict] = {}  # step -> per-group / per-row data of that step
         self.updates = 0                  # how many times the panels were redrawn
         self._handles: dict | None = None
-        self._t_last = None
 
     # ------------------------------------------------------------------ recording
     def __call__(self, trainer, row: dict, batch) -> None:
@@ -250,14 +248,10 @@ class TrainingDashboard:
         steps = [s for s in sorted(self.snapshots) if self.snapshots[s].get("pass_rates")]
         if steps:
             g = max(self.snapshots[s]["group_size"] for s in steps) or 1
-            edges = np.linspace(0, 1, g + 1)
             z = []
-            for s in steps:
+            for s in steps:  # share of prompts per pass-rate bin k/G (nearest bin)
                 rates = np.asarray(self.snapshots[s]["pass_rates"])
-                counts = np.array([np.sum(np.isclose(rates * g, k)) for k in range(g + 1)]) \
-                    if np.allclose(rates * g, np.round(rates * g)) else \
-                    np.histogram(rates, bins=np.append(edges, 1 + 1e-9))[0][:g + 1]
-                z.append(counts / max(1, len(rates)))
+                z.append(np.bincount(np.rint(rates * g).astype(int), minlength=g + 1) / len(rates))
             fig.add_trace(go.Heatmap(x=steps, y=[f"{k}/{g}" for k in range(g + 1)],
                                      z=np.asarray(z).T, colorscale="Blues", showscale=False,
                                      name="share of prompts"), row=2, col=1)
@@ -312,7 +306,6 @@ class TrainingDashboard:
         self._handles["figure"].update(self.figure())
         self._handles["table"].update(HTML(self.rollout_html()))
         self.updates += 1
-        self._t_last = time.time()
 
     def browser(self, steps: Sequence[int] | None = None):
         """An ipywidgets browser over the recorded rollouts: step slider, row filter.

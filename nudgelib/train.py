@@ -70,6 +70,14 @@ class ConfigError(ValueError):
     """A training configuration value is invalid; the message names the field."""
 
 
+def reject_unknown_fields(cls, d: dict, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming every key of ``d`` that is not a field of dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise error(f"unknown {cls.__name__} field(s) {unknown}; fields are {sorted(known)}")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on. Validated on creation; errors name the field."""
@@ -237,11 +245,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; fields are "
-                              f"{sorted(known)}")
+        reject_unknown_fields(cls, d, ConfigError)
         return cls(**d)
 
     def with_overrides(self, **changes) -> TrainConfig:
@@ -714,14 +718,10 @@ class Trainer:
         if cfg.stage1 == "steps":
             return self.step >= cfg.stage1_steps
         for name in self.plateau_metrics:
-            value = row.get(name)
-            if value is None:
-                if name == "val_pass_rate" or (name == "pass_rate" and "pass_rate" in row):
-                    continue  # not measured this step
+            if name not in row and name != "val_pass_rate":  # validation: only some steps
                 raise ConfigError(f"TrainConfig.plateau_metric={name!r} is not a metric of "
                                   f"this run; metrics are {sorted(row)}")
-            self.detectors[name].update(value)
-        fired = all(d.since_best >= d.patience and d.values for d in self.detectors.values())
+        fired = _feed_detectors(self.detectors, row)
         return fired or bool(cfg.stage1_steps and self.step >= cfg.stage1_steps)
 
     def enter_stage_two(self) -> dict:
@@ -752,7 +752,7 @@ class Trainer:
             raise ConfigError(f"until_step must be an integer >= 0, got {until_step!r}")
         bar = tqdm(total=until_step, initial=self.step, desc=f"train {self.cfg.name}",
                    disable=not self.progress)
-        start = self.step
+        start, saved = self.step, None
         while self.step < until_step:
             row = self.train_step()
             self.rows.append(row)
@@ -764,10 +764,9 @@ class Trainer:
             if self.out is not None and (row.get("stage_switch") or (
                     self.cfg.save_every and self.step % self.cfg.save_every == 0)):
                 self.save_checkpoint()  # and always at a stage switch: fork or resume from it
+                saved = self.step
         bar.close()
-        if self.out is not None and self.step > start and not (
-                complete_checkpoints(self.out) and complete_checkpoints(self.out)[-1].name
-                == self.checkpoint_dir(self.step).name):
+        if self.out is not None and self.step > start and saved != self.step:
             self.save_checkpoint()
         return self.metrics
 
@@ -946,6 +945,15 @@ def default_run_root() -> Path:
     return cache_dir() / "runs"
 
 
+def _feed_detectors(detectors: dict[str, PlateauDetector], row: dict) -> bool:
+    """Update each metric's detector with the row's value (a metric the step did not measure,
+    None or absent, is skipped); True when every metric has plateaued."""
+    for name, det in detectors.items():
+        if row.get(name) is not None:
+            det.update(row[name])
+    return all(d.values and d.since_best >= d.patience for d in detectors.values())
+
+
 def resume_or_start(cfg: TrainConfig, out_dir: str | os.PathLike, **kwargs) -> Trainer:
     """A Trainer for ``out_dir`` that continues from its last complete checkpoint if it has
     one (after a crash or a Colab disconnect: re-run the same cell), else a fresh one.
@@ -969,15 +977,33 @@ def find_plateau(rows: Sequence[dict], metrics: str | Sequence[str] = "reward_me
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     dets = {m: PlateauDetector(patience, window=window, min_delta=min_delta) for m in names}
     for r in sorted(rows, key=lambda r: r["step"]):
-        for m, d in dets.items():
-            v = r.get(m)
-            if v is not None:
-                d.update(v)
-        if all(d.values and d.since_best >= d.patience for d in dets.values()):
+        if _feed_detectors(dets, r):
             return r["step"]
         if max_step and r["step"] >= max_step:
             return r["step"]
     return None
+
+
+def stage_configs(cfg: TrainConfig, nudging: str = "nurl",
+                  **nurl_overrides) -> tuple[TrainConfig, TrainConfig]:
+    """The two runs of the pipeline from one config: plain GRPO with a checkpoint at every step
+    (any of them may become the fork point), and the nudged run forked from it (one stage:
+    nudging from the fork on; checkpoints every step so a disconnect loses at most one)."""
+    grpo = cfg.with_overrides(nudging="none", stage1="none", save_every=1, keep_checkpoints=0)
+    nurl = cfg.with_overrides(nudging=nudging, stage1="none", save_every=1, **nurl_overrides)
+    return grpo, nurl
+
+
+def resume_or_fork(cfg: TrainConfig, out_dir: str | os.PathLike,
+                   checkpoint: str | os.PathLike, **kwargs) -> Trainer:
+    """A Trainer for ``out_dir`` that continues its own last checkpoint if it has one, else
+    starts by forking from ``checkpoint`` (:meth:`Trainer.fork_from`; ``trainer.fork_info``
+    says what the fork did). ``kwargs`` go to :class:`Trainer`."""
+    if complete_checkpoints(out_dir):
+        return resume_or_start(cfg, out_dir, **kwargs)
+    trainer = Trainer(cfg, out_dir, warm=False, **kwargs)
+    trainer.fork_from(checkpoint)
+    return trainer
 
 
 def grpo_then_nurl(cfg: TrainConfig, root: str | os.PathLike, *, steps: int,
@@ -992,21 +1018,15 @@ def grpo_then_nurl(cfg: TrainConfig, root: str | os.PathLike, *, steps: int,
     is already there resumes. Returns ``{"grpo": trainer, "nurl": trainer, "switch_step": s}``.
     """
     root = Path(root)
-    base = cfg.with_overrides(nudging="none", stage1="none", save_every=1, keep_checkpoints=0)
-    grpo = resume_or_start(base, root / "grpo", callbacks=callbacks, progress=progress)
+    grpo_cfg, nurl_cfg = stage_configs(cfg, nudging, **(nurl_overrides or {}))
+    grpo = resume_or_start(grpo_cfg, root / "grpo", callbacks=callbacks, progress=progress)
     grpo.train(until_step=steps)
     grpo.export_adapter()
     s = find_plateau(grpo.rows, switch_metrics, patience=cfg.plateau_patience,
                      window=cfg.plateau_window, min_delta=cfg.plateau_min_delta,
                      max_step=max_switch_step or steps)
-    ncfg = cfg.with_overrides(nudging=nudging, stage1="none", save_every=cfg.save_every,
-                              **(nurl_overrides or {}))
-    out = root / "nurl"
-    if complete_checkpoints(out):
-        nurl = resume_or_start(ncfg, out, callbacks=callbacks, progress=progress)
-    else:
-        nurl = Trainer(ncfg, out, callbacks=callbacks, progress=progress, warm=False)
-        nurl.fork_from(grpo.checkpoint_dir(s))
+    nurl = resume_or_fork(nurl_cfg, root / "nurl", grpo.checkpoint_dir(s), callbacks=callbacks,
+                          progress=progress)
     nurl.train(until_step=steps)
     nurl.export_adapter()
     return {"grpo": grpo, "nurl": nurl, "switch_step": s}

@@ -36,7 +36,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -139,11 +139,9 @@ class ToyNuRLConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ToyNuRLConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ToyNuRLConfig field(s) {unknown}; fields are "
-                             f"{sorted(known)}")
+        from nudgelib.train import reject_unknown_fields
+
+        reject_unknown_fields(cls, d)
         return cls(**{k: tuple(v) if k == "arms" else v for k, v in d.items()})
 
 
