@@ -1,0 +1,227 @@
+"""Train with TRL's GRPOTrainer + nudgelib's nudging, from nudgelib's presets, on 1..N devices.
+
+    # one process (CPU or one GPU)
+    python -m nudgelib.integrations.trl_train --config colab-t4 --steps 200 --out runs/trl-t4
+    # several GPUs: DDP, or DeepSpeed ZeRO-2 (configs ship in nudgelib/integrations/accelerate/)
+    accelerate launch --config_file ddp.yaml   -m nudgelib.integrations.trl_train --config large-gpu ...
+    accelerate launch --config_file zero2.yaml -m nudgelib.integrations.trl_train --config large-gpu ...
+
+The run folder gets ``run.json`` (config, TRL version, process count, backend), ``metrics.jsonl``
+(one line per logged step, written by the main process only), TRL checkpoints
+(``checkpoint-N``; ``--resume`` continues from the last) and ``adapter/`` (a PEFT adapter with
+``nudgelib_config.json``, loadable by :class:`nudgelib.evaluate.ModelSuite`).
+
+Hints: ``--hint-bank`` (a saved :class:`~nudgelib.hints.HintBank`, e.g. self-hints written by
+``python -m nudgelib.hints``) or, by default, reference hints (the first half of each GSM8K
+solution; no model call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nudgelib.integrations.trl import TRL_TESTED  # noqa: F401  (fails early, clearly, without TRL)
+
+METRICS = "metrics.jsonl"
+RUN_FILE = "run.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nudgelib.train import TRAIN_PRESETS
+
+    ap = argparse.ArgumentParser(prog="python -m nudgelib.integrations.trl_train",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True,
+                    help=f"a preset ({', '.join(TRAIN_PRESETS[2:])}) or a JSON file of "
+                         f"TrainConfig fields")
+    ap.add_argument("--steps", type=int, required=True, help="optimizer steps in all")
+    ap.add_argument("--out", required=True, help="run folder")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--save-every", type=int, help="checkpoint every K steps (default: the end)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a TrainConfig field (value parsed as JSON when it can be)")
+    ap.add_argument("--nudging", choices=("none", "nurl", "always"),
+                    help="default: the config's (none for the presets)")
+    ap.add_argument("--hint-bank", help="a saved HintBank folder (default: reference hints)")
+    ap.add_argument("--hint-type", help="which hints of the bank (default: the config's "
+                                        "hint_type; partial_steps for reference hints)")
+    ap.add_argument("--init-adapter", help="start from this PEFT adapter (e.g. a GRPO run's "
+                                           "adapter/ for the NuRL stage)")
+    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    ap.add_argument("--report-to", default="none", help="TRL/transformers report_to "
+                                                         "(none, tensorboard, wandb...)")
+    ap.add_argument("--nudge-log", action="store_true",
+                    help="every process writes what nudging did to its rows "
+                         "(nudge-rank<R>.jsonl), for inspection and tests")
+    return ap
+
+
+def _hints(cfg, args, problems, state):
+    """(bank, hint_type) for the run; None when nudging is off."""
+    from nudgelib.hints import HintBank, reference_hints
+    from nudgelib.train import ConfigError
+
+    if cfg.nudging == "none":
+        return None, cfg.hint_type
+    if args.hint_bank or cfg.hint_bank:
+        return HintBank.load(args.hint_bank or cfg.hint_bank), args.hint_type or cfg.hint_type
+    kind = args.hint_type or "partial_steps"
+    if cfg.task not in ("gsm8k", "math500"):
+        raise ConfigError(f"reference hints need worked solutions (gsm8k, math500), not task "
+                         f"{cfg.task!r}; pass --hint-bank")
+    with state.main_process_first():
+        bank = reference_hints(problems, kind)
+    return bank, kind
+
+
+def _load_model(cfg, args, state):
+    import torch
+
+    from nudgelib.models import load_model_and_tokenizer
+
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    device = f"cuda:{state.local_process_index}" if cuda else "cpu"
+    dtype = cfg.dtype or ("bfloat16" if cuda and torch.cuda.is_bf16_supported() else
+                          "float16" if cuda else "float32")
+    extra = {}
+    if cfg.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=getattr(torch, dtype))
+    with state.main_process_first():  # the offline checkpoint is converted once, on rank 0
+        model, tok = load_model_and_tokenizer(cfg.model_id, dtype=dtype, device=device, **extra)
+    peft_config = None
+    if args.init_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
+    elif cfg.lora_rank > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+                                 lora_dropout=cfg.lora_dropout, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+    return model, tok, peft_config
+
+
+def _callbacks(out: Path):
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        """One JSON line per log call, from the main process only."""
+
+        def on_log(self, targs, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                with open(out / METRICS, "a") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return [MetricsFile()]
+
+
+def _write_nudge_log(trainer, out: Path):
+    """Wrap the trainer so each process appends its nudging records to nudge-rank<R>.jsonl."""
+    rank = trainer.accelerator.process_index
+    inner = trainer._generate_and_score_completions
+
+    def logged(inputs):
+        result = inner(inputs)
+        rec = trainer.last_nudge
+        if rec is not None:
+            row = {k: v for k, v in vars(rec).items()}
+            row["rank"] = rank
+            with open(out / f"nudge-rank{rank}.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        return result
+
+    trainer._generate_and_score_completions = logged
+
+
+def run(args) -> dict:
+    import trl
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    from nudgelib.integrations.trl import (
+        NudgedGRPOTrainer,
+        grpo_config,
+        reward_functions,
+        trl_dataset,
+    )
+    from nudgelib.train import ConfigError, build_problems, config_from_args
+
+    cfg = config_from_args(args)
+    if cfg.nudging not in ("none", "nurl", "always"):
+        raise ConfigError(f"TrainConfig.nudging={cfg.nudging!r} is not available on TRL; "
+                          f"expected none, nurl or always (the others run in nudgelib.train)")
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    import torch
+
+    # cpu=True is what makes accelerate pick MULTI_CPU (gloo) for several CPU processes
+    state = PartialState(cpu=not (torch.cuda.is_available() and cfg.device != "cpu"))
+    if cfg.load_in_4bit and state.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("TrainConfig.load_in_4bit=True does not combine with DeepSpeed; "
+                          "use the DDP config (ddp.yaml) or --set load_in_4bit=false")
+    out = Path(args.out)
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
+        if out.is_dir() else []
+    if not args.resume and ((out / METRICS).exists() or checkpoints):
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose "
+                          f"another --out")
+    problems = build_problems(cfg)
+    bank, hint_type = _hints(cfg, args, problems, state)
+    model, tok, peft_config = _load_model(cfg, args, state)
+    funcs, weights = reward_functions(cfg, tok)
+    targs = grpo_config(cfg, out, max_steps=args.steps, num_processes=state.num_processes,
+                        reward_weights=weights, report_to=args.report_to)
+    dataset = trl_dataset(problems, instruction=cfg.instruction, hints=bank, hint_type=hint_type)
+    trainer = NudgedGRPOTrainer(model=model, processing_class=tok, reward_funcs=funcs,
+                                args=targs, train_dataset=dataset, peft_config=peft_config,
+                                nudging=cfg.nudging, hint_type=hint_type,
+                                callbacks=_callbacks(out))
+    if args.nudge_log:
+        _write_nudge_log(trainer, out)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps({
+            "config": cfg.to_dict(), "trl_version": trl.__version__,
+            "num_processes": state.num_processes, "distributed_type": str(state.distributed_type),
+            "backend": state.backend, "hint_type": hint_type, "hints": len(bank) if bank else 0,
+            "grpo": {k: getattr(targs, k) for k in (
+                "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
+                "max_completion_length", "loss_type", "scale_rewards", "learning_rate")},
+        }, indent=1))
+    state.wait_for_everyone()
+    trainer.train(resume_from_checkpoint=bool(args.resume and checkpoints) or None)
+    adapter = out / "adapter"
+    trainer.save_model(str(adapter))  # every process calls it (collective under DeepSpeed)
+    if state.is_main_process:
+        (adapter / "nudgelib_config.json").write_text(json.dumps(
+            {**cfg.to_dict(), "step": trainer.state.global_step, "engine": "trl"}, indent=1))
+    return {"step": trainer.state.global_step, "out": str(out), "adapter": str(adapter),
+            **trainer.nudge_totals}
+
+
+def main(argv=None) -> int:
+    from nudgelib.train import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
