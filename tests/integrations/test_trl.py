@@ -149,6 +149,19 @@ def _trainer(tmp_path, offline_model_dir, problems, hints, nudging, steps):
     return tr, tok
 
 
+HINTS = {"a": "First find how many were sold in May.", "b": "Any number will do.",
+         "c": "Work in minutes."}
+
+
+def _train(tmp_path, offline_model_dir, real_data, nudging, steps, hinted):
+    """Train on problems a (GSM8K), b (counted as solved), c (GSM8K); hints for ``hinted``."""
+    named = dict(zip("abc", _problems(real_data)))
+    hints = {named[k].id: HINTS[k] for k in hinted}
+    tr, tok = _trainer(tmp_path, offline_model_dir, list(named.values()), hints, nudging, steps)
+    tr.train()
+    return tr, tok, tuple(named.values()), hints
+
+
 def _unpadded(ids, mask):
     return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
 
@@ -161,10 +174,7 @@ def _hand_advantages(rewards):
 
 def test_nurl_regenerates_g_minus_1_hinted_completions_of_a_zero_pass_group_and_nothing_else(
         tmp_path, offline_model_dir, real_data):
-    a, b, c = _problems(real_data)
-    hints = {a.id: "First find how many were sold in May.", b.id: "Any number will do."}
-    tr, tok = _trainer(tmp_path, offline_model_dir, [a, b, c], hints, "nurl", steps=2)
-    tr.train()
+    tr, tok, (a, b, c), hints = _train(tmp_path, offline_model_dir, real_data, "nurl", 2, "ab")
     assert len(tr.seen) == 2  # one generation batch per step
     nudged_total = untouched_total = 0
     for step, seen in enumerate(tr.seen, 1):
@@ -227,10 +237,7 @@ def test_nurl_regenerates_g_minus_1_hinted_completions_of_a_zero_pass_group_and_
 
 
 def test_always_samples_every_hinted_prompt_with_its_hint(tmp_path, offline_model_dir, real_data):
-    a, b, c = _problems(real_data)
-    hints = {a.id: "First find how many were sold in May.", b.id: "Any number will do."}
-    tr, tok = _trainer(tmp_path, offline_model_dir, [a, b, c], hints, "always", steps=1)
-    tr.train()
+    tr, tok, _, hints = _train(tmp_path, offline_model_dir, real_data, "always", 1, "ab")
     (seen,) = tr.seen
     out, rec = seen["out"], seen["rec"]
     prompts = [tok.decode(p) for p in _unpadded(out["prompt_ids"], out["prompt_mask"])]
@@ -241,10 +248,7 @@ def test_always_samples_every_hinted_prompt_with_its_hint(tmp_path, offline_mode
 
 
 def test_none_is_plain_trl_grpo_with_the_pass_metrics(tmp_path, offline_model_dir, real_data):
-    a, b, c = _problems(real_data)
-    hints = {a.id: "First find how many were sold in May.", c.id: "Work in minutes."}
-    tr, tok = _trainer(tmp_path, offline_model_dir, [a, b, c], hints, "none", steps=1)
-    tr.train()
+    tr, tok, _, _ = _train(tmp_path, offline_model_dir, real_data, "none", 1, "ac")
     (seen,) = tr.seen
     rec = seen["rec"]
     assert rec.regenerated == [] and rec.nudged_groups == []
