@@ -17,6 +17,7 @@ and DAPO's soft overlong penalty) for real math.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -256,6 +257,38 @@ def trim_padding(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor
     width = max(1, int(completion_mask.sum(-1).max()))
     return (prompt_ids[:, keep:], prompt_mask[:, keep:], completion_ids[:, :width],
             completion_mask[:, :width])
+
+
+def length_buckets(lengths: Sequence[int], prompt_keys: Sequence, prompt_lengths: Sequence[int],
+                   max_rows: int, *, call_cost: int = 32) -> list[list[int]]:
+    """Split rows into micro-batches of at most ``max_rows`` that waste little padding.
+
+    A micro-batch's forward costs about ``rows x its longest completion`` (completions are
+    padded to it) + the tokens of its distinct prompts (each prompt runs once, see
+    :meth:`nudgelib.policies.HFPolicy.logprobs`) + ``call_cost``. Rows sorted by length are
+    cut where that total is smallest (dynamic programming, O(rows x max_rows)). Returns lists
+    of row positions; every row appears once.
+    """
+    n = len(lengths)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    order = sorted(range(n), key=lambda i: (-int(lengths[i]), i))
+    best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        seen, prompt_cost = set(), 0
+        for i in range(j - 1, max(-1, j - 1 - max_rows), -1):  # bucket = order[i:j]
+            r = order[i]
+            if prompt_keys[r] not in seen:
+                seen.add(prompt_keys[r])
+                prompt_cost += int(prompt_lengths[r])
+            cost = best[i] + (j - i) * int(lengths[order[i]]) + prompt_cost + call_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    buckets, j = [], n
+    while j > 0:
+        buckets.append(order[cut[j]:j])
+        j = cut[j]
+    return buckets[::-1]
 
 
 def _from_samples(problems: list[Problem], group: Tensor, hints: list[str | None],

@@ -45,8 +45,15 @@ from nudgelib.advantages import ESTIMATORS, compute_advantages
 from nudgelib.hints import HINT_TYPES
 from nudgelib.losses import AGGREGATIONS, KL_ESTIMATORS, SURROGATES, microbatch_scale, policy_loss
 from nudgelib.nudging import CONDITION_ON, STRATEGIES, PlateauDetector, SamplingContext
+from nudgelib.policies import shared_rows
 from nudgelib.problems import Problem
-from nudgelib.rollouts import ExactMatchScorer, MathScorer, RolloutBatch, trim_padding
+from nudgelib.rollouts import (
+    ExactMatchScorer,
+    MathScorer,
+    RolloutBatch,
+    length_buckets,
+    trim_padding,
+)
 
 POLICIES = ("char-transformer", "toy-table", "hf")
 TASKS = ("addition", "toy-table", "gsm8k", "math500")
@@ -563,6 +570,17 @@ class Trainer:
     def sample_batch(self, problems: Sequence[Problem]) -> RolloutBatch:
         return SamplingContext.from_trainer(self).collect(problems, progress=self.progress)
 
+    def _micro_batches(self, batch: RolloutBatch, rows: torch.Tensor) -> list[torch.Tensor]:
+        """``rows`` in micro-batches of at most ``micro_batch_size``, grouped by completion length
+        (:func:`nudgelib.rollouts.length_buckets`); the loss is the same, see microbatch_scale."""
+        if len(rows) == 0:
+            return []
+        _, prompt_key = shared_rows(batch.prompt_ids[rows], batch.prompt_mask[rows])
+        buckets = length_buckets(batch.completion_mask[rows].sum(-1).tolist(),
+                                 prompt_key.tolist(), batch.prompt_mask[rows].sum(-1).tolist(),
+                                 self.cfg.micro_batch_size)
+        return [rows[torch.tensor(b, dtype=torch.long)] for b in buckets]
+
     def _loss_and_backward(self, batch: RolloutBatch, nudging: bool = False) -> dict:
         cfg = self.cfg
         adv = batch.advantages
@@ -576,8 +594,7 @@ class Trainer:
         dev = self.policy.device
         for _ in range(cfg.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=False)
-            for i in range(0, len(rows), cfg.micro_batch_size):
-                idx = rows[i:i + cfg.micro_batch_size]
+            for idx in self._micro_batches(batch, rows):
                 cm = batch.completion_mask[idx]
                 args = [t.to(dev) for t in trim_padding(batch.prompt_ids[idx], batch.prompt_mask[idx],
                                                         batch.completion_ids[idx], cm)]

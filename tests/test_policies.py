@@ -43,14 +43,32 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert torch.equal(top_p_filter(probs, 1.0), probs)
 
 
+def test_sample_categorical_draws_each_index_with_its_probability():
+    from nudgelib.policies import sample_categorical
+
+    probs = torch.tensor([[0.0, 0.5, 0.2, 0.0, 0.3], [1.0, 0.0, 0.0, 0.0, 0.0]]) * 2  # unnormalised
+    gen = torch.Generator().manual_seed(0)
+    n = 40_000
+    draws = torch.stack([sample_categorical(probs, gen) for _ in range(n)])
+    freq = torch.stack([torch.bincount(draws[:, r], minlength=5) for r in range(2)]).float() / n
+    expected = probs / probs.sum(-1, keepdim=True)
+    # 4 binomial standard errors at most; zero-probability entries never drawn
+    assert ((freq - expected).abs() <= 4 * (expected * (1 - expected) / n).sqrt() + 1e-9).all()
+    assert freq[0, 0] == 0 and freq[0, 3] == 0 and freq[1, 0] == 1
+    again = torch.stack([sample_categorical(probs, torch.Generator().manual_seed(0))
+                         for _ in range(3)])
+    assert torch.equal(again[0], again[1])  # the generator alone decides
+
+
 def test_left_pad():
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
+@pytest.mark.parametrize("checkpoint", [True, False, None])
 @pytest.mark.parametrize("chunk", [1, 5, 7, 64])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_chunked_logprobs_equal_naive_values_and_gradients(chunk, temperature):
+def test_chunked_logprobs_equal_naive_values_and_gradients(chunk, temperature, checkpoint):
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)
     hidden = torch.randn(3, 7, 8, requires_grad=True)
@@ -59,7 +77,7 @@ def test_chunked_logprobs_equal_naive_values_and_gradients(chunk, temperature):
         -1, targets[..., None]).squeeze(-1)
     g_naive = torch.autograd.grad(naive.sum(), [hidden, head.weight])
     chunked = chunked_token_logprobs(hidden, targets, head, temperature=temperature,
-                                     chunk_tokens=chunk)
+                                     chunk_tokens=chunk, checkpoint=checkpoint)
     g_chunk = torch.autograd.grad(chunked.sum(), [hidden, head.weight])
     assert chunked.dtype == torch.float32
     assert torch.allclose(chunked, naive, atol=1e-5)
@@ -184,6 +202,85 @@ def test_hf_policy_chunking_does_not_change_logprobs(lm_policy):
     finally:
         lm_policy.logprob_chunk_tokens = None
     assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_shared_rows_numbers_distinct_prompt_rows_by_first_appearance():
+    from nudgelib.policies import shared_rows
+
+    ids = torch.tensor([[9, 1, 2], [0, 1, 2], [0, 1, 2], [5, 6, 7], [0, 1, 2]])
+    mask = torch.tensor([[0, 1, 1], [0, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1]])
+    first, inverse = shared_rows(ids, mask)
+    # rows 0-2 are the same prompt (the padded position does not count); row 4 differs from
+    # them by its mask
+    assert first.tolist() == [0, 3, 4] and inverse.tolist() == [0, 0, 0, 1, 2]
+
+
+def test_shared_prompt_forward_equals_the_full_forward_in_values_and_gradients(lm_policy):
+    pol = lm_policy
+    lora_b = [p for n, p in pol.model.named_parameters() if "lora_B" in n]
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # make the adapter act, on prompt tokens too (B starts at zero)
+        for p in lora_b:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    try:
+        # prompts of different lengths (left padding), completions of different lengths
+        s = pol.sample(["What is 2+3?", "Name a colour, then say why you like it."], 3,
+                       max_new_tokens=10, generator=torch.Generator().manual_seed(0))
+        args = (s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+        weights = torch.randn(s.completion_ids.shape, generator=gen)
+        params = dict((n, p) for n, p in pol.model.named_parameters() if p.requires_grad)
+
+        def run(share):
+            pol.share_prompts = share
+            for p in params.values():
+                p.grad = None
+            lp = pol.logprobs(*args)
+            (lp * weights).sum().backward()
+            return lp.detach(), {n: p.grad.clone() for n, p in params.items()}
+
+        shared, g_shared = run(True)
+        full, g_full = run(False)
+        torch.testing.assert_close(shared, full, atol=2e-5, rtol=1e-4)
+        for n in params:  # the same gradient up to float32 summation order
+            err = (g_shared[n] - g_full[n]).norm() / g_full[n].norm().clamp(min=1e-12)
+            assert err < 1e-4, (n, float(err))
+        assert any(g.abs().sum() > 0 for g in g_full.values())
+        # the shared-prefill sampler's log-probs are those of the scoring pass
+        assert ((full - s.logp).abs() * s.completion_mask).max() < 1e-3
+    finally:
+        pol.share_prompts = True
+        with torch.no_grad():
+            for p in lora_b:
+                p.zero_()
+
+
+def test_sampling_with_lora_folded_in_matches_the_adapter_and_restores_the_weights(lm_policy):
+    pol = lm_policy
+    lora_b = [p for n, p in pol.model.named_parameters() if "lora_B" in n]
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in lora_b:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    before = {n: p.detach().clone() for n, p in pol.model.named_parameters()}
+    try:
+        runs = {}
+        for merge in (True, False):
+            pol.merge_for_sampling = merge
+            runs[merge] = pol.sample(["What is 2+3?"], 4, max_new_tokens=12,
+                                     generator=torch.Generator().manual_seed(7))
+        pol.merge_for_sampling = True
+        with pol._sampling_weights():  # the deltas really are folded in while sampling
+            assert any(not torch.equal(p, before[n]) for n, p in pol.model.named_parameters()
+                       if "base_layer" in n)
+        assert torch.equal(runs[True].completion_ids, runs[False].completion_ids)
+        assert (runs[True].logp - runs[False].logp).abs().max() < 1e-4
+        for n, p in pol.model.named_parameters():  # bit-identical afterwards
+            assert torch.equal(p, before[n]), n
+    finally:
+        pol.merge_for_sampling = True
+        with torch.no_grad():
+            for p in lora_b:
+                p.zero_()
 
 
 def test_hf_policy_adapter_save_load_roundtrip(lm_policy, tmp_path):

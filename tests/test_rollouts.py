@@ -87,3 +87,28 @@ def test_math_scorer_components():
     r, c = shaped(probs, comps, lengths, truncated)
     # lengths <= 20 no penalty; 30 -> (40-20-30)/20 = -0.5; truncated -> -1
     assert r == pytest.approx([1.1, 1.0 - 0.5, 0.1, 1.1 - 1.0])
+
+
+def test_length_buckets_cover_every_row_once_and_minimise_padded_work():
+    import itertools
+
+    from nudgelib.rollouts import length_buckets
+
+    lengths = [64] * 12 + [50, 40, 30, 20, 10, 8, 6, 5] + [64] * 12
+    keys = [i // 8 for i in range(32)]  # 4 prompts x 8 rows
+    buckets = length_buckets(lengths, keys, [65] * 32, max_rows=32)
+    assert sorted(i for b in buckets for i in b) == list(range(32))
+    assert [(len(b), max(lengths[i] for i in b)) for b in buckets] == [(28, 64), (4, 10)]
+    assert all(len(b) <= 3 for b in length_buckets(lengths, keys, [65] * 32, max_rows=3))
+
+    def cost(bucket, call=32):  # the documented cost model
+        prompts = {keys[i] for i in bucket}
+        return len(bucket) * max(lengths[i] for i in bucket) + 65 * len(prompts) + call
+
+    # brute force over every cut of the length-sorted rows (12 rows: 2^11 ways)
+    sub = [0, 3, 9, 12, 13, 14, 15, 16, 17, 18, 19, 25]
+    order = sorted(sub, key=lambda i: (-lengths[i], i))
+    best = min(sum(cost(order[a:b]) for a, b in zip((0, *cuts), (*cuts, len(order))))
+               for k in range(len(order)) for cuts in itertools.combinations(range(1, 12), k))
+    got = length_buckets([lengths[i] for i in sub], [keys[i] for i in sub], [65] * 12, 12)
+    assert sum(cost([sub[i] for i in b]) for b in got) == best
