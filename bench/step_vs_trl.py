@@ -83,7 +83,7 @@ def _nudgelib_worker(args, cfg, send, recv):
         "clip": [cfg.eps_low, cfg.eps_high], "kl_beta": cfg.kl_beta,
         "rows_per_micro_batch": cfg.micro_batch_size,
         "rewards": ["correctness_reward", "format_reward", "overlong_penalty"],
-        "reward_weights": [1.0, cfg.format_weight, cfg.overlong_weight],
+        "reward_weights": [1.0, trainer.scorer.format_weight, trainer.scorer.overlong_weight],
         "dtype": str(policy.model.dtype), **_lora_summary(policy.model)}})
     while recv() == "go":
         _reset_peak()
@@ -99,7 +99,13 @@ def _trl_worker(args, cfg, send, recv):
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from nudgelib.integrations.trl import grpo_config, reward_functions, trl_dataset
+    from nudgelib.integrations.trl import (
+        LOSS_TYPES,
+        grpo_config,
+        lora_config,
+        reward_functions,
+        trl_dataset,
+    )
     from nudgelib.models import load_model_and_tokenizer
     from nudgelib.train import build_problems
 
@@ -109,10 +115,6 @@ def _trl_worker(args, cfg, send, recv):
     targs = grpo_config(cfg, "/tmp/nudgelib-bench-trl", max_steps=1 + args.pairs,
                         reward_weights=weights, adam_beta2=0.99, save_strategy="no",
                         logging_steps=1, disable_tqdm=True, seed=cfg.seed)
-    from peft import LoraConfig
-
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
     ds = trl_dataset(problems, instruction=cfg.instruction)
 
     class Gate(TrainerCallback):
@@ -134,19 +136,18 @@ def _trl_worker(args, cfg, send, recv):
                       "mean_length": logs.get("completions/mean_length")})
 
     trainer = GRPOTrainer(model=model, processing_class=tok, reward_funcs=funcs, args=targs,
-                          train_dataset=ds, peft_config=lora, callbacks=[Gate()])
+                          train_dataset=ds, peft_config=lora_config(cfg), callbacks=[Gate()])
     prompts = [tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
                                        return_dict=False) for r in ds]
     prompts = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompts]
     gen = trainer.generation_config
-    agg = {v: k for k, v in {"token_mean": "dapo", "seq_mean_token_mean": "grpo",
-                             "seq_mean_token_sum_norm": "dr_grpo"}.items()}
+    agg = {v: k for k, v in LOSS_TYPES.items()}
     send({"settings": {
         "prompt_ids": sorted(prompts), "group_size": targs.num_generations,
         "max_new_tokens": targs.max_completion_length, "temperature": gen.temperature,
         "top_p": gen.top_p, "top_k": gen.top_k or 0, "loss_aggregation": agg[targs.loss_type],
         "clip": [targs.epsilon, targs.epsilon_high], "kl_beta": targs.beta,
-        "rows_per_micro_batch": targs.per_device_train_batch_size * 1,
+        "rows_per_micro_batch": targs.per_device_train_batch_size,
         "rewards": list(trainer.reward_func_names), "reward_weights": list(targs.reward_weights),
         "dtype": str(trainer.model.dtype), **_lora_summary(trainer.model)}})
     trainer.train()

@@ -94,6 +94,22 @@ def top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     return probs * keep
 
 
+def default_dtype(device: str) -> str:
+    """bfloat16 on a GPU that supports it, float16 on other GPUs, float32 on CPU."""
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def nf4_config(dtype: str):
+    """bitsandbytes NF4 (double-quantised) for a frozen base computing in ``dtype``."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, dtype))
+
+
 def _check_sampling(group_size: int, temperature: float, top_p: float, max_new_tokens: int):
     if not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
@@ -649,9 +665,7 @@ class HFPolicy(Policy):
         device = device or ("cuda" if cuda else "cpu")
         if device.startswith("cuda") and not cuda:
             raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
-        if dtype is None:
-            dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") \
-                if device.startswith("cuda") else "float32"
+        dtype = dtype or default_dtype(device)
         extra = {}
         if load_in_4bit:
             if not device.startswith("cuda"):
@@ -659,11 +673,7 @@ class HFPolicy(Policy):
                                  "load_in_4bit=False on CPU")
             if lora_rank <= 0:
                 raise ValueError("load_in_4bit=True trains through LoRA only; set lora_rank > 0")
-            from transformers import BitsAndBytesConfig
-
-            extra["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=getattr(torch, dtype))
+            extra["quantization_config"] = nf4_config(dtype)
         model, tok = load_model_and_tokenizer(model_id, dtype=dtype, device=device, **extra)
         model.config.use_cache = False  # training forward passes; sampling passes use_cache
         if lora_rank > 0:
@@ -792,9 +802,9 @@ class HFPolicy(Policy):
         mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], 1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         n_prompt = prompt_ids.shape[1]
-        first, inverse = shared_rows(prompt_ids, prompt_mask)
-        if self.share_prompts and len(first) < len(inverse) and \
-                not getattr(lm, "is_gradient_checkpointing", False):
+        share = self.share_prompts and not getattr(lm, "is_gradient_checkpointing", False)
+        first, inverse = shared_rows(prompt_ids, prompt_mask) if share else (None, None)
+        if share and len(first) < len(inverse):
             # each distinct prompt's forward once (with grad: LoRA acts on the prompt too); its
             # keys/values are indexed out to the rows and the completions attend to them
             out = body(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],

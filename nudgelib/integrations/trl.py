@@ -49,6 +49,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 
@@ -93,8 +94,8 @@ from accelerate.utils import gather  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from trl.data_utils import is_conversational  # noqa: E402
 
-from nudgelib.hints import HintBank  # noqa: E402
-from nudgelib.policies import DEFAULT_INSTRUCTION  # noqa: E402
+from nudgelib.hints import HintBank, as_hint_source  # noqa: E402
+from nudgelib.policies import DEFAULT_INSTRUCTION, default_dtype  # noqa: E402
 from nudgelib.rollouts import HINT_TEMPLATE, prompt_text  # noqa: E402
 
 STRATEGIES = ("none", "nurl", "always")
@@ -156,31 +157,41 @@ def trl_dataset(problems: Sequence, *, instruction: str = DEFAULT_INSTRUCTION, h
 
 
 def _hint_lookup(hints, hint_type: str, id_column: str) -> Callable[[Mapping], str | None]:
-    """A function row -> hint from a HintBank, a dict keyed by problem id, or a callable."""
-    def key(row):
+    """A function row -> hint: a function of (row, hint_type) as it is, a HintBank or a dict
+    keyed by problem id through :func:`nudgelib.hints.as_hint_source`."""
+    if callable(hints) and not isinstance(hints, (HintBank, Mapping)):
+        return lambda row: hints(row, hint_type)
+    source = as_hint_source(hints)
+
+    def lookup(row):
         if id_column not in row:
             raise KeyError(f"hints are looked up by the column {id_column!r}, which the dataset "
                            f"row does not have (columns: {sorted(row)}); set id_column=")
-        return str(row[id_column])
+        return source(SimpleNamespace(id=str(row[id_column])), hint_type)
 
-    if isinstance(hints, HintBank):
-        return lambda row: hints.lookup(key(row), hint_type)
-    if isinstance(hints, Mapping):
-        def from_dict(row):
-            v = hints.get(key(row))
-            return v.get(hint_type) if isinstance(v, Mapping) else v
-        return from_dict
-    if callable(hints):
-        return lambda row: hints(row, hint_type)
-    raise TypeError(f"hints must be a HintBank, a dict keyed by problem id or a function "
-                    f"(row, hint_type) -> str | None; got {type(hints).__name__}")
+    return lookup
 
 
 # ----------------------------------------------------------------------------- config
 
-_LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo",
+LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo",
                "seq_mean_token_sum_norm": "dr_grpo"}
 _SCALE = {"grpo": "group", "dr_grpo": "none"}
+
+
+def device_and_dtype(cfg) -> tuple[bool, str]:
+    """(train on CUDA?, dtype name) for a config: its dtype, else the policies' default."""
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    return cuda, cfg.dtype or default_dtype("cuda" if cuda else "cpu")
+
+
+def lora_config(cfg):
+    """The LoRA adapter of a config (all linear layers), as peft's ``LoraConfig``."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+                      lora_dropout=cfg.lora_dropout, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
 
 
 def reward_functions(cfg, tokenizer=None) -> tuple[list, list[float]]:
@@ -218,8 +229,8 @@ def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
 
     if cfg.policy != "hf":
         bad("policy", "is not a transformers model; the TRL path trains policy='hf' only")
-    if cfg.aggregation not in _LOSS_TYPES:
-        bad("aggregation", f"has no TRL loss_type; expected one of {sorted(_LOSS_TYPES)}")
+    if cfg.aggregation not in LOSS_TYPES:
+        bad("aggregation", f"has no TRL loss_type; expected one of {sorted(LOSS_TYPES)}")
     if cfg.estimator not in _SCALE:
         bad("estimator", f"has no TRL equivalent; expected one of {sorted(_SCALE)}")
     if cfg.surrogate != "ppo_clip":
@@ -237,9 +248,7 @@ def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
     accumulation = 1
     while per_process // accumulation > cfg.micro_batch_size or per_process % accumulation:
         accumulation += 1
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    dtype = cfg.dtype or ("bfloat16" if cuda and torch.cuda.is_bf16_supported() else
-                          "float16" if cuda else "float32")
+    cuda, dtype = device_and_dtype(cfg)
     kw = dict(
         output_dir=str(output_dir), max_steps=max_steps, seed=cfg.seed,
         num_generations=cfg.group_size, max_completion_length=cfg.max_new_tokens,
@@ -249,7 +258,7 @@ def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
         learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, lr_scheduler_type="constant_with_warmup",
         beta=cfg.kl_beta, epsilon=cfg.eps_low, epsilon_high=cfg.eps_high,
-        loss_type=_LOSS_TYPES[cfg.aggregation], scale_rewards=_SCALE[cfg.estimator],
+        loss_type=LOSS_TYPES[cfg.aggregation], scale_rewards=_SCALE[cfg.estimator],
         bf16=dtype == "bfloat16", fp16=dtype == "float16", use_cpu=not cuda,
         gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=1,
         save_steps=cfg.save_every or max_steps, save_total_limit=cfg.keep_checkpoints or None,

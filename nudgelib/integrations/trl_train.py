@@ -19,6 +19,7 @@ solution; no model call).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _hints(cfg, args, problems, state):
+def _hints(cfg, args, problems):
     """(bank, hint_type) for the run; None when nudging is off."""
     from nudgelib.hints import HintBank, reference_hints
     from nudgelib.train import ConfigError
@@ -72,27 +73,17 @@ def _hints(cfg, args, problems, state):
     if cfg.task not in ("gsm8k", "math500"):
         raise ConfigError(f"reference hints need worked solutions (gsm8k, math500), not task "
                          f"{cfg.task!r}; pass --hint-bank")
-    with state.main_process_first():
-        bank = reference_hints(problems, kind)
-    return bank, kind
+    return reference_hints(problems, kind), kind
 
 
 def _load_model(cfg, args, state):
-    import torch
-
+    from nudgelib.integrations.trl import device_and_dtype, lora_config
     from nudgelib.models import load_model_and_tokenizer
+    from nudgelib.policies import nf4_config
 
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    cuda, dtype = device_and_dtype(cfg)
     device = f"cuda:{state.local_process_index}" if cuda else "cpu"
-    dtype = cfg.dtype or ("bfloat16" if cuda and torch.cuda.is_bf16_supported() else
-                          "float16" if cuda else "float32")
-    extra = {}
-    if cfg.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        extra["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=getattr(torch, dtype))
+    extra = {"quantization_config": nf4_config(dtype)} if cfg.load_in_4bit else {}
     with state.main_process_first():  # the offline checkpoint is converted once, on rank 0
         model, tok = load_model_and_tokenizer(cfg.model_id, dtype=dtype, device=device, **extra)
     peft_config = None
@@ -101,11 +92,7 @@ def _load_model(cfg, args, state):
 
         model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
     elif cfg.lora_rank > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
-                                 lora_dropout=cfg.lora_dropout, target_modules="all-linear",
-                                 task_type="CAUSAL_LM")
+        peft_config = lora_config(cfg)
     return model, tok, peft_config
 
 
@@ -132,8 +119,7 @@ def _write_nudge_log(trainer, out: Path):
         result = inner(inputs)
         rec = trainer.last_nudge
         if rec is not None:
-            row = {k: v for k, v in vars(rec).items()}
-            row["rank"] = rank
+            row = {**dataclasses.asdict(rec), "rank": rank}
             with open(out / f"nudge-rank{rank}.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
         return result
@@ -148,6 +134,7 @@ def run(args) -> dict:
 
     from nudgelib.integrations.trl import (
         NudgedGRPOTrainer,
+        device_and_dtype,
         grpo_config,
         reward_functions,
         trl_dataset,
@@ -160,21 +147,18 @@ def run(args) -> dict:
                           f"expected none, nurl or always (the others run in nudgelib.train)")
     if args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
-    import torch
-
     # cpu=True is what makes accelerate pick MULTI_CPU (gloo) for several CPU processes
-    state = PartialState(cpu=not (torch.cuda.is_available() and cfg.device != "cpu"))
+    state = PartialState(cpu=not device_and_dtype(cfg)[0])
     if cfg.load_in_4bit and state.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError("TrainConfig.load_in_4bit=True does not combine with DeepSpeed; "
                           "use the DDP config (ddp.yaml) or --set load_in_4bit=false")
     out = Path(args.out)
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
-        if out.is_dir() else []
-    if not args.resume and ((out / METRICS).exists() or checkpoints):
+    has_checkpoint = out.is_dir() and any(out.glob("checkpoint-*"))
+    if not args.resume and ((out / METRICS).exists() or has_checkpoint):
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose "
                           f"another --out")
     problems = build_problems(cfg)
-    bank, hint_type = _hints(cfg, args, problems, state)
+    bank, hint_type = _hints(cfg, args, problems)
     model, tok, peft_config = _load_model(cfg, args, state)
     funcs, weights = reward_functions(cfg, tok)
     targs = grpo_config(cfg, out, max_steps=args.steps, num_processes=state.num_processes,
@@ -197,7 +181,7 @@ def run(args) -> dict:
                 "max_completion_length", "loss_type", "scale_rewards", "learning_rate")},
         }, indent=1))
     state.wait_for_everyone()
-    trainer.train(resume_from_checkpoint=bool(args.resume and checkpoints) or None)
+    trainer.train(resume_from_checkpoint=bool(args.resume and has_checkpoint) or None)
     adapter = out / "adapter"
     trainer.save_model(str(adapter))  # every process calls it (collective under DeepSpeed)
     if state.is_main_process:
