@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from nudgelib.hints import generate_hints, hint_lift, reference_hints, zero_pass_problems
-from nudgelib.policies import HFPolicy
+from nudgelib.config import SHORT_ANSWER_INSTRUCTION
+from nudgelib.evaluate import hint_lift, zero_pass_problems
+from nudgelib.hints import generate_hints, reference_hints
+from nudgelib.lm_policy import HFPolicy
 from nudgelib.problems import load_problems
 from nudgelib.rollouts import MathScorer
-from nudgelib.train import SHORT_ANSWER_INSTRUCTION
 
 
 def markdown(frame) -> str:

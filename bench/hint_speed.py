@@ -13,7 +13,7 @@ import time
 import torch
 
 from nudgelib.hints import generate_hints
-from nudgelib.policies import HFPolicy
+from nudgelib.lm_policy import HFPolicy
 from nudgelib.problems import load_problems
 
 

@@ -46,9 +46,10 @@ def flops_per_token(model, context: int) -> float:
 
 
 def main(argv=None) -> int:
-    from nudgelib.policies import HFPolicy, completion_mask, left_pad
+    from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig, build_problems
+    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies import completion_mask, left_pad
     from nudgelib.presets import OFFLINE_SMOLLM2
-    from nudgelib.train import SHORT_ANSWER_INSTRUCTION, TrainConfig, build_problems
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)

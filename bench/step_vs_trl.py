@@ -47,8 +47,8 @@ def _rss_mb(field: str = "VmHWM") -> float:
 
 
 def _config(args):
+    from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig
     from nudgelib.presets import OFFLINE_SMOLLM2
-    from nudgelib.train import SHORT_ANSWER_INSTRUCTION, TrainConfig
 
     rows = args.prompts * args.group
     return TrainConfig(
@@ -99,6 +99,7 @@ def _trl_worker(args, cfg, send, recv):
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
+    from nudgelib.config import build_problems
     from nudgelib.integrations.trl import (
         LOSS_TYPES,
         grpo_config,
@@ -107,7 +108,6 @@ def _trl_worker(args, cfg, send, recv):
         trl_dataset,
     )
     from nudgelib.models import load_model_and_tokenizer
-    from nudgelib.train import build_problems
 
     problems = build_problems(cfg)
     model, tok = load_model_and_tokenizer(cfg.model_id, dtype="float32", device="cpu")

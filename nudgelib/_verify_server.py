@@ -41,9 +41,9 @@ def _child(gold: str, pred: str, seconds: int, wfd: int) -> None:  # pragma: no 
     except (ImportError, ValueError, OSError):
         pass
     try:
-        from nudgelib.verify import _math_verify_check
+        from nudgelib.verify import math_verify_check
 
-        out = _math_verify_check(gold, pred, seconds)
+        out = math_verify_check(gold, pred, seconds)
     except BaseException as err:  # math-verify's timeout exception derives from BaseException
         out = "timeout" if "timeout" in type(err).__name__.lower() else "error"
     try:
@@ -57,12 +57,12 @@ def serve(inp=None, out=None) -> None:
     out = out or sys.stdout.buffer
     import math_verify  # noqa: F401  (warm import, shared with every forked child)
 
-    from nudgelib.verify import _math_verify_check
+    from nudgelib.verify import math_verify_check
 
     # Warm the parser caches (ANTLR's DFA, sympy's) here, once: every forked child inherits
     # them. A cold child spends ~0.1 s rebuilding them on its first parse.
     for gold, pred in _WARMUP:
-        _math_verify_check(gold, pred, 5)
+        math_verify_check(gold, pred, 5)
 
     def reply(obj) -> None:
         out.write((json.dumps(obj) + "\n").encode())

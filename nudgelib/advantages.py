@@ -1,4 +1,4 @@
-"""Advantage estimators of the GRPO family (METHOD.md section 4), as registered pure functions.
+"""Advantage estimators of the GRPO family (docs/method.md §4), as registered pure functions.
 
 Every estimator maps the rewards of a batch, grouped by prompt, to one advantage per
 completion::
@@ -139,7 +139,7 @@ def reinforce_baseline(rewards, group_ids, *, baseline: float | None = None) -> 
 
 
 def fit_beta_moments(p: Tensor) -> tuple[float, float]:
-    """BNPO's alpha, beta from success rates p by moments (METHOD.md section 4).
+    """BNPO's alpha, beta from success rates p by moments (docs/method.md §4).
 
     a = (mu(1-mu)/var - 1) mu, b = (mu(1-mu)/var - 1)(1-mu); alpha = max(1 + a/3, 1),
     beta = max(1 + b/3, 1). Degenerate batches (var = 0, mu in {0, 1}) give alpha = beta = 1.

@@ -15,6 +15,15 @@ comparing two separate intervals.
 
 All adapters sit on one copy of the base model (``peft`` adapters switched by name; the base is
 the adapters disabled), so evaluating three models costs one model's memory.
+
+The other measurement lives here too: how much a hint helps on the problems a policy cannot
+solve alone, which is what NuRL's nudge needs (docs/method.md §2.5):
+
+    hard, counts = zero_pass_problems(policy, problems, scorer, n_samples=8, limit=16)
+    hint_lift(policy, hard, {"self": self_bank, "teacher": teacher_bank}, scorer)
+
+Hints are used ONLY by :func:`hint_lift` (a training-side diagnostic); every pass@k function
+above samples the plain question.
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nudgelib.hints import HintBank
 from nudgelib.metrics import bootstrap_ci, per_problem_pass_at_k, power_of_two_ks
 from nudgelib.problems import Problem
+from nudgelib.rollouts import collect_rollouts, evaluate_pass_counts
 
 BASE = "base"
 CONFIG_NEXT_TO_ADAPTER = ("nudgelib_config.json", "../config.json")
@@ -52,13 +63,13 @@ class ModelSuite:
 
     ``instruction`` is appended to every question, as in training; by default it is read from
     the adapters' saved training config (all must agree), else the policy default. ``dtype``,
-    ``device``, ``load_in_4bit`` as in :meth:`nudgelib.policies.HFPolicy.from_pretrained`.
+    ``device``, ``load_in_4bit`` as in :meth:`nudgelib.lm_policy.HFPolicy.from_pretrained`.
     """
 
     def __init__(self, model_id: str, adapters: Mapping[str, str | os.PathLike] | None = None, *,
                  instruction: str | None = None, dtype: str | None = None,
                  device: str | None = None, load_in_4bit: bool = False):
-        from nudgelib.policies import HFPolicy
+        from nudgelib.lm_policy import HFPolicy
 
         adapters = dict(adapters or {})
         if BASE in adapters:
@@ -120,7 +131,7 @@ def evaluate_pass_at_k(policy, problems: Sequence[Problem], scorer=None, *, n_sa
     per k, bootstrap over problems), ``counts`` (correct samples per problem), ``problem_ids``,
     ``n_samples``, ``seconds``, ``tokens`` (completion tokens sampled) and ``tokens_per_s``.
     """
-    from nudgelib.rollouts import MathScorer, collect_rollouts
+    from nudgelib.rollouts import MathScorer
 
     problems = list(problems)
     if len(problems) < 2:
@@ -216,3 +227,62 @@ def save_results(results: Mapping, path: str | os.PathLike, **meta) -> Path:
                  for m, r in by.items()} for d, by in results.items()}
     path.write_text(json.dumps({"meta": meta, "results": clean}, indent=1))
     return path
+
+
+# ----------------------------------------------------------------------------- hint lift (training problems, with hints)
+
+def zero_pass_problems(policy, problems: Sequence[Problem], scorer, *, n_samples: int = 8,
+                       limit: int | None = None, prompts_per_call: int = 8, progress: bool = False,
+                       **sampling) -> tuple[list[Problem], list[int]]:
+    """The problems (at most ``limit``) that ``policy`` solves 0 / ``n_samples`` times without a
+    hint, screened in order, and the pass counts of every problem screened."""
+    kept, counts = [], []
+    for i in range(0, len(problems), prompts_per_call):
+        chunk = list(problems[i:i + prompts_per_call])
+        got = evaluate_pass_counts(policy, chunk, scorer, n_samples=n_samples,
+                                   prompts_per_call=prompts_per_call, **sampling)
+        counts.extend(got)
+        kept.extend(p for p, c in zip(chunk, got) if c == 0)
+        if progress:
+            print(f"screened {len(counts)} problems, {len(kept)} are 0/{n_samples}", flush=True)
+        if limit is not None and len(kept) >= limit:
+            return kept[:limit], counts
+    return kept, counts
+
+
+def hint_lift(policy, problems: Sequence[Problem], banks: Mapping[str, HintBank], scorer, *,
+              hint_type: Mapping[str, str] | str = "abstract", n_samples: int = 8,
+              prompts_per_call: int = 8, progress: bool = False, **sampling):
+    """pass@1 and pass@``n_samples`` of ``policy`` on ``problems`` with each bank's hints.
+
+    Returns a pandas DataFrame, one row per bank name: problems with a hint, pass@1, pass@n
+    with a 95% bootstrap interval over problems, and the hinted rollouts themselves in
+    ``frame.attrs["rollouts"]`` (one DataFrame per bank). Problems without a hint in a bank
+    are left out of that bank's row (their count is reported).
+    """
+    import pandas as pd
+
+    rows, rollouts = [], {}
+    for name, bank in banks.items():
+        kind = hint_type if isinstance(hint_type, str) else hint_type[name]
+        pairs = [(p, bank.lookup(p.id, kind)) for p in problems]
+        pairs = [(p, h) for p, h in pairs if h is not None]
+        if not pairs:
+            rows.append({"hints": name, "problems": 0, "missing": len(problems)})
+            continue
+        t0 = time.perf_counter()
+        batch = collect_rollouts(policy, [p for p, _ in pairs], scorer, group_size=n_samples,
+                                 hints=[h for _, h in pairs], prompts_per_call=prompts_per_call,
+                                 progress=progress, **sampling)
+        counts = batch.group_pass_counts().long().tolist()
+        p1, pn = per_problem_pass_at_k([(n_samples, c) for c in counts], [1, n_samples]).T
+        lo, hi = bootstrap_ci(pn) if len(pn) > 1 else (float("nan"), float("nan"))
+        rows.append({"hints": name, "problems": len(pairs), "missing": len(problems) - len(pairs),
+                     "pass@1": float(p1.mean()), f"pass@{n_samples}": float(pn.mean()),
+                     "ci_low": float(lo), "ci_high": float(hi),
+                     "solved": int(sum(c > 0 for c in counts)),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        rollouts[name] = batch.to_frame()
+    frame = pd.DataFrame(rows)
+    frame.attrs["rollouts"] = rollouts
+    return frame

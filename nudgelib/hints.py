@@ -1,7 +1,7 @@
 """Hints for nudging: prompt templates, self-generated and teacher hints, the leakage check, and
 the hint bank.
 
-NuRL (arXiv 2509.25666, METHOD.md 2.1) collects one hint per training problem, offline, before
+NuRL (arXiv 2509.25666, docs/method.md §2.1) collects one hint per training problem, offline, before
 RL, with two calls to the model being trained:
 
 1. *explanation* — shown the question AND the gold answer, the model explains why the answer is
@@ -9,7 +9,7 @@ RL, with two calls to the model being trained:
 2. *hint* — shown question, answer and its explanation, it writes a short hint of the type asked
    (:data:`HINT_TEMPLATES`): ``abstract`` (the key idea, no answer, no steps — NuRL's default),
    ``partial_steps`` (the first steps only); ``explanation`` is the first call's text itself and
-   ``answer`` states the gold answer (no model call). METHOD.md 2.5 ranks them
+   ``answer`` states the gold answer (no model call). docs/method.md §2.5 ranks them
    abstract > partial_steps > explanation > answer.
 
     bank = generate_hints(policy, problems, hint_type="abstract")     # self-generated
@@ -40,7 +40,7 @@ import torch
 from nudgelib.problems import Problem
 
 HINT_TYPES = ("abstract", "partial_steps", "explanation", "answer")
-"""Hint types, best to worst in the paper's comparison (METHOD.md 2.5)."""
+"""Hint types, best to worst in the paper's comparison (docs/method.md §2.5)."""
 
 COLUMNS = ("problem_id", "hint_type", "hint", "source", "leak", "attempts", "seconds")
 """Columns of a hint bank's dataset: problem id, type, text, where it came from ("self",
@@ -97,16 +97,16 @@ class HintBankError(ValueError):
 _FRACTION = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|(\d+)\s*/\s*(\d+)")
 _MATH_SPAN = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}|\$([^$]+)\$|\\\((.+?)\\\)")
 def _number(s: str) -> Fraction | None:
-    from nudgelib.verify import _as_number
+    from nudgelib.verify import as_number
 
-    got = _as_number(s)
+    got = as_number(s)
     return got[0] if got is not None else None
 
 
 def _numbers_in(text: str) -> Iterable[Fraction]:
-    from nudgelib.verify import _NUM_RE
+    from nudgelib.verify import NUMBER_RE
 
-    for m in _NUM_RE.finditer(text):
+    for m in NUMBER_RE.finditer(text):
         try:
             yield Fraction(m.group().replace(",", ""))
         except (ValueError, ZeroDivisionError):
@@ -467,70 +467,6 @@ def as_hint_source(hints) -> HintSource:
                     f"str | None; got {type(hints).__name__}")
 
 
-# ----------------------------------------------------------------------------- hint lift
-
-def zero_pass_problems(policy, problems: Sequence[Problem], scorer, *, n_samples: int = 8,
-                       limit: int | None = None, prompts_per_call: int = 8, progress: bool = False,
-                       **sampling) -> tuple[list[Problem], list[int]]:
-    """The problems (at most ``limit``) that ``policy`` solves 0 / ``n_samples`` times without a
-    hint, screened in order, and the pass counts of every problem screened."""
-    from nudgelib.rollouts import evaluate_pass_counts
-
-    kept, counts = [], []
-    for i in range(0, len(problems), prompts_per_call):
-        chunk = list(problems[i:i + prompts_per_call])
-        got = evaluate_pass_counts(policy, chunk, scorer, n_samples=n_samples,
-                                   prompts_per_call=prompts_per_call, **sampling)
-        counts.extend(got)
-        kept.extend(p for p, c in zip(chunk, got) if c == 0)
-        if progress:
-            print(f"screened {len(counts)} problems, {len(kept)} are 0/{n_samples}", flush=True)
-        if limit is not None and len(kept) >= limit:
-            return kept[:limit], counts
-    return kept, counts
-
-
-def hint_lift(policy, problems: Sequence[Problem], banks: Mapping[str, HintBank], scorer, *,
-              hint_type: Mapping[str, str] | str = "abstract", n_samples: int = 8,
-              prompts_per_call: int = 8, progress: bool = False, **sampling):
-    """pass@1 and pass@``n_samples`` of ``policy`` on ``problems`` with each bank's hints.
-
-    Returns a pandas DataFrame, one row per bank name: problems with a hint, pass@1, pass@n
-    with a 95% bootstrap interval over problems, and the hinted rollouts themselves in
-    ``frame.attrs["rollouts"]`` (one DataFrame per bank). Problems without a hint in a bank
-    are left out of that bank's row (their count is reported).
-    """
-    import pandas as pd
-
-    from nudgelib.metrics import bootstrap_ci, per_problem_pass_at_k
-    from nudgelib.rollouts import collect_rollouts
-
-    rows, rollouts = [], {}
-    for name, bank in banks.items():
-        kind = hint_type if isinstance(hint_type, str) else hint_type[name]
-        pairs = [(p, bank.lookup(p.id, kind)) for p in problems]
-        pairs = [(p, h) for p, h in pairs if h is not None]
-        if not pairs:
-            rows.append({"hints": name, "problems": 0, "missing": len(problems)})
-            continue
-        t0 = time.perf_counter()
-        batch = collect_rollouts(policy, [p for p, _ in pairs], scorer, group_size=n_samples,
-                                 hints=[h for _, h in pairs], prompts_per_call=prompts_per_call,
-                                 progress=progress, **sampling)
-        counts = batch.group_pass_counts().long().tolist()
-        p1, pn = per_problem_pass_at_k([(n_samples, c) for c in counts], [1, n_samples]).T
-        lo, hi = bootstrap_ci(pn) if len(pn) > 1 else (float("nan"), float("nan"))
-        rows.append({"hints": name, "problems": len(pairs), "missing": len(problems) - len(pairs),
-                     "pass@1": float(p1.mean()), f"pass@{n_samples}": float(pn.mean()),
-                     "ci_low": float(lo), "ci_high": float(hi),
-                     "solved": int(sum(c > 0 for c in counts)),
-                     "seconds": round(time.perf_counter() - t0, 1)})
-        rollouts[name] = batch.to_frame()
-    frame = pd.DataFrame(rows)
-    frame.attrs["rollouts"] = rollouts
-    return frame
-
-
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -553,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="folder for dataset.save_to_disk")
     args = ap.parse_args(argv)
-    from nudgelib.policies import HFPolicy
+    from nudgelib.lm_policy import HFPolicy
     from nudgelib.problems import load_problems
 
     problems = load_problems(args.task, args.split, limit=args.limit)

@@ -1,4 +1,4 @@
-"""Policy-gradient losses of the GRPO family: surrogate x KL x aggregation (METHOD.md section 4).
+"""Policy-gradient losses of the GRPO family: surrogate x KL x aggregation (docs/method.md §4).
 
     loss, stats = policy_loss(logp, old_logp, advantages, mask,
                               surrogate="ppo_clip", aggregation="token_mean")

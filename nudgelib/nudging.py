@@ -1,11 +1,18 @@
 """Nudging strategies: NuRL's 0/G trigger and its siblings behind one interface.
 
-A strategy is the trainer's nudging hook (``nudger(trainer, batch) -> batch``, see
-:mod:`nudgelib.train`). It may also sample the whole batch itself (:meth:`sample`), set the
-advantages itself, and add a term to the loss (:meth:`auxiliary_loss`).
+A strategy is the trainer's nudging hook: everything the trainer calls is declared by the
+:class:`Nudger` protocol, and the trainer hands a strategy a :class:`SamplingContext` (the
+policy, the scorer, the sampling settings and the generator), never itself. A strategy may
+sample the whole batch itself (:meth:`~Nudger.sample`), change the scored batch
+(:meth:`~Nudger.nudge`), compute the advantages itself (``sets_advantages``: NudgeRL), and add
+a term to the loss (:meth:`~Nudger.auxiliary_loss`).
+
+The 0/G trigger is one function, :func:`nurl_trigger` (with :func:`zero_pass_groups`), used by
+:class:`NuRL` here and by the TRL integration (:mod:`nudgelib.integrations.trl`); both read
+the one registry :data:`STRATEGIES` (``engines`` says which strategies run on TRL).
 
 =========  ==============================================================================
-name       what it does to a step's groups (METHOD.md sections 2-3)
+name       what it does to a step's groups (docs/method.md §2–3)
 =========  ==============================================================================
 nurl       a group whose G rollouts ALL fail (pass rate 0) keeps one failed rollout and
            regenerates the other G-1 with the hint appended to the question; groups with
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -41,16 +49,27 @@ from torch import Tensor
 from nudgelib.hints import as_hint_source
 from nudgelib.policies import left_pad
 from nudgelib.problems import Problem
-from nudgelib.rollouts import RolloutBatch, collect_rollouts, sample_rows, trim_padding
+from nudgelib.rollouts import (
+    ContextRows,
+    RolloutBatch,
+    collect_rollouts,
+    sample_rows,
+    trim_padding,
+)
 
 CONDITION_ON = ("hinted", "original")
+KEEP = ("failure", "fresh")
 
 
 # ----------------------------------------------------------------------------- context
 
 @dataclass
 class SamplingContext:
-    """What a strategy needs to sample more rollouts (a trainer provides all of it)."""
+    """What a strategy needs to sample more rollouts; the trainer builds one per step.
+
+    ``rows_sampled`` counts the rows :meth:`sample_rows` has sampled (the trainer logs the
+    re-sampling a strategy does as ``rows_resampled``).
+    """
 
     policy: object
     scorer: object
@@ -61,14 +80,7 @@ class SamplingContext:
     top_p: float = 1.0
     step: int = 0
     prompts_per_call: int | None = None
-
-    @classmethod
-    def from_trainer(cls, trainer) -> SamplingContext:
-        cfg = trainer.cfg
-        return cls(policy=trainer.policy, scorer=trainer.scorer, group_size=cfg.group_size,
-                   max_new_tokens=cfg.max_new_tokens, generator=trainer.sample_rng,
-                   temperature=cfg.temperature, top_p=cfg.top_p, step=trainer.step + 1,
-                   prompts_per_call=cfg.prompts_per_call or None)
+    rows_sampled: int = 0
 
     def collect(self, problems: Sequence[Problem], hints: Sequence[str | None] | None = None,
                 *, progress: bool = False) -> RolloutBatch:
@@ -89,15 +101,139 @@ class SamplingContext:
                 self.scorer, temperature=self.temperature, top_p=self.top_p,
                 max_new_tokens=self.max_new_tokens, generator=self.generator, step=self.step,
                 all_problems=all_problems))
+        self.rows_sampled += len(problems)
         return parts[0] if len(parts) == 1 else RolloutBatch.concat(parts, all_problems)
+
+
+# ----------------------------------------------------------------------------- interface
+
+@runtime_checkable
+class Nudger(Protocol):
+    """Everything the trainer (:class:`nudgelib.train.Trainer`) asks of a nudging strategy.
+
+    Per step, in stage 2 (nudging on): ``batch = sample(problems, ctx)`` (None: the trainer
+    samples G plain rollouts per problem), the trainer records the hint-free metrics, then
+    ``batch = nudge(batch, ctx)``; the trainer computes advantages unless ``sets_advantages``
+    (then ``nudge`` or ``sample`` must have set ``batch.advantages``); for every micro-batch
+    ``auxiliary_loss`` may add a term. ``state_dict``/``load_state_dict`` go into checkpoints;
+    ``use_hints`` attaches hints of ``hint_types`` (e.g. self-hints generated before training).
+    """
+
+    name: str
+    hint_types: tuple[str, ...]
+    sets_advantages: bool
+
+    def use_hints(self, hints) -> None: ...
+
+    def sample(self, problems: Sequence[Problem], ctx: SamplingContext) -> RolloutBatch | None: ...
+
+    def nudge(self, batch: RolloutBatch, ctx: SamplingContext) -> RolloutBatch: ...
+
+    def auxiliary_loss(self, policy, batch: RolloutBatch, rows: Tensor, *,
+                       temperature: float = 1.0) -> Tensor | None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+# ----------------------------------------------------------------------------- the 0/G trigger
+
+def zero_pass_groups(passed: Tensor, group: Tensor, *, n_groups: int | None = None,
+                     already_hinted: Tensor | None = None) -> Tensor:
+    """Which groups give GRPO nothing because every rollout failed: a bool per group that is
+    True when the group has at least 2 rollouts, none of them passed, and none was already
+    sampled with a hint (``already_hinted``, per row). ``passed`` and ``group`` are per row."""
+    passed = torch.as_tensor(passed, dtype=torch.bool)
+    group = torch.as_tensor(group, dtype=torch.long)
+    n = int(group.max()) + 1 if n_groups is None and len(group) else (n_groups or 0)
+    passes = torch.zeros(n).index_add_(0, group, passed.float())
+    sizes = torch.bincount(group, minlength=n)
+    zero = (passes == 0) & (sizes >= 2)
+    if already_hinted is not None:
+        hinted = torch.zeros(n).index_add_(0, group, torch.as_tensor(already_hinted).float())
+        zero &= hinted == 0
+    return zero
+
+
+@dataclass(frozen=True)
+class NuRLTrigger:
+    """What NuRL's trigger decided for one batch (:func:`nurl_trigger`).
+
+    ``members[k]`` are the rows of the k-th nudged group ``groups[k]``, in row order; its first
+    row is the one kept as the group's hint-free member.
+    """
+
+    zero_pass: Tensor  # [n_groups] bool: every rollout failed (see zero_pass_groups)
+    nudged: Tensor  # [n_groups] bool: zero_pass and the problem has a hint
+    groups: list[int]  # the nudged groups, ascending
+    members: list[list[int]]  # their rows
+    keep: str = "failure"
+
+    @property
+    def missing_hint(self) -> Tensor:
+        """0/G groups that stay as they are because their problem has no hint."""
+        return self.zero_pass & ~self.nudged
+
+    @property
+    def kept(self) -> list[int]:
+        """The failed rollout each nudged group keeps unchanged (none with ``keep="fresh"``)."""
+        return [m[0] for m in self.members] if self.keep == "failure" else []
+
+    @property
+    def regenerate(self) -> list[int]:
+        """The rows to sample again: G-1 per nudged group (all G with ``keep="fresh"``)."""
+        return [r for m in self.members for r in (m[1:] if self.keep == "failure" else m)]
+
+    @property
+    def with_hint(self) -> list[bool]:
+        """Per row of :attr:`regenerate`: sampled with the hint (False: the fresh hint-free
+        member of ``keep="fresh"``)."""
+        return [r != m[0] for m in self.members for r in (m[1:] if self.keep == "failure" else m)]
+
+
+def nurl_trigger(passed: Tensor, group: Tensor, has_hint: Tensor, *,
+                 already_hinted: Tensor | None = None, keep: str = "failure") -> NuRLTrigger:
+    """NuRL's trigger (arXiv 2509.25666; docs/method.md §2.2): a group whose rollouts ALL fail,
+    and whose problem has a hint, keeps its first rollout (a failure) and has the other G-1
+    sampled again with the hint; every other group is left alone.
+
+    Args:
+        passed: [N] bool, whether each hint-free rollout passed the verifier.
+        group: [N] group index of each row (groups may be in any order and of any size).
+        has_hint: [n_groups] bool, whether the group's problem has a hint.
+        already_hinted: [N] bool, rows already sampled with a hint (their groups never fire).
+        keep: ``"failure"`` keeps the first failed rollout (the paper's reading); ``"fresh"``
+            re-samples it too, hint-free (docs/method.md §2.2, an open choice).
+    Returns:
+        a :class:`NuRLTrigger`: which groups fire, the kept row and the rows to regenerate.
+    """
+    if keep not in KEEP:
+        raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
+    has_hint = torch.as_tensor(has_hint, dtype=torch.bool)
+    group = torch.as_tensor(group, dtype=torch.long)
+    zero = zero_pass_groups(passed, group, n_groups=len(has_hint),
+                            already_hinted=already_hinted)
+    nudged = zero & has_hint
+    groups = nudged.nonzero().flatten().tolist()
+    members = [(group == g).nonzero().flatten().tolist() for g in groups]
+    return NuRLTrigger(zero, nudged, groups, members, keep)
 
 
 # ----------------------------------------------------------------------------- base
 
 class NudgingStrategy:
-    """Base class: no nudging. Subclasses override :meth:`augment` and/or :meth:`sample`."""
+    """Base class, and the ``"none"`` strategy: no nudging. Implements :class:`Nudger`;
+    subclasses override :meth:`augment` (change a scored batch) and/or :meth:`sample`.
 
-    name = "none"
+    ``engines`` names where the strategy runs: ``"nudgelib"`` (:mod:`nudgelib.train`) and
+    ``"trl"`` (:class:`nudgelib.integrations.trl.NudgedGRPOTrainer`).
+    """
+
+    name: ClassVar[str] = "none"
+    title: ClassVar[str] = "no nudging"
+    sets_advantages: ClassVar[bool] = False
+    engines: ClassVar[tuple[str, ...]] = ("nudgelib", "trl")
 
     def __init__(self, hints=None, *, hint_type: str = "abstract",
                  condition_on: str = "hinted"):
@@ -135,15 +271,14 @@ class NudgingStrategy:
         """An extra loss term for the micro-batch ``rows`` (already normalised over the batch)."""
         return None
 
-    def __call__(self, trainer, batch: RolloutBatch) -> RolloutBatch:
-        return self.finish(self.augment(batch, SamplingContext.from_trainer(trainer)))
-
-    def finish(self, batch: RolloutBatch) -> RolloutBatch:
-        """Record ``frac_nudged`` (share of groups with hinted members) and running totals."""
+    def nudge(self, batch: RolloutBatch, ctx: SamplingContext) -> RolloutBatch:
+        """:meth:`augment`, then record in ``batch.nudge`` which groups carry hinted rows
+        (``nudged_groups``, ``frac_nudged``) and add to the running totals."""
+        batch = self.augment(batch, ctx)
         hinted = batch.hinted
         nudged = torch.zeros(batch.n_groups).index_add_(0, batch.group, hinted.float()) > 0
-        batch.extra["frac_nudged"] = float(nudged.float().mean()) if batch.n_groups else 0.0
-        batch.extra["nudged_groups"] = nudged.nonzero().flatten().tolist()
+        batch.nudge.frac_nudged = float(nudged.float().mean()) if batch.n_groups else 0.0
+        batch.nudge.nudged_groups = nudged.nonzero().flatten().tolist()
         t = self.totals
         t["steps"] += 1
         t["groups"] += batch.n_groups
@@ -160,66 +295,53 @@ class NudgingStrategy:
         self.totals.update(state.get("totals", {}))
 
 
-def _zero_pass_groups(batch: RolloutBatch) -> list[int]:
-    """Groups whose rollouts were all wrong and carry no hint yet: the trigger of NuRL/Scaf."""
-    passes = batch.group_pass_counts()
-    hinted = batch.hinted
-    out = []
-    for g in range(batch.n_groups):
-        rows = batch.group_rows(g)
-        if len(rows) >= 2 and passes[g] == 0 and not hinted[rows].any():
-            out.append(g)
-    return out
-
-
 def _condition_on_original(batch: RolloutBatch, pairs: Sequence[tuple[int, int]]) -> None:
     """Make each hinted row ``r`` of (r, plain_row) pairs score under ``plain_row``'s prompt."""
     for r, plain in pairs:
         batch.prompt_ids[r] = batch.prompt_ids[plain]
         batch.prompt_mask[r] = batch.prompt_mask[plain]
-    batch.extra.setdefault("conditioned_on_original", []).extend(r for r, _ in pairs)
+    batch.nudge.conditioned_on_original.extend(r for r, _ in pairs)
 
 
 # ----------------------------------------------------------------------------- NuRL
 
 class NuRL(NudgingStrategy):
-    """NuRL's trigger (METHOD.md 2.2): regenerate G-1 members of a 0/G group with the hint.
+    """NuRL (docs/method.md §2.2): a 0/G group keeps one failed rollout and has the other G-1
+    regenerated with the hint (:func:`nurl_trigger`).
 
     ``keep="failure"`` keeps the first failed rollout unchanged (the paper's reading);
-    ``keep="fresh"`` replaces it with a fresh hint-free sample (METHOD.md 2.2, OPEN).
+    ``keep="fresh"`` replaces it with a fresh hint-free sample (an open choice, §2.2).
     """
 
     name = "nurl"
+    title = "NuRL"
 
     def __init__(self, hints=None, *, hint_type: str = "abstract", condition_on: str = "hinted",
                  keep: str = "failure"):
         super().__init__(hints, hint_type=hint_type, condition_on=condition_on)
-        if keep not in ("failure", "fresh"):
-            raise ValueError(f"keep={keep!r}; expected 'failure' or 'fresh'")
+        if keep not in KEEP:
+            raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
         self.keep = keep
 
     def augment(self, batch, ctx):
-        fire = []
-        for g in _zero_pass_groups(batch):
-            hint = self.hint_for(batch.problems[g])
-            if hint is None:
-                self.totals["missing_hints"] += 1
-                continue
-            fire.append((g, batch.group_rows(g), hint))
-        if not fire:
+        zero = zero_pass_groups(batch.correct, batch.group, n_groups=batch.n_groups,
+                                already_hinted=batch.hinted)
+        hints = {g: self.hint_for(batch.problems[g]) for g in zero.nonzero().flatten().tolist()}
+        has_hint = torch.tensor([hints.get(g) is not None for g in range(batch.n_groups)],
+                                dtype=torch.bool)
+        plan = nurl_trigger(batch.correct, batch.group, has_hint, already_hinted=batch.hinted,
+                            keep=self.keep)
+        self.totals["missing_hints"] += int(plan.missing_hint.sum())
+        if not plan.groups:
             return batch
-        rows, probs, groups, hints = [], [], [], []
-        for g, members, hint in fire:
-            targets = members if self.keep == "fresh" else members[1:]
-            for r in targets:
-                rows.append(r)
-                probs.append(batch.problems[g])
-                groups.append(g)
-                hints.append(None if (self.keep == "fresh" and r == members[0]) else hint)
-        new = ctx.sample_rows(probs, groups, hints, batch.problems)
+        rows = plan.regenerate
+        groups = [int(batch.group[r]) for r in rows]
+        new = ctx.sample_rows([batch.problems[g] for g in groups], groups,
+                              [hints[g] if h else None for g, h in zip(groups, plan.with_hint)],
+                              batch.problems)
         batch.replace_rows(rows, new)
         if self.condition_on == "original":
-            _condition_on_original(batch, [(r, m[0]) for _, m, _ in fire for r in m[1:]])
+            _condition_on_original(batch, [(r, m[0]) for m in plan.members for r in m[1:]])
         return batch
 
 
@@ -230,7 +352,7 @@ SCAF_TIERS = ("abstract", "partial_steps", "explanation")
 
 
 class ScafGRPO(NudgingStrategy):
-    """Scaf-GRPO's tiered scaffolding (METHOD.md 3): replace ONE failure with the success
+    """Scaf-GRPO's tiered scaffolding (docs/method.md §3): replace ONE failure with the success
     under the least (cumulative) hint that works.
 
     For each 0/G group, tier k's hint is the texts of ``tiers[:k+1]`` joined by a blank line
@@ -240,6 +362,8 @@ class ScafGRPO(NudgingStrategy):
     """
 
     name = "scaf"
+    title = "Scaf-GRPO"
+    engines = ("nudgelib",)
 
     def __init__(self, hints=None, *, tiers: Sequence[str] = SCAF_TIERS,
                  tries_per_tier: int = 2, condition_on: str = "hinted",
@@ -266,7 +390,8 @@ class ScafGRPO(NudgingStrategy):
         return "\n\n".join(parts) if self.combine == "join" else parts[-1]
 
     def augment(self, batch, ctx):
-        pending = _zero_pass_groups(batch)
+        pending = zero_pass_groups(batch.correct, batch.group, n_groups=batch.n_groups,
+                                   already_hinted=batch.hinted).nonzero().flatten().tolist()
         self.totals["tried_groups"] += len(pending)
         winners: dict[int, tuple[RolloutBatch, int, int]] = {}
         last_hint: dict[int, str | None] = {}
@@ -297,16 +422,17 @@ class ScafGRPO(NudgingStrategy):
             self.totals[f"solved_at_tier_{k + 1}"] += 1
         if pairs and self.condition_on == "original":
             _condition_on_original(batch, pairs)
-        batch.extra["scaf_tier"] = {g: k + 1 for g, (_, _, k) in winners.items()}
+        batch.nudge.scaf_tier = {g: k + 1 for g, (_, _, k) in winners.items()}
         return batch
 
 
 # ----------------------------------------------------------------------------- always
 
 class AlwaysHint(NudgingStrategy):
-    """Every prompt sampled with its hint, all G rollouts (METHOD.md 2.6, "hints always")."""
+    """Every prompt sampled with its hint, all G rollouts (docs/method.md §2.6, "hints always")."""
 
     name = "always"
+    title = "hints always"
 
     def sample(self, problems, ctx):
         return ctx.collect(problems, [self.hint_for(p) for p in problems])
@@ -316,7 +442,7 @@ class AlwaysHint(NudgingStrategy):
 
 def nudgerl_advantages(rewards: Tensor, group_ids: Tensor, context: Tensor, *,
                        lam: float = 1.1, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
-    """NudgeRL's inter/intra-context advantage (arXiv 2605.15726; METHOD.md 3).
+    """NudgeRL's inter/intra-context advantage (arXiv 2605.15726; docs/method.md §3).
 
     Per problem (group), with m = mean reward of all its rollouts and m_c = mean reward of the
     rollouts that kept context c (``context`` = c >= 0; -1 = no context):
@@ -347,7 +473,7 @@ def nudgerl_advantages(rewards: Tensor, group_ids: Tensor, context: Tensor, *,
 
 
 class NudgeRL(NudgingStrategy):
-    """NudgeRL (METHOD.md 3): strategy contexts on every prompt, context dropout, the
+    """NudgeRL (docs/method.md §3): strategy contexts on every prompt, context dropout, the
     inter/intra-context advantage and the distillation term on the context-free prompt.
 
     Contexts are the bank's hints of ``context_types`` (default: abstract, partial_steps); a
@@ -356,6 +482,9 @@ class NudgeRL(NudgingStrategy):
     """
 
     name = "nudgerl"
+    title = "NudgeRL"
+    sets_advantages = True  # the inter/intra-context advantage, set when sampling
+    engines = ("nudgelib",)
 
     def __init__(self, hints=None, *, context_types: Sequence[str] = ("abstract", "partial_steps"),
                  n_contexts: int = 2, p_drop: float = 0.5, lam: float = 1.1,
@@ -398,38 +527,43 @@ class NudgeRL(NudgingStrategy):
                 rows_c.append(c if keep else -1)
         batch = ctx.sample_rows(rows_p, rows_g, rows_h, problems)
         context = torch.tensor(rows_c, dtype=torch.long)
-        batch.extra["context"] = context
-        batch.extra["n_context_rows"] = int((context >= 0).sum())
         plain = ctx.policy.encode_prompts([p.question for p in rows_p])
         ids, mask = left_pad(plain, ctx.policy.pad_id)
-        batch.extra["plain_prompt_ids"], batch.extra["plain_prompt_mask"] = ids, mask
+        batch.contexts = ContextRows(context=context, plain_prompt_ids=ids, plain_prompt_mask=mask)
         batch.advantages = nudgerl_advantages(batch.rewards, batch.group, context, lam=self.lam)
         return batch
 
     def auxiliary_loss(self, policy, batch, rows, *, temperature=1.0):
         """-distill_coef * sum_i A_i * mean_t log pi(o_it | q without context) / N_context,
         over the context rollouts among ``rows`` (N_context: all context rows of the batch)."""
-        if self.distill_coef == 0 or "context" not in batch.extra:
+        cr = batch.contexts
+        if self.distill_coef == 0 or cr is None:
             return None
-        sel = rows[batch.extra["context"][rows] >= 0]
+        sel = rows[cr.context[rows] >= 0]
         if len(sel) == 0:
             return None
         dev = policy.device
         args = [t.to(dev) for t in trim_padding(
-            batch.extra["plain_prompt_ids"][sel], batch.extra["plain_prompt_mask"][sel],
+            cr.plain_prompt_ids[sel], cr.plain_prompt_mask[sel],
             batch.completion_ids[sel], batch.completion_mask[sel])]
         cm = args[3]
         logp = policy.logprobs(*args, temperature=temperature)
         per_seq = (logp * cm).sum(-1) / cm.sum(-1).clamp(min=1)
         adv = batch.advantages[sel].to(dev)
-        return -self.distill_coef * (adv * per_seq).sum() / max(1, batch.extra["n_context_rows"])
+        return -self.distill_coef * (adv * per_seq).sum() / max(1, cr.n_context_rows)
 
 
 # ----------------------------------------------------------------------------- registry
 
 STRATEGIES = {"none": NudgingStrategy, "nurl": NuRL, "scaf": ScafGRPO, "nudgerl": NudgeRL,
               "always": AlwaysHint}
-"""Strategy classes by the names of the CLI's ``--nudging``."""
+"""Strategy classes by the names of the CLI's ``--nudging``; each class's ``engines`` says
+whether it also runs inside TRL's GRPOTrainer (:mod:`nudgelib.integrations.trl`)."""
+
+
+def strategies_for(engine: str) -> tuple[str, ...]:
+    """The names of the strategies that run on ``engine`` (``"nudgelib"`` or ``"trl"``)."""
+    return tuple(n for n, cls in STRATEGIES.items() if engine in cls.engines)
 
 
 def make_strategy(name: str, hints=None, **options) -> NudgingStrategy:
@@ -450,7 +584,7 @@ class PlateauDetector:
 
     Each :meth:`update` takes one value (e.g. the step's mean training reward); the moving
     average is over the last ``window`` values. An improvement is an average above the best so
-    far by more than ``min_delta``. METHOD.md 2.4: the paper moves to stage 2 after 10 steps
+    far by more than ``min_delta``. docs/method.md §2.4: the paper moves to stage 2 after 10 steps
     without improvement.
     """
 
@@ -482,9 +616,19 @@ class PlateauDetector:
         self.best, self.since_best = state["best"], state["since_best"]
 
 
+def feed_plateau_detectors(detectors: dict[str, PlateauDetector], row: dict) -> bool:
+    """Update each metric's detector with the value in ``row`` (a metrics row of one step; a
+    metric the step did not measure, None or absent, is skipped, so a validation run every K
+    steps counts K steps as one update); True when every metric has plateaued."""
+    for name, det in detectors.items():
+        if row.get(name) is not None:
+            det.update(row[name])
+    return all(d.values and d.since_best >= d.patience for d in detectors.values())
+
+
 def drop_solved(policy, problems: Sequence[Problem], scorer, *, n_samples: int = 8,
                 **sampling) -> tuple[list[Problem], list[int]]:
-    """Between the stages (METHOD.md 2.4): sample ``n_samples`` hint-free rollouts per problem
+    """Between the stages (docs/method.md §2.4): sample ``n_samples`` hint-free rollouts per problem
     and drop the problems solved n/n. Returns (kept problems, pass counts of all)."""
     from nudgelib.rollouts import evaluate_pass_counts
 

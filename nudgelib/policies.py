@@ -11,7 +11,7 @@ Every policy turns prompts (strings) into G completions each and scores given co
 the per-token log-probs at sampling time. The mask is made **by position**: it is 1 up to and
 including the first end-of-sequence token and 0 after it. Many tokenizers use the EOS token as
 padding; masking "every pad token" would then also mask the real EOS, and the model would
-never be rewarded for stopping (METHOD.md section 6).
+never be rewarded for stopping (docs/method.md §6).
 
 Sampling log-probs are log-softmax(logits / temperature) at the sampled token, i.e. what
 :meth:`Policy.logprobs` returns for the same completion at the same temperature (top-p only
@@ -22,8 +22,9 @@ Implementations:
 * :class:`CategoricalPolicy` — the toy table of :mod:`nudgelib.toy` behind this interface;
 * :class:`CharTransformerPolicy` — a tiny character-level transformer trained from scratch,
   warm-started with supervised learning on easy problems (:func:`warm_start`);
-* :class:`HFPolicy` — any causal LM from transformers (hub id or local path), chat template,
-  LoRA via peft, 4-bit base via bitsandbytes on CUDA, gradient checkpointing.
+* :class:`nudgelib.lm_policy.HFPolicy` — any causal LM from transformers (hub id or local
+  path), chat template, LoRA via peft, 4-bit base via bitsandbytes on CUDA, gradient
+  checkpointing (its own module: it is the only policy that needs transformers and peft).
 
 Log-probs of a language model are computed from the final hidden states in chunks of
 positions (:func:`chunked_token_logprobs`), so the float32 full-vocabulary logits of the whole
@@ -44,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CategoricalPolicy", "CharTransformerPolicy", "HFPolicy", "Policy", "Samples",
+__all__ = ["CategoricalPolicy", "CharTransformerPolicy", "Policy", "Samples",
            "chunked_token_logprobs", "completion_mask", "left_pad", "right_pad", "warm_start"]
 
 
@@ -92,22 +93,6 @@ def top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     keep_sorted = (sorted_p.cumsum(-1) - sorted_p) < top_p
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     return probs * keep
-
-
-def default_dtype(device: str) -> str:
-    """bfloat16 on a GPU that supports it, float16 on other GPUs, float32 on CPU."""
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
-def nf4_config(dtype: str):
-    """bitsandbytes NF4 (double-quantised) for a frozen base computing in ``dtype``."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=getattr(torch, dtype))
 
 
 def _check_sampling(group_size: int, temperature: float, top_p: float, max_new_tokens: int):
@@ -298,7 +283,7 @@ class Policy(ABC):
         return bool(mods and mods[0].training)
 
 
-def _sample_next(logits: Tensor, temperature: float, top_p: float,
+def sample_next(logits: Tensor, temperature: float, top_p: float,
                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus."""
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -538,7 +523,7 @@ class CharTransformerPolicy(_ModulePolicy):
         done = torch.zeros(ids.shape[0], dtype=torch.bool)
         for _ in range(budget):
             logits = self.net(ids, mask)[:, -1]
-            tok, lp = _sample_next(logits, temperature, top_p, generator)
+            tok, lp = sample_next(logits, temperature, top_p, generator)
             tok = torch.where(done, torch.full_like(tok, self.PAD), tok)
             toks.append(tok)
             logps.append(lp)
@@ -605,259 +590,3 @@ def warm_start(policy: CharTransformerPolicy, pairs: Sequence[tuple[str, str]], 
         losses.append(loss.item())
     policy.train_mode(False)
     return losses
-
-
-# ----------------------------------------------------------------------------- language models
-
-DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-class HFPolicy(Policy):
-    """A transformers causal LM (optionally LoRA-wrapped) behind the policy interface.
-
-    Prompts are the user's text (question, and hint if any); :meth:`encode_prompts` appends
-    ``instruction`` and applies the tokenizer's chat template (plain text when it has none).
-    Sampling is an explicit KV-cached loop rather than ``generate()``: it draws with a
-    ``torch.Generator`` (exact, resumable runs) and keeps only the sampled tokens' log-probs
-    (``generate(output_scores=True)`` would keep N x T x vocab scores).
-
-    A group's G rows share one prompt, and both passes use that: sampling prefills each
-    distinct prompt once and copies its cache to the rows; :meth:`logprobs` runs each distinct
-    prompt's forward once (with gradients) and the completions attend to its keys/values, so a
-    step computes U x P + N x T positions instead of N x (P + T) (``share_prompts=False``, or
-    gradient checkpointing, gives the plain full-sequence forward).
-    """
-
-    def __init__(self, model, tokenizer, *, instruction: str = DEFAULT_INSTRUCTION,
-                 system_prompt: str | None = None, logprob_chunk_tokens: int | None = None,
-                 model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True):
-        self.model, self.tokenizer = model, tokenizer
-        self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
-        self.instruction, self.system_prompt = instruction, system_prompt
-        self.logprob_chunk_tokens, self.model_id = logprob_chunk_tokens, model_id
-        eos = {tokenizer.eos_token_id}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
-        self.eos_ids = tuple(sorted(e for e in eos if e is not None))
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        cfg = self._causal_lm().config
-        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
-            raise NotImplementedError(f"{type(cfg).__name__} rescales its logits (soft-capping "
-                                      f"or logit_scale); HFPolicy.logprobs does not model that")
-
-    # -- construction
-    @classmethod
-    def from_pretrained(cls, model_id: str, *, lora_rank: int = 8, lora_alpha: int | None = None,
-                        lora_dropout: float = 0.0, lora_targets: str | list[str] = "all-linear",
-                        load_in_4bit: bool = False, dtype: str | None = None,
-                        device: str | None = None, gradient_checkpointing: bool = False,
-                        **kwargs) -> HFPolicy:
-        """Load ``model_id`` (hub id, local path or the offline alias) ready for RL.
-
-        ``lora_rank > 0`` wraps it in a peft LoRA adapter (only the adapter trains);
-        ``lora_rank = 0`` trains every weight. ``load_in_4bit`` quantises the frozen base to
-        NF4 with bitsandbytes and needs CUDA. Default dtype: bfloat16 on a GPU that supports it,
-        float16 on other GPUs, float32 on CPU.
-        """
-        from nudgelib.models import load_model_and_tokenizer
-
-        cuda = torch.cuda.is_available()
-        device = device or ("cuda" if cuda else "cpu")
-        if device.startswith("cuda") and not cuda:
-            raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
-        dtype = dtype or default_dtype(device)
-        extra = {}
-        if load_in_4bit:
-            if not device.startswith("cuda"):
-                raise ValueError("load_in_4bit=True needs a CUDA GPU (bitsandbytes NF4); set "
-                                 "load_in_4bit=False on CPU")
-            if lora_rank <= 0:
-                raise ValueError("load_in_4bit=True trains through LoRA only; set lora_rank > 0")
-            extra["quantization_config"] = nf4_config(dtype)
-        model, tok = load_model_and_tokenizer(model_id, dtype=dtype, device=device, **extra)
-        model.config.use_cache = False  # training forward passes; sampling passes use_cache
-        if lora_rank > 0:
-            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-            if load_in_4bit:
-                model = prepare_model_for_kbit_training(
-                    model, use_gradient_checkpointing=gradient_checkpointing)
-            model = get_peft_model(model, LoraConfig(
-                r=lora_rank, lora_alpha=lora_alpha or 2 * lora_rank, lora_dropout=lora_dropout,
-                target_modules=lora_targets, task_type="CAUSAL_LM"))
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            # PEFT + checkpointing: the frozen embeddings must still pass gradients on
-            model.enable_input_require_grads()
-        return cls(model, tok, model_id=str(model_id), **kwargs)
-
-    @property
-    def is_peft(self) -> bool:
-        return hasattr(self.model, "peft_config")
-
-    @contextlib.contextmanager
-    def _sampling_weights(self):
-        """Sample with each LoRA delta added into its base weight and the adapter switched off:
-        one matmul per layer instead of three plus PEFT's bookkeeping (~15% of a CPU sampling
-        step). The original weight tensors are put back untouched afterwards (no merge/unmerge
-        round-off). Costs one copy of the adapted weights while sampling; skipped for quantised
-        bases and with ``merge_for_sampling=False``."""
-        layers = []
-        if self.is_peft and self.merge_for_sampling:
-            from peft.tuners.lora import LoraLayer
-
-            for m in self.model.modules():
-                if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
-                    base = m.get_base_layer()
-                    if type(base) is not nn.Linear or not base.weight.is_floating_point():
-                        layers = []  # e.g. a 4-bit base: sample through the adapter
-                        break
-                    layers.append((m, base))
-        saved = []
-        try:
-            with torch.no_grad():
-                for m, base in layers:
-                    delta = sum(m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A)
-                    saved.append((base, base.weight.data))
-                    base.weight.data = base.weight.data + delta.to(base.weight.dtype)
-            if saved:
-                with self.model.disable_adapter():
-                    yield
-            else:
-                yield
-        finally:
-            for base, data in saved:
-                base.weight.data = data
-
-    def _causal_lm(self):
-        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-
-    def _modules_for_mode(self):
-        return [self.model]
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    # -- text
-    def encode_prompts(self, prompts):
-        tok, out = self.tokenizer, []
-        for p in prompts:
-            if not isinstance(p, str):
-                raise TypeError(f"prompts must be strings, got {type(p).__name__}")
-            text = f"{p}\n{self.instruction}" if self.instruction else p
-            if tok.chat_template:
-                msgs = ([{"role": "system", "content": self.system_prompt}]
-                        if self.system_prompt else []) + [{"role": "user", "content": text}]
-                text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-                out.append(tok(text, add_special_tokens=False).input_ids)
-            else:
-                out.append(tok(text).input_ids)
-        return out
-
-    def decode(self, ids, mask):
-        rows = [[i for i, m in zip(r, mr) if m] for r, mr in zip(ids.tolist(), mask.tolist())]
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-
-    # -- sampling
-    def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
-                  generator):
-        model = self.model
-        pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        # prefill each distinct prompt once, then give every row its own copy of the cache
-        if self.share_prompts:
-            first, inverse = shared_rows(prompt_ids, prompt_mask)
-        else:
-            first = inverse = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
-        out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
-                    position_ids=pos[first], use_cache=True, logits_to_keep=1)
-        past, logits = out.past_key_values, out.logits[:, -1]
-        if len(first) < len(inverse):
-            past.batch_select_indices(inverse)
-            logits = logits[inverse]
-        attn, last = prompt_mask, pos[:, -1]
-        eos = torch.tensor(self.eos_ids, device=prompt_ids.device)
-        done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-        toks, logps = [], []
-        for t in range(max_new_tokens):
-            tok, lp = _sample_next(logits, temperature, top_p, generator)
-            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
-            toks.append(tok)
-            logps.append(lp)
-            done |= torch.isin(tok, eos)
-            if done.all() or t == max_new_tokens - 1:
-                break
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
-            last = last + 1
-            out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=last[:, None],
-                        past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1]
-        return torch.stack(toks, 1), torch.stack(logps, 1)
-
-    # -- scoring
-    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
-                 temperature=1.0):
-        lm = self._causal_lm()
-        body = getattr(lm, lm.base_model_prefix)
-        mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], 1)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        n_prompt = prompt_ids.shape[1]
-        share = self.share_prompts and not getattr(lm, "is_gradient_checkpointing", False)
-        first, inverse = shared_rows(prompt_ids, prompt_mask) if share else (None, None)
-        if share and len(first) < len(inverse):
-            # each distinct prompt's forward once (with grad: LoRA acts on the prompt too); its
-            # keys/values are indexed out to the rows and the completions attend to them
-            out = body(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
-                       position_ids=pos[first, :n_prompt], use_cache=True)
-            cache = out.past_key_values
-            cache.batch_select_indices(inverse)
-            rest = body(input_ids=completion_ids, attention_mask=mask,
-                        position_ids=pos[:, n_prompt:], past_key_values=cache,
-                        use_cache=True).last_hidden_state
-            h = torch.cat([out.last_hidden_state[inverse, -1:], rest[:, :-1]], 1)
-        else:
-            ids = torch.cat([prompt_ids, completion_ids], 1)
-            h = body(input_ids=ids, attention_mask=mask, position_ids=pos,
-                     use_cache=False).last_hidden_state
-            h = h[:, n_prompt - 1:-1]
-        logp = chunked_token_logprobs(h, completion_ids, lm.get_output_embeddings(),
-                                      temperature=temperature,
-                                      chunk_tokens=self.logprob_chunk_tokens)
-        return logp * completion_mask.to(logp.dtype)
-
-    def reference_logprobs(self, *args, **kwargs) -> Tensor:
-        """Log-probs under the frozen base model (the LoRA adapter switched off)."""
-        if not self.is_peft:
-            raise ValueError("a KL reference needs a LoRA policy (the base model is the "
-                             "reference); this policy trains every weight")
-        with torch.no_grad(), self.model.disable_adapter():
-            return self.logprobs(*args, **kwargs)
-
-    # -- state
-    def trainable_parameters(self):
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def save(self, path):
-        """LoRA: the adapter in the standard PEFT format; full fine-tune: the whole model."""
-        path = Path(path)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-
-    def load(self, path):
-        path = Path(path)
-        if self.is_peft:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            f = path / "adapter_model.safetensors"
-            if not f.is_file():
-                raise FileNotFoundError(f"no PEFT adapter at {f}")
-            res = set_peft_model_state_dict(self.model, load_file(str(f), device=str(self.device)))
-            if getattr(res, "unexpected_keys", None):
-                raise ValueError(f"adapter at {path} does not match this model: unexpected "
-                                 f"keys {res.unexpected_keys[:5]}")
-        else:
-            from transformers import AutoModelForCausalLM
-
-            src = AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype)
-            self.model.load_state_dict(src.state_dict())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from nudgelib.verify import _BOXED, _matching_braces, completion_text, verify_batch
+from nudgelib.verify import BOXED_RE, completion_text, matching_braces, verify_batch
 
 RewardFn = Callable[..., list[float]]
 
@@ -59,10 +59,10 @@ def make_format_reward(max_trailing_chars: int = 40) -> RewardFn:
         out = []
         for c in completions or []:
             text = completion_text(c)
-            hits = list(_BOXED.finditer(text))
+            hits = list(BOXED_RE.finditer(text))
             ok = False
             if len(hits) == 1 and hits[0].group(1) is not None:
-                close = _matching_braces(text).get(hits[0].start(1))
+                close = matching_braces(text).get(hits[0].start(1))
                 ok = (close is not None and text[hits[0].end(1):close].strip() != ""
                       and len(text) - close - 1 <= max_trailing_chars)
             out.append(1.0 if ok else 0.0)

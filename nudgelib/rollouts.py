@@ -29,7 +29,7 @@ from nudgelib.policies import Policy, Samples, right_pad
 from nudgelib.problems import Problem
 
 HINT_TEMPLATE = "{question}\n\nHint: {hint}"
-"""How a hint is appended to a question (METHOD.md 2.2); the policy adds its instruction after."""
+"""How a hint is appended to a question (docs/method.md §2.2); the policy adds its instruction after."""
 
 
 def hint_template(policy) -> str:
@@ -116,6 +116,37 @@ class Rollout:
 
 
 @dataclass
+class NudgeInfo:
+    """What a nudging strategy did to a batch (filled by :meth:`nudgelib.nudging.NudgingStrategy.
+    nudge`; empty for a batch that was not nudged)."""
+
+    nudged_groups: list[int] = field(default_factory=list)  # groups with hinted rows
+    frac_nudged: float = 0.0  # their share of all groups
+    conditioned_on_original: list[int] = field(default_factory=list)  # hinted rows scored
+    #   under the plain question (condition_on="original")
+    scaf_tier: dict[int, int] = field(default_factory=dict)  # Scaf-GRPO: group -> the tier
+    #   (1-based) whose hint gave the success that replaced one failure
+
+
+@dataclass
+class ContextRows:
+    """NudgeRL's per-row contexts: which context each row was sampled with (-1: none, it was
+    dropped) and every row's prompt WITHOUT its context, for the distillation term."""
+
+    context: Tensor  # [N] long
+    plain_prompt_ids: Tensor  # [N, P'] left-padded
+    plain_prompt_mask: Tensor  # [N, P']
+
+    @property
+    def n_context_rows(self) -> int:
+        return int((self.context >= 0).sum())
+
+    def select(self, idx: Tensor) -> ContextRows:
+        return ContextRows(self.context[idx], self.plain_prompt_ids[idx],
+                           self.plain_prompt_mask[idx])
+
+
+@dataclass
 class RolloutBatch:
     """Completion rows of one training step, grouped by problem (see the module docstring)."""
 
@@ -134,7 +165,9 @@ class RolloutBatch:
     correct: Tensor  # [N] bool
     advantages: Tensor | None = None
     step: int = 0
-    extra: dict = field(default_factory=dict)
+    pad_id: int = 0  # the policy's pad token (re-padding after hinted rows come in)
+    nudge: NudgeInfo = field(default_factory=NudgeInfo)
+    contexts: ContextRows | None = None  # NudgeRL only
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -190,7 +223,7 @@ class RolloutBatch:
 
     def _pad_to(self, pw: int, cw: int) -> None:
         """Widen prompts (left) and completions (right) in place to pw / cw positions."""
-        pad = int(self.extra.get("pad_id", 0))
+        pad = int(self.pad_id)
         lp = lambda t, v: torch.nn.functional.pad(t, (pw - t.shape[1], 0), value=v)  # noqa: E731
         self.prompt_ids, self.prompt_mask = lp(self.prompt_ids, pad), lp(self.prompt_mask, 0)
         self.completion_ids = right_pad(self.completion_ids, cw, pad)
@@ -229,7 +262,8 @@ class RolloutBatch:
             prompt_ids=pick("prompt_ids"), prompt_mask=pick("prompt_mask"),
             completion_ids=pick("completion_ids"), completion_mask=pick("completion_mask"),
             old_logp=pick("old_logp"), truncated=pick("truncated"), rewards=pick("rewards"),
-            correct=pick("correct"), step=self.step, extra=dict(self.extra))
+            correct=pick("correct"), step=self.step, pad_id=self.pad_id,
+            contexts=self.contexts.select(idx) if self.contexts is not None else None)
 
     @staticmethod
     def concat(parts: Sequence[RolloutBatch], problems: list[Problem]) -> RolloutBatch:
@@ -240,13 +274,16 @@ class RolloutBatch:
         for p in parts:
             p._pad_to(pw, cw)
         cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+        if any(p.contexts is not None for p in parts):
+            raise ValueError("RolloutBatch.concat: batches with NudgeRL contexts are not "
+                             "concatenated (their plain prompts have different widths)")
         return RolloutBatch(
             problems=problems, group=cat("group"), prompts=[x for p in parts for x in p.prompts],
             hints=[x for p in parts for x in p.hints], texts=[x for p in parts for x in p.texts],
             prompt_ids=cat("prompt_ids"), prompt_mask=cat("prompt_mask"),
             completion_ids=cat("completion_ids"), completion_mask=cat("completion_mask"),
             old_logp=cat("old_logp"), truncated=cat("truncated"), rewards=cat("rewards"),
-            correct=cat("correct"), step=parts[0].step, extra=dict(parts[0].extra))
+            correct=cat("correct"), step=parts[0].step, pad_id=parts[0].pad_id)
 
 
 def trim_padding(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
@@ -265,7 +302,7 @@ def length_buckets(lengths: Sequence[int], prompt_keys: Sequence, prompt_lengths
 
     A micro-batch's forward costs about ``rows x its longest completion`` (completions are
     padded to it) + the tokens of its distinct prompts (each prompt runs once, see
-    :meth:`nudgelib.policies.HFPolicy.logprobs`) + ``call_cost``. Rows sorted by length are
+    :meth:`nudgelib.lm_policy.HFPolicy.logprobs`) + ``call_cost``. Rows sorted by length are
     cut where that total is smallest (dynamic programming, O(rows x max_rows)). Returns lists
     of row positions; every row appears once.
     """
@@ -305,7 +342,7 @@ def _from_samples(problems: list[Problem], group: Tensor, hints: list[str | None
                         truncated=s.truncated.cpu(),
                         rewards=torch.tensor(rewards, dtype=torch.float32),
                         correct=torch.tensor(correct, dtype=torch.bool), step=step,
-                        extra={"pad_id": pad_id})
+                        pad_id=pad_id)
 
 
 def sample_rows(policy: Policy, problems: Sequence[Problem], group_ids: Sequence[int],

@@ -98,7 +98,9 @@ def completion_text(completion) -> str:
 
 # --------------------------------------------------------------------------- extraction
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$\\{}]+)")
+BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$\\{}]+)")
+"""A ``\\boxed{`` / ``\\fbox{`` (group 1: its opening brace; see :func:`matching_braces`) or a
+brace-less ``\\boxed 42`` (group 2: the answer)."""
 _BRACE = re.compile(r"\\\\|\\[{}]|[{}]")
 _GSM8K = re.compile(r"####[ \t]*([^\s#][^\n]*?)[ \t]*$", re.M)
 _PHRASE = re.compile(
@@ -107,7 +109,7 @@ _PHRASE = re.compile(
 )
 
 
-def _matching_braces(text: str) -> dict[int, int]:
+def matching_braces(text: str) -> dict[int, int]:
     """Map each unescaped ``{`` to its matching ``}`` in one linear pass (``\\{``, ``\\}`` skipped)."""
     stack: list[int] = []
     match: dict[int, int] = {}
@@ -122,10 +124,10 @@ def _matching_braces(text: str) -> dict[int, int]:
 
 def _extract_boxed(text: str) -> str | None:
     """Content of the last well-formed ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``)."""
-    hits = list(_BOXED.finditer(text))
+    hits = list(BOXED_RE.finditer(text))
     if not hits:
         return None
-    match = _matching_braces(text) if any(h.group(1) for h in hits) else {}
+    match = matching_braces(text) if any(h.group(1) for h in hits) else {}
     for h in reversed(hits):
         if h.group(2) is not None:
             return h.group(2)
@@ -192,20 +194,21 @@ def extract_answer(text, *, strategies: Sequence[str] = ("boxed", "gsm8k", "phra
 # --------------------------------------------------------------------------- fast exact path
 
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
-_NUM_RE = re.compile(rf"(?:{_NUM})")
+NUMBER_RE = re.compile(rf"(?:{_NUM})")
+"""A plain number: optional sign, digits with optional thousands commas, optional decimals."""
 _FRAC_RE = re.compile(rf"([-+]?)\\[dt]?frac\{{({_NUM})\}}\{{({_NUM})\}}")
 _SLASH_RE = re.compile(rf"({_NUM})/({_NUM})")
 _STRIP = re.compile(r"\\[!,;: ]|\\\$|\$|\\left|\\right|\s+")
 
 
-def _as_number(s: str) -> tuple[Fraction, bool] | None:
+def as_number(s: str) -> tuple[Fraction, bool] | None:
     """Parse a plain number; returns (value, is_integer_literal) or None if not plain."""
     s = _STRIP.sub("", s)
     s = s.rstrip(".") if not s.endswith("..") else s
     if not s or len(s) > 40:
         return None
     try:
-        if _NUM_RE.fullmatch(s):
+        if NUMBER_RE.fullmatch(s):
             lit = s.replace(",", "")
             return Fraction(lit), ("." not in lit)
         m = _FRAC_RE.fullmatch(s) or _SLASH_RE.fullmatch(s)
@@ -228,7 +231,7 @@ def _fast_compare(gold: str, pred: str) -> bool | None:
     mismatch (math-verify compares with 15-digit precision). Unequal decimals or fractions are
     left to math-verify, which rounds (it accepts 0.333333 for 1/3).
     """
-    g, p = _as_number(gold), _as_number(pred)
+    g, p = as_number(gold), as_number(pred)
     if g is None or p is None:
         return None
     if g[0] == p[0]:
@@ -254,7 +257,7 @@ def _string_equal(gold: str, pred: str) -> bool:
 # --------------------------------------------------------------------------- math-verify worker
 
 
-def _math_verify_check(gold: str, pred: str, seconds: int) -> str:
+def math_verify_check(gold: str, pred: str, seconds: int) -> str:
     """Run math-verify on (gold, pred); returns correct | mismatch | parse_error | gold_unparsed."""
     from math_verify import parse
     from math_verify import verify as mv_verify
@@ -390,7 +393,7 @@ def _inprocess_check(gold: str, pred: str, timeout: float) -> str:
 
     def run():
         try:
-            box.append(_math_verify_check(gold, pred, max(1, math.ceil(timeout))))
+            box.append(math_verify_check(gold, pred, max(1, math.ceil(timeout))))
         except BaseException:
             box.append("error")
 

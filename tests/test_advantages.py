@@ -1,4 +1,4 @@
-"""Advantage estimators against hand-computed values (METHOD.md section 4)."""
+"""Advantage estimators against hand-computed values (docs/method.md §4)."""
 
 import math
 
@@ -49,7 +49,7 @@ def test_dr_grpo_rloo_batch_std_reinforce():
 
 
 def test_special_case_rloo_is_scaled_dr_grpo():
-    """METHOD.md: rloo = G/(G-1) * (r_i - mean)."""
+    """docs/method.md §4.1: rloo = G/(G-1) * (r_i - mean)."""
     g = torch.Generator().manual_seed(0)
     r = torch.randint(0, 2, (40,), generator=g).float()
     ids = torch.arange(40) // 8

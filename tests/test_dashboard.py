@@ -4,8 +4,9 @@ tables, resume, and headless behaviour."""
 import pytest
 import torch
 
+from nudgelib.config import get_train_config
 from nudgelib.dashboard import TrainingDashboard
-from nudgelib.train import Trainer, complete_checkpoints, get_train_config
+from nudgelib.train import Trainer, complete_checkpoints
 
 
 def _trainer(tmp_path=None, **kw):

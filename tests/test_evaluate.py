@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from nudgelib.config import build_policy, build_problems, get_train_config
 from nudgelib.evaluate import (
     ModelSuite,
     evaluate_pass_at_k,
@@ -13,7 +14,6 @@ from nudgelib.evaluate import (
 )
 from nudgelib.plots import figure_has_data
 from nudgelib.rollouts import ExactMatchScorer
-from nudgelib.train import build_policy, build_problems, get_train_config
 
 
 def _result(counts, n, ids=None):
@@ -71,7 +71,7 @@ def test_evaluate_pass_at_k_on_the_toy_matches_the_hand_formula(tmp_path):
 
 
 def test_model_suite_switches_adapters_on_one_base(tmp_path, offline_model_dir):
-    from nudgelib.policies import HFPolicy
+    from nudgelib.lm_policy import HFPolicy
     from nudgelib.presets import OFFLINE_SMOLLM2
 
     trained = HFPolicy.from_pretrained(OFFLINE_SMOLLM2, lora_rank=4)

@@ -23,6 +23,9 @@ from nudgelib.nudging import (
     drop_solved,
     make_strategy,
     nudgerl_advantages,
+    nurl_trigger,
+    strategies_for,
+    zero_pass_groups,
 )
 from nudgelib.policies import CategoricalPolicy, Policy, left_pad
 from nudgelib.problems import Problem
@@ -91,6 +94,57 @@ def snapshot(b: RolloutBatch, rows):
     return [(b.texts[r], b.hints[r], b.prompts[r], float(b.rewards[r])) for r in rows]
 
 
+# ----------------------------------------------------------------------------- the trigger
+
+# rows of 6 groups, interleaved, sizes 3, 2, 3, 1, 2, 2 (hand-built; see each group's comment)
+GROUP = torch.tensor([2, 0, 1, 0, 2, 1, 0, 2, 3, 4, 4, 5, 5])
+PASSED = torch.tensor([0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dtype=torch.bool)
+HINTED = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], dtype=torch.bool)
+HAS_HINT = torch.tensor([True, True, False, True, True, True])
+# group 0: rows 1, 3, 6, all fail, hint          -> nudged, keeps row 1, regenerates 3 and 6
+# group 1: rows 2, 5, row 2 passes               -> left alone
+# group 2: rows 0, 4, 7, all fail, no hint       -> 0/G but missing a hint
+# group 3: row 8 alone                           -> no group to compare with: never fires
+# group 4: rows 9, 10, row 10 already hinted     -> not fired twice
+# group 5: rows 11, 12, all fail, hint           -> nudged, keeps row 11, regenerates 12
+
+
+def test_zero_pass_groups_by_hand():
+    got = zero_pass_groups(PASSED, GROUP, n_groups=6, already_hinted=HINTED)
+    assert got.tolist() == [True, False, True, False, False, True]
+    assert zero_pass_groups(PASSED, GROUP).tolist() == [True, False, True, False, True, True]
+
+
+def test_nurl_trigger_keeps_the_first_failure_and_regenerates_the_rest_by_hand():
+    t = nurl_trigger(PASSED, GROUP, HAS_HINT, already_hinted=HINTED)
+    assert t.zero_pass.tolist() == [True, False, True, False, False, True]
+    assert t.nudged.tolist() == [True, False, False, False, False, True]
+    assert t.missing_hint.tolist() == [False, False, True, False, False, False]
+    assert t.groups == [0, 5] and t.members == [[1, 3, 6], [11, 12]]
+    assert t.kept == [1, 11]
+    assert t.regenerate == [3, 6, 12] and t.with_hint == [True, True, True]
+    fresh = nurl_trigger(PASSED, GROUP, HAS_HINT, already_hinted=HINTED, keep="fresh")
+    assert fresh.kept == [] and fresh.regenerate == [1, 3, 6, 11, 12]
+    assert fresh.with_hint == [False, True, True, False, True]
+    with pytest.raises(ValueError, match="keep='both'"):
+        nurl_trigger(PASSED, GROUP, HAS_HINT, keep="both")
+
+
+def test_nurl_trigger_on_trl_shaped_groups_picks_members_1_to_g_minus_1():
+    """TRL lays a batch out as G consecutive rows per prompt; the same function decides."""
+    G = 4
+    passed = torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)
+    t = nurl_trigger(passed, torch.arange(12) // G, torch.tensor([True, True, False]))
+    assert t.groups == [0] and t.regenerate == [1, 2, 3] and t.kept == [0]
+    assert t.missing_hint.tolist() == [False, False, True]
+
+
+def test_one_registry_says_where_each_strategy_runs():
+    assert strategies_for("nudgelib") == tuple(STRATEGIES)
+    assert strategies_for("trl") == ("none", "nurl", "always")
+    assert [STRATEGIES[n].sets_advantages for n in STRATEGIES] == [False, False, False, True, False]
+
+
 # ----------------------------------------------------------------------------- NuRL
 
 def test_nurl_keeps_one_failure_and_hints_the_other_g_minus_1():
@@ -99,15 +153,15 @@ def test_nurl_keeps_one_failure_and_hints_the_other_g_minus_1():
     assert b.group_pass_counts().tolist() == [0, 4, 0]
     before = snapshot(b, range(len(b)))
     nurl = NuRL({"q0": "GO", "q1": "GO"})  # q2 has no hint: it cannot be nudged
-    out = nurl.finish(nurl.augment(b, ctx_for(pol)))
+    out = nurl.nudge(b, ctx_for(pol))
     assert out.group_sizes().tolist() == [4, 4, 4]
     assert out.hints == [None, "GO", "GO", "GO"] + [None] * 8
     assert out.prompts[1] == "Q0?\n\nHint: GO" and out.prompts[0] == "Q0?"
     assert snapshot(out, [0]) == before[:1]  # the kept failure is the original rollout
     assert snapshot(out, range(4, 12)) == before[4:]  # pass rate > 0 / no hint: untouched
     assert out.correct.tolist()[:4] == [False, True, True, True]
-    assert out.extra["frac_nudged"] == pytest.approx(1 / 3)
-    assert out.extra["nudged_groups"] == [0]
+    assert out.nudge.frac_nudged == pytest.approx(1 / 3)
+    assert out.nudge.nudged_groups == [0]
     assert nurl.totals["missing_hints"] == 1 and nurl.totals["hinted_rows"] == 3
     # GRPO on [0, 1, 1, 1]: mean 3/4, Bessel std 1/2 -> [-3/2, 1/2, 1/2, 1/2]; others 0
     adv = compute_advantages(out.rewards, out.group, "grpo")
@@ -142,7 +196,7 @@ def test_the_loss_conditions_on_the_hinted_or_the_original_prompt(condition_on):
         assert out.old_logp[r, :n].tolist() == [-0.5] * n
     assert out.prompt_ids[0][out.prompt_mask[0].bool()].tolist() == plain_ids
     if condition_on == "original":
-        assert out.extra["conditioned_on_original"] == [1, 2, 3]
+        assert out.nudge.conditioned_on_original == [1, 2, 3]
 
 
 def test_nurl_keep_fresh_resamples_the_hint_free_member():
@@ -172,12 +226,12 @@ def test_scaf_replaces_one_failure_with_the_success_under_the_least_hint():
     b = plain_batch(pol)
     before = snapshot(b, range(len(b)))
     scaf = ScafGRPO(bank, tiers=("abstract", "partial_steps"), tries_per_tier=2)
-    out = scaf.finish(scaf.augment(b, ctx_for(pol)))
+    out = scaf.nudge(b, ctx_for(pol))
     assert out.group_sizes().tolist() == [4, 4, 4]
     assert out.hints[:4] == [None, None, None, "IDEA\n\nGO STEP"]  # cumulative tier 2
     assert snapshot(out, range(3)) == before[:3]
     assert snapshot(out, range(4, 12)) == before[4:]
-    assert out.extra["scaf_tier"] == {0: 2}
+    assert out.nudge.scaf_tier == {0: 2}
     assert scaf.totals["solved_at_tier_2"] == 1 and scaf.totals["tried_groups"] == 2
     # tier 1 ('IDEA') was tried for both 0/4 groups, 2 tries each; tier 2 only for q0
     assert [len(c) for c in pol.calls] == [12, 4, 2]
@@ -185,7 +239,7 @@ def test_scaf_replaces_one_failure_with_the_success_under_the_least_hint():
     adv = compute_advantages(out.rewards, out.group, "grpo")
     assert adv[:4].tolist() == pytest.approx([-0.5, -0.5, -0.5, 1.5], abs=1e-5)
     assert adv[8:].abs().max() == 0  # q2 unchanged, still no signal
-    assert out.extra["frac_nudged"] == pytest.approx(1 / 3)
+    assert out.nudge.frac_nudged == pytest.approx(1 / 3)
 
 
 # ----------------------------------------------------------------------------- always
@@ -224,17 +278,17 @@ def test_nudgerl_samples_contexts_with_dropout_and_keeps_the_plain_prompt():
     bank = {"q0": {"abstract": "GO A", "partial_steps": "GO B"}}
     nrl = NudgeRL(bank, p_drop=0.5)
     out = nrl.sample(PROBS[:1], ctx_for(pol, G=8))
-    ctx = out.extra["context"].tolist()
+    ctx = out.contexts.context.tolist()
     assert len(out) == 8 and out.group_sizes().tolist() == [8]
     assert all(c in (0, -1) for c in ctx[:4]) and all(c in (1, -1) for c in ctx[4:])
     assert 0 < ctx.count(-1) < 8  # seeded: some rollouts dropped their context, some kept it
     for i, c in enumerate(ctx):
         assert out.hints[i] == {0: "GO A", 1: "GO B", -1: None}[c]
         assert bool(out.correct[i]) == (c >= 0)
-        plain = out.extra["plain_prompt_ids"][i][out.extra["plain_prompt_mask"][i].bool()]
+        plain = out.contexts.plain_prompt_ids[i][out.contexts.plain_prompt_mask[i].bool()]
         assert plain.tolist() == pol.encode_prompts(["Q0?"])[0]
-    assert out.extra["n_context_rows"] == sum(c >= 0 for c in ctx)
-    want = nudgerl_advantages(out.rewards, out.group, out.extra["context"])
+    assert out.contexts.n_context_rows == sum(c >= 0 for c in ctx)
+    want = nudgerl_advantages(out.rewards, out.group, out.contexts.context)
     assert torch.equal(out.advantages, want)
     with pytest.raises(ValueError, match="group_size=7 is not a multiple"):
         nrl.sample(PROBS[:1], ctx_for(pol, G=7))
@@ -251,11 +305,11 @@ def test_nudgerl_distillation_term_is_the_advantage_weighted_mean_log_likelihood
     b = nrl.sample(probs, ctx)
     rows = torch.arange(len(b))
     aux = nrl.auxiliary_loss(pol, b, rows)
-    sel = (b.extra["context"] >= 0).nonzero().flatten()
+    sel = (b.contexts.context >= 0).nonzero().flatten()
     total = 0.0
     for i in sel.tolist():  # one row at a time, by the formula
         n = int(b.completion_mask[i].sum())
-        lp = pol.logprobs(b.extra["plain_prompt_ids"][i:i + 1], b.extra["plain_prompt_mask"][i:i + 1],
+        lp = pol.logprobs(b.contexts.plain_prompt_ids[i:i + 1], b.contexts.plain_prompt_mask[i:i + 1],
                           b.completion_ids[i:i + 1], b.completion_mask[i:i + 1])
         total += float(b.advantages[i]) * float(lp.detach().sum()) / n
     assert b.advantages.abs().sum() > 0  # mixed rewards: the term is not trivially 0

@@ -162,7 +162,7 @@ def test_char_policy_save_load_roundtrip(char_policy, tmp_path):
 
 @pytest.fixture(scope="module")
 def lm_policy(offline_model_dir):
-    from nudgelib.policies import HFPolicy
+    from nudgelib.lm_policy import HFPolicy
 
     torch.manual_seed(0)
     return HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4)
@@ -299,7 +299,7 @@ def test_hf_policy_adapter_save_load_roundtrip(lm_policy, tmp_path):
 
 
 def test_hf_policy_refuses_4bit_without_cuda(offline_model_dir):
-    from nudgelib.policies import HFPolicy
+    from nudgelib.lm_policy import HFPolicy
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -308,8 +308,8 @@ def test_hf_policy_refuses_4bit_without_cuda(offline_model_dir):
 
 
 def test_hf_policy_gradient_checkpointing_with_lora_trains(offline_model_dir):
-    """PEFT + checkpointing needs input gradients on the frozen embeddings (METHOD.md 6)."""
-    from nudgelib.policies import HFPolicy
+    """PEFT + checkpointing needs input gradients on the frozen embeddings (docs/method.md §6)."""
+    from nudgelib.lm_policy import HFPolicy
 
     torch.manual_seed(0)
     pol = HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4,

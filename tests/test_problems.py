@@ -62,5 +62,5 @@ def test_real_data_counts(real_data):
     m = real_data("math500")
     assert len(m) == 500
     assert {lvl: sum(p.level == lvl for p in m) for lvl in range(1, 6)} == {
-        1: 43, 2: 90, 3: 105, 4: 128, 5: 134}  # as documented in shared/data/README.md
+        1: 43, 2: 90, 3: 105, 4: 128, 5: 134}  # MATH-500 problems per level (levels 1-5)
     assert len(real_data("math500", levels=[5], limit=10)) == 10

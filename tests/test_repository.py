@@ -75,3 +75,126 @@ def test_requirements_are_lower_bounds():
         ops = {spec.operator for spec in req.specifier}
         assert ops <= {">="}, f"only lower bounds (Colab ships many of these): {line}"
     assert {"torch", "transformers", "peft", "math-verify", "datasets"} <= names
+
+
+# ----------------------------------------------------------------------------- structure
+
+PACKAGE = ROOT / "nudgelib"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+MAX_MODULE_LINES = 700
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path):
+    """(module imported from, names) for every import of a nudgelib module in ``path``."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nudgelib"):
+            yield node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("nudgelib"):
+                    yield a.name, []
+
+
+def test_modules_are_short_enough_to_read_in_one_sitting():
+    long = {str(p.relative_to(ROOT)): n for p in MODULES
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = []
+    for path in MODULES:
+        me = _module_name(path)
+        for module, names in _imports(path):
+            if module == me:
+                continue
+            private_module = module.split(".")[-1].startswith("_")
+            bad += [f"{me}: from {module} import {n}" for n in names
+                    if n.startswith("_") or private_module]
+    assert not bad, bad
+
+
+def test_the_integrations_import_nothing_from_the_trainer_module():
+    for path in sorted((PACKAGE / "integrations").glob("*.py")):
+        for module, names in _imports(path):
+            assert module != "nudgelib.train", f"{path.name} imports {names} from nudgelib.train"
+            assert not (module == "nudgelib" and "train" in names), path.name
+
+
+def test_nudging_strategies_never_see_a_trainer():
+    """The strategy module names no trainer at all: not as a variable, argument, attribute or
+    import (strategies get a SamplingContext)."""
+    import ast
+
+    tree = ast.parse((PACKAGE / "nudging.py").read_text(encoding="utf-8"))
+    seen = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            seen.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            seen.add(node.attr)
+        elif isinstance(node, ast.arg):
+            seen.add(node.arg)
+    assert not {n for n in seen if "trainer" in n.lower()}, seen
+    assert not any(m == "nudgelib.train" for m, _ in _imports(PACKAGE / "nudging.py"))
+
+
+# ----------------------------------------------------------------------------- citations
+
+CITING = sorted([*PACKAGE.rglob("*.py"), *NOTEBOOKS, ROOT / "README.md",
+                 *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").glob("*.py"),
+                 *(ROOT / "docs").rglob("*.md")])
+DOC_PATH = re.compile(r"(?<![\w./-])((?:[\w.-]+/)+[\w.-]+\.md|[A-Z][A-Z_]+\.md)\b")
+SECTION = re.compile(r"docs/method\.md §(\d+(?:\.\d+)?)(?:[–-](\d+(?:\.\d+)?))?")
+
+
+def _method_sections() -> set[str]:
+    text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.M))
+
+
+def test_every_cited_document_exists_in_the_repository():
+    missing = []
+    for path in CITING:
+        text = path.read_text(encoding="utf-8")
+        for m in DOC_PATH.finditer(text):
+            if m.group(1) == "README.md" or (ROOT / m.group(1)).is_file():
+                continue
+            missing.append(f"{path.relative_to(ROOT)}: {m.group(1)}")
+    assert not missing, missing
+
+
+def test_every_cited_method_section_exists():
+    sections = _method_sections()
+    assert {"1", "2", "2.1", "2.2", "2.4", "3", "4", "4.1", "7", "8"} <= sections
+    cited, bad = 0, []
+    for path in CITING:
+        for m in SECTION.finditer(path.read_text(encoding="utf-8")):
+            cited += 1
+            bad += [f"{path.relative_to(ROOT)}: §{s}" for s in m.groups() if s and s not in sections]
+    assert cited >= 40 and not bad, bad
+
+
+def test_method_guide_names_the_code_that_exists():
+    """Every `nudgelib/...py` file and every name in §8's table of the method guide exists."""
+    import importlib
+
+    text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    table = text[text.index("## 8."):text.index("## 9.")]
+    for row in re.findall(r"^\|([^|\n]*)\|([^|\n]*)\|([^|\n]*)\|$", table, re.M)[2:]:
+        files = re.findall(r"`(nudgelib/[\w/]+\.py)`", row[1])
+        assert files, row
+        mods = [importlib.import_module(f[:-3].replace("/", ".")) for f in files]
+        for name in re.findall(r"`([A-Za-z_][\w.]*)`", row[2]):
+            head, _, attr = name.partition(".")
+            owner = next((m for m in mods if hasattr(m, head)), None)
+            assert owner is not None, f"{name} is in none of {files}"
+            if attr:
+                assert hasattr(getattr(owner, head), attr), name

@@ -11,17 +11,12 @@ import time
 import pytest
 import torch
 
+from nudgelib.config import ConfigError, TrainConfig, build_policy, get_train_config
 from nudgelib.losses import aggregate, microbatch_scale
+from nudgelib.nudging import NuRL
 from nudgelib.rollouts import ExactMatchScorer, evaluate_pass_counts
 from nudgelib.toy import addition_problems
-from nudgelib.train import (
-    ConfigError,
-    TrainConfig,
-    Trainer,
-    build_policy,
-    complete_checkpoints,
-    get_train_config,
-)
+from nudgelib.train import Trainer, complete_checkpoints
 
 SMALL = dict(warm_start_steps=150, prompts_per_step=6, group_size=4)
 
@@ -299,6 +294,61 @@ def test_nudging_config_errors_name_the_field():
         Trainer(get_train_config("toy-table", nudging="nurl", hint_bank="/nope"), progress=False)
 
 
+def test_a_strategy_that_sets_its_own_advantages_refuses_a_named_estimator():
+    with pytest.raises(ConfigError, match="TrainConfig.estimator='rloo'.*nudging='nudgerl'"):
+        get_train_config("toy-table", nudging="nudgerl", estimator="rloo")
+    with pytest.raises(ConfigError, match="TrainConfig.estimator='grpo'.*estimator_options"):
+        get_train_config("toy-table", nudging="nudgerl", estimator_options={"eps": 0.1})
+    # a two-stage run uses the estimator in stage 1, so it may name one
+    cfg = get_train_config("toy-table", nudging="nudgerl", estimator="rloo", stage1="steps",
+                           stage1_steps=1)
+    assert cfg.estimator == "rloo"
+
+
+class _Recorder(NuRL):
+    """NuRL that records what the trainer hands it."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen = []
+
+    def sample(self, problems, ctx):
+        self.seen.append(("sample", type(ctx).__name__, ctx.step))
+        return None
+
+    def nudge(self, batch, ctx):
+        self.seen.append(("nudge", type(ctx).__name__, ctx.step))
+        return super().nudge(batch, ctx)
+
+
+def test_the_trainer_hands_a_strategy_a_sampling_context_and_logs_its_resampling(tmp_path):
+    from nudgelib.toy import toy_hint
+
+    cfg = get_train_config("toy-table", nudging="nurl", seed=1)
+    rec = _Recorder(toy_hint, hint_type=cfg.hint_type)
+    tr = Trainer(cfg, tmp_path / "run", nudger=rec, progress=False)
+    df = tr.train(until_step=2)
+    assert rec.seen == [("sample", "SamplingContext", 1), ("nudge", "SamplingContext", 1),
+                        ("sample", "SamplingContext", 2), ("nudge", "SamplingContext", 2)]
+    # NuRL re-samples G - 1 rows of every nudged group, and nothing else
+    nudged = (df["frac_nudged"] * cfg.prompts_per_step).round().astype(int)
+    assert (nudged > 0).all()
+    assert df["rows_resampled"].tolist() == (nudged * (cfg.group_size - 1)).tolist()
+    assert (df["t_resample"] > 0).all()
+    with pytest.raises(TypeError, match="does not implement nudgelib.nudging.Nudger"):
+        Trainer(cfg, nudger=lambda trainer, batch: batch, progress=False)
+
+
+def test_callbacks_run_before_the_metrics_row_is_written(tmp_path):
+    def add_column(trainer, row, batch):
+        row["callback_rows"] = len(batch)
+
+    cfg = get_train_config("toy-table", seed=0)
+    Trainer(cfg, tmp_path / "run", callbacks=[add_column], progress=False).train(until_step=2)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["callback_rows"] for r in rows] == [cfg.prompts_per_step * cfg.group_size] * 2
+
+
 def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offline_model_dir,
                                                                     real_data):
     real_data("gsm8k", "train", limit=1)  # skips (naming NUDGE_DATA_DIR) without real data
@@ -328,7 +378,7 @@ def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offl
 # validation, plateau on several metrics, the two-run pipeline
 
 def test_find_plateau_by_hand():
-    from nudgelib.train import find_plateau
+    from nudgelib.pipeline import find_plateau
 
     rows = [{"step": i + 1, "reward_mean": v} for i, v in enumerate([0.1, 0.2, 0.2, 0.2, 0.2])]
     # window 1, patience 2: best 0.2 at step 2, no improvement at steps 3 and 4 -> fires at 4
@@ -367,7 +417,7 @@ def test_fork_from_a_grpo_checkpoint_equals_the_two_stage_run(tmp_path):
 
 
 def test_grpo_then_nurl_pipeline_switches_at_the_cap_and_exports_both_adapters(tmp_path):
-    from nudgelib.train import grpo_then_nurl
+    from nudgelib.pipeline import grpo_then_nurl
 
     cfg = _table()
     res = grpo_then_nurl(cfg, tmp_path, steps=4, max_switch_step=2)
@@ -384,7 +434,7 @@ def test_grpo_then_nurl_pipeline_switches_at_the_cap_and_exports_both_adapters(t
 
 
 def test_validation_is_held_out_and_never_shifts_the_training_samples():
-    from nudgelib.train import build_val_problems
+    from nudgelib.config import build_val_problems
 
     cfg = get_train_config("toy-fast", seed=3, **SMALL)
     val_cfg = cfg.with_overrides(val_every=1, n_val_problems=9, val_samples=2)
@@ -402,7 +452,7 @@ def test_validation_is_held_out_and_never_shifts_the_training_samples():
 
 
 def test_plateau_on_reward_and_validation_switches_where_find_plateau_says():
-    from nudgelib.train import find_plateau
+    from nudgelib.pipeline import find_plateau
 
     cfg = get_train_config("toy-fast", seed=3, nudging="nurl", stage1="plateau",
                            plateau_metric=["reward_mean", "val_pass_rate"], plateau_patience=1,
@@ -420,7 +470,7 @@ def test_plateau_on_reward_and_validation_switches_where_find_plateau_says():
 
 
 def test_real_math_validation_problems_follow_the_training_problems(real_data):
-    from nudgelib.train import build_problems, build_val_problems
+    from nudgelib.config import build_problems, build_val_problems
 
     real_data("gsm8k", "train", limit=1)
     cfg = get_train_config("cpu-fast", val_every=1, n_val_problems=5)

@@ -140,7 +140,7 @@ def test_fast_path_agrees_with_math_verify():
         if fast is None:
             continue
         decided += 1
-        slow = V._math_verify_check(gold, pred, 5)
+        slow = V.math_verify_check(gold, pred, 5)
         assert (slow == "correct") == fast, (gold, pred, fast, slow)
     assert decided > 150  # the fast path really is used
 

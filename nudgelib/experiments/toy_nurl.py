@@ -9,7 +9,7 @@ held-out problems; one base policy; then every arm of :data:`ARMS` trained from 
 with the library's :class:`nudgelib.train.Trainer` for the same number of RL steps:
 
 ==================  ==========================================================================
-arm                 what it is (METHOD.md 2.2-2.6)
+arm                 what it is (docs/method.md §2.2–2.6)
 ==================  ==========================================================================
 base                no training
 grpo                plain GRPO for all steps
@@ -139,7 +139,7 @@ class ToyNuRLConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ToyNuRLConfig:
-        from nudgelib.train import reject_unknown_fields
+        from nudgelib.config import reject_unknown_fields
 
         reject_unknown_fields(cls, d)
         return cls(**{k: tuple(v) if k == "arms" else v for k, v in d.items()})
@@ -167,7 +167,7 @@ def make_task(cfg: ToyNuRLConfig, seed: int):
 
 
 def _train_config(cfg: ToyNuRLConfig, arm: str, seed: int):
-    from nudgelib.train import get_train_config
+    from nudgelib.config import get_train_config
 
     over = dict(ARMS[arm])
     if over.get("stage1") == "plateau":
@@ -334,7 +334,7 @@ def _metric(res: dict, arm: str, metric: str) -> float:
 
 
 CLAIMS = [
-    # (id, METHOD.md claim, paper's numbers, arm a, arm b, metric, expected relation a ? b)
+    # (id, claim of docs/method.md §2.6, paper's numbers, arm a, arm b, metric, expected relation a ? b)
     ("upper_bound_grpo", "GRPO does not raise the upper bound (pass@k, large k) above the "
      "base model", "pass@1024 GRPO = base (GPQA 63.6, Date 86.4)", "grpo", "base", "hard@max",
      "<="),
@@ -396,7 +396,7 @@ def claims(agg: dict) -> list[dict]:
         means = {a: float(np.mean([_metric(r, a, "hard@1") for r in per_seed])) for a in order}
         got = sorted(order, key=lambda a: -means[a])
         rows.append({"id": "hint_order", "claim": "Hint types rank abstract > partial steps > "
-                     "explanation > answer", "paper": "METHOD.md 2.5", "metric": "hard@1",
+                     "explanation > answer", "paper": "docs/method.md §2.5", "metric": "hard@1",
                      "means": means, "order": got,
                      "verdict": "reproduced" if got == order else
                      "mixed" if got[0] == "nurl" or got[-1] == "nurl_answer" else
@@ -415,7 +415,7 @@ METRIC_TEXT = {"hard@max": "held-out hard pass@{kmax}", "hard@1": "held-out hard
 def claims_table(agg: dict) -> str:
     """The claims as a markdown table (what the README shows)."""
     kmax = agg["k"][-1]
-    lines = ["| claim (METHOD.md 2.5-2.6) | paper | metric (no hints) | toy: a vs b "
+    lines = ["| claim (docs/method.md §2.5–2.6) | paper | metric (no hints) | toy: a vs b "
              "[diff, 95 % CI over seeds] | verdict |", "|---|---|---|---|---|"]
     for r in agg["claims"]:
         metric = METRIC_TEXT[r["metric"]].format(kmax=kmax)

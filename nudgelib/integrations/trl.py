@@ -9,7 +9,7 @@
     trainer.train()
 
 TRL samples G completions per prompt and scores them as usual. Before it computes advantages,
-:class:`NudgedGRPOTrainer` applies the strategy to those groups (METHOD.md 2.2):
+:class:`NudgedGRPOTrainer` applies the strategy to those groups (docs/method.md §2.2):
 
 * ``nurl``: a group whose G completions all fail keeps its first completion and has the other
   G-1 regenerated from the prompt with the hint appended to the question; the regenerated rows
@@ -37,7 +37,7 @@ function ``(row, hint_type) -> str | None``.
 
 The rewards of :mod:`nudgelib.rewards` are TRL reward functions already; :func:`reward_functions`
 builds the same mix as nudgelib's own trainer (correctness + format + DAPO overlong penalty),
-and :func:`grpo_config` maps a :class:`nudgelib.train.TrainConfig` preset onto ``GRPOConfig``.
+and :func:`grpo_config` maps a :class:`nudgelib.config.TrainConfig` preset onto ``GRPOConfig``.
 
 Tested with TRL ``>= 1.14.2, != 1.15.0, < 1.17`` (:data:`TRL_TESTED`); the subclass uses TRL's private
 generation hooks, so other versions raise a clear error unless ``NUDGE_ALLOW_UNTESTED_TRL=1``.
@@ -94,12 +94,14 @@ from accelerate.utils import gather  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from trl.data_utils import is_conversational  # noqa: E402
 
+from nudgelib.config import ConfigError  # noqa: E402
 from nudgelib.hints import HintBank, as_hint_source  # noqa: E402
-from nudgelib.policies import DEFAULT_INSTRUCTION, default_dtype  # noqa: E402
+from nudgelib.lm_policy import DEFAULT_INSTRUCTION, default_dtype  # noqa: E402
+from nudgelib.nudging import STRATEGIES, nurl_trigger, strategies_for  # noqa: E402
 from nudgelib.rollouts import HINT_TEMPLATE, prompt_text  # noqa: E402
 
-STRATEGIES = ("none", "nurl", "always")
-NOT_HERE = {"scaf": "Scaf-GRPO", "nudgerl": "NudgeRL"}
+TRL_STRATEGIES = strategies_for("trl")
+"""The strategies of :data:`nudgelib.nudging.STRATEGIES` that run here: none, nurl, always."""
 _LENGTH_METRICS = ("mean_length", "min_length", "max_length", "clipped_ratio",
                    "mean_terminated_length", "min_terminated_length", "max_terminated_length")
 
@@ -137,7 +139,7 @@ def trl_dataset(problems: Sequence, *, instruction: str = DEFAULT_INSTRUCTION, h
     """A ``datasets.Dataset`` for TRL from nudgelib problems.
 
     Columns: ``prompt`` (chat messages: the question, then the instruction, as
-    :class:`nudgelib.policies.HFPolicy` builds them), ``question``, ``answer`` (what the
+    :class:`nudgelib.lm_policy.HFPolicy` builds them), ``question``, ``answer`` (what the
     correctness reward verifies against), ``problem_id`` and ``hint`` (from ``hints``, a HintBank
     or dict keyed by id; ``""`` where there is none).
     """
@@ -216,14 +218,12 @@ def reward_functions(cfg, tokenizer=None) -> tuple[list, list[float]]:
 
 def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
                 **overrides) -> GRPOConfig:
-    """``GRPOConfig`` for a nudgelib :class:`~nudgelib.train.TrainConfig` (e.g. a preset).
+    """``GRPOConfig`` for a nudgelib :class:`~nudgelib.config.TrainConfig` (e.g. a preset).
 
     One optimizer step sees ``prompts_per_step`` x ``group_size`` completions in total, split
     over ``num_processes`` and into micro-batches of at most ``micro_batch_size`` rows per
     process (gradient accumulation). Fields TRL cannot express raise an error that names them.
     """
-    from nudgelib.train import ConfigError
-
     def bad(name, why):
         raise ConfigError(f"TrainConfig.{name}={getattr(cfg, name)!r} {why}")
 
@@ -305,12 +305,12 @@ class NudgedGRPOTrainer(GRPOTrainer):
                  hint_column: str | None = "hint", id_column: str = "problem_id",
                  question_column: str | None = "question", pass_reward: int | str | Callable = 0,
                  pass_threshold: float = 0.5, **kwargs):
-        if nudging in NOT_HERE:
-            raise NotImplementedError(
-                f"nudging={nudging!r} ({NOT_HERE[nudging]}) is not available on TRL; it runs in "
-                f"nudgelib.train. Here: one of {STRATEGIES}")
         if nudging not in STRATEGIES:
-            raise ValueError(f"nudging={nudging!r}; expected one of {STRATEGIES}")
+            raise ValueError(f"nudging={nudging!r}; expected one of {TRL_STRATEGIES}")
+        if nudging not in TRL_STRATEGIES:
+            raise NotImplementedError(
+                f"nudging={nudging!r} ({STRATEGIES[nudging].title}) is not available on TRL; "
+                f"it runs in nudgelib.train. Here: one of {TRL_STRATEGIES}")
         super().__init__(*args, **kwargs)
         self.nudging, self.hint_type = nudging, hint_type
         self.hint_column, self.id_column, self.question_column = hint_column, id_column, question_column
@@ -429,12 +429,12 @@ class NudgedGRPOTrainer(GRPOTrainer):
         passed = self._gather_flags(self._passes(rows, prompts, completions, completion_ids))
         has_hint = self._gather_flags([h is not None for h in hints])
         n_groups = passed.numel() // G
-        zero = passed.view(n_groups, G).sum(1) == 0
-        fire = zero & has_hint.view(n_groups, G).bool().all(1)
-        targets = [i for i in range(n_local)
-                   if fire[(offset + i) // G] and (offset + i) % G != 0]
-        record = self._new_record(rows, hints, passed, fire.nonzero().flatten().tolist(),
-                                  targets, out)
+        # the one 0/G rule of nudgelib (nudgelib.nudging.nurl_trigger), on the gathered batch
+        plan = nurl_trigger(passed.bool(), torch.arange(passed.numel()) // G,
+                            has_hint.view(n_groups, G).bool().all(1))
+        zero, fire = plan.zero_pass, plan.nudged
+        targets = [r - offset for r in plan.regenerate if offset <= r < offset + n_local]
+        record = self._new_record(rows, hints, passed, plan.groups, targets, out)
         counts = gather(torch.tensor([len(targets)], device=self.accelerator.device))
         n_max = int(counts.max())
         hinted_passed = []

@@ -31,7 +31,8 @@ RUN_FILE = "run.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nudgelib.train import TRAIN_PRESETS
+    from nudgelib.config import TRAIN_PRESETS
+    from nudgelib.nudging import strategies_for
 
     ap = argparse.ArgumentParser(prog="python -m nudgelib.integrations.trl_train",
                                  description=__doc__.split("\n")[0])
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--save-every", type=int, help="checkpoint every K steps (default: the end)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a TrainConfig field (value parsed as JSON when it can be)")
-    ap.add_argument("--nudging", choices=("none", "nurl", "always"),
+    ap.add_argument("--nudging", choices=strategies_for("trl"),
                     help="default: the config's (none for the presets)")
     ap.add_argument("--hint-bank", help="a saved HintBank folder (default: reference hints)")
     ap.add_argument("--hint-type", help="which hints of the bank (default: the config's "
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _hints(cfg, args, problems):
     """(bank, hint_type) for the run; None when nudging is off."""
+    from nudgelib.config import ConfigError
     from nudgelib.hints import HintBank, reference_hints
-    from nudgelib.train import ConfigError
 
     if cfg.nudging == "none":
         return None, cfg.hint_type
@@ -78,8 +79,8 @@ def _hints(cfg, args, problems):
 
 def _load_model(cfg, args, state):
     from nudgelib.integrations.trl import device_and_dtype, lora_config
+    from nudgelib.lm_policy import nf4_config
     from nudgelib.models import load_model_and_tokenizer
-    from nudgelib.policies import nf4_config
 
     cuda, dtype = device_and_dtype(cfg)
     device = f"cuda:{state.local_process_index}" if cuda else "cpu"
@@ -132,19 +133,21 @@ def run(args) -> dict:
     from accelerate import PartialState
     from accelerate.utils import DistributedType
 
+    from nudgelib.config import ConfigError, build_problems, config_from_args
     from nudgelib.integrations.trl import (
+        TRL_STRATEGIES,
         NudgedGRPOTrainer,
         device_and_dtype,
         grpo_config,
         reward_functions,
         trl_dataset,
     )
-    from nudgelib.train import ConfigError, build_problems, config_from_args
 
     cfg = config_from_args(args)
-    if cfg.nudging not in ("none", "nurl", "always"):
+    if cfg.nudging not in TRL_STRATEGIES:
         raise ConfigError(f"TrainConfig.nudging={cfg.nudging!r} is not available on TRL; "
-                          f"expected none, nurl or always (the others run in nudgelib.train)")
+                          f"expected one of {', '.join(TRL_STRATEGIES)} (the others run in "
+                          f"nudgelib.train)")
     if args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     # cpu=True is what makes accelerate pick MULTI_CPU (gloo) for several CPU processes
@@ -192,7 +195,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from nudgelib.train import ConfigError
+    from nudgelib.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:

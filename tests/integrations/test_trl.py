@@ -58,7 +58,7 @@ def test_trl_version_outside_the_tested_range_or_missing_is_a_clear_error(monkey
 
 
 def test_grpo_config_maps_a_preset_and_names_fields_trl_cannot_express(tmp_path):
-    from nudgelib.train import ConfigError, get_train_config
+    from nudgelib.config import ConfigError, get_train_config
 
     cfg = get_train_config("cpu-fast")  # 4 prompts x G=8, micro-batches of 8 rows
     args = nt.grpo_config(cfg, tmp_path, max_steps=3)
