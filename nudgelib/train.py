@@ -263,6 +263,9 @@ class Trainer:
         return out
 
     def train_step(self) -> dict:
+        """One step: sample (the strategy may sample itself), record the hint-free metrics,
+        nudge (stage 2), compute advantages (unless the strategy ``sets_advantages``), then the
+        loss over micro-batches and one optimizer step. Returns the step's metrics row."""
         cfg = self.cfg
         t0 = time.time()
         problems = self.next_problems()
