@@ -1,11 +1,12 @@
 """Nudging strategies: NuRL's 0/G trigger and its siblings behind one interface.
 
-A strategy is the trainer's nudging hook: everything the trainer calls is declared by the
-:class:`Nudger` protocol, and the trainer hands a strategy a :class:`SamplingContext` (the
-policy, the scorer, the sampling settings and the generator), never itself. A strategy may
-sample the whole batch itself (:meth:`~Nudger.sample`), change the scored batch
-(:meth:`~Nudger.nudge`), compute the advantages itself (``sets_advantages``: NudgeRL), and add
-a term to the loss (:meth:`~Nudger.auxiliary_loss`).
+A strategy is the training loop's nudging hook (:mod:`nudgelib.train`): everything the loop
+calls is declared by the :class:`Nudger` protocol, and the loop hands a strategy a
+:class:`SamplingContext` (the policy, the scorer, the sampling settings and the generator),
+never the object that runs it. A strategy may sample the whole batch itself
+(:meth:`~Nudger.sample`), change the scored batch (:meth:`~Nudger.nudge`), compute the
+advantages itself (``sets_advantages``: NudgeRL), and add a term to the loss
+(:meth:`~Nudger.auxiliary_loss`).
 
 The 0/G trigger is one function, :func:`nurl_trigger` (with :func:`zero_pass_groups`), used by
 :class:`NuRL` here and by the TRL integration (:mod:`nudgelib.integrations.trl`); both read
@@ -65,9 +66,9 @@ KEEP = ("failure", "fresh")
 
 @dataclass
 class SamplingContext:
-    """What a strategy needs to sample more rollouts; the trainer builds one per step.
+    """What a strategy needs to sample more rollouts; the training loop builds one per step.
 
-    ``rows_sampled`` counts the rows :meth:`sample_rows` has sampled (the trainer logs the
+    ``rows_sampled`` counts the rows :meth:`sample_rows` has sampled (the training loop logs the
     re-sampling a strategy does as ``rows_resampled``).
     """
 
@@ -109,11 +110,11 @@ class SamplingContext:
 
 @runtime_checkable
 class Nudger(Protocol):
-    """Everything the trainer (:class:`nudgelib.train.Trainer`) asks of a nudging strategy.
+    """Everything the training loop (:mod:`nudgelib.train`) asks of a nudging strategy.
 
-    Per step, in stage 2 (nudging on): ``batch = sample(problems, ctx)`` (None: the trainer
-    samples G plain rollouts per problem), the trainer records the hint-free metrics, then
-    ``batch = nudge(batch, ctx)``; the trainer computes advantages unless ``sets_advantages``
+    Per step, in stage 2 (nudging on): ``batch = sample(problems, ctx)`` (None: the loop
+    samples G plain rollouts per problem), the loop records the hint-free metrics, then
+    ``batch = nudge(batch, ctx)``; the loop computes advantages unless ``sets_advantages``
     (then ``nudge`` or ``sample`` must have set ``batch.advantages``); for every micro-batch
     ``auxiliary_loss`` may add a term. ``state_dict``/``load_state_dict`` go into checkpoints;
     ``use_hints`` attaches hints of ``hint_types`` (e.g. self-hints generated before training).
@@ -227,7 +228,7 @@ class NudgingStrategy:
     subclasses override :meth:`augment` (change a scored batch) and/or :meth:`sample`.
 
     ``engines`` names where the strategy runs: ``"nudgelib"`` (:mod:`nudgelib.train`) and
-    ``"trl"`` (:class:`nudgelib.integrations.trl.NudgedGRPOTrainer`).
+    ``"trl"`` (TRL's GRPO loop, :mod:`nudgelib.integrations.trl`).
     """
 
     name: ClassVar[str] = "none"
@@ -558,7 +559,7 @@ class NudgeRL(NudgingStrategy):
 STRATEGIES = {"none": NudgingStrategy, "nurl": NuRL, "scaf": ScafGRPO, "nudgerl": NudgeRL,
               "always": AlwaysHint}
 """Strategy classes by the names of the CLI's ``--nudging``; each class's ``engines`` says
-whether it also runs inside TRL's GRPOTrainer (:mod:`nudgelib.integrations.trl`)."""
+whether it also runs inside TRL's GRPO loop (:mod:`nudgelib.integrations.trl`)."""
 
 
 def strategies_for(engine: str) -> tuple[str, ...]:
