@@ -41,7 +41,7 @@ import torch
 from nudgelib.hints import HintBank
 from nudgelib.metrics import bootstrap_ci, per_problem_pass_at_k, power_of_two_ks
 from nudgelib.problems import Problem
-from nudgelib.rollouts import collect_rollouts, evaluate_pass_counts
+from nudgelib.rollouts import MathScorer, collect_rollouts, evaluate_pass_counts
 
 BASE = "base"
 CONFIG_NEXT_TO_ADAPTER = ("nudgelib_config.json", "../config.json")
@@ -131,8 +131,6 @@ def evaluate_pass_at_k(policy, problems: Sequence[Problem], scorer=None, *, n_sa
     per k, bootstrap over problems), ``counts`` (correct samples per problem), ``problem_ids``,
     ``n_samples``, ``seconds``, ``tokens`` (completion tokens sampled) and ``tokens_per_s``.
     """
-    from nudgelib.rollouts import MathScorer
-
     problems = list(problems)
     if len(problems) < 2:
         raise ValueError(f"evaluate_pass_at_k needs at least 2 problems for an interval, got "

@@ -40,7 +40,7 @@ evaluate_pass_counts`) has no hint argument at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -188,13 +188,15 @@ class NuRLTrigger:
 
     @property
     def with_hint(self) -> list[bool]:
-        """Per row of :attr:`regenerate`: sampled with the hint (False: the fresh hint-free
-        member of ``keep="fresh"``)."""
-        return [r != m[0] for m in self.members for r in (m[1:] if self.keep == "failure" else m)]
+        """Per row of :attr:`regenerate`: sampled with the hint (False only for the fresh
+        hint-free first member of ``keep="fresh"``)."""
+        first = {m[0] for m in self.members}
+        return [self.keep == "failure" or r not in first for r in self.regenerate]
 
 
-def nurl_trigger(passed: Tensor, group: Tensor, has_hint: Tensor, *,
-                 already_hinted: Tensor | None = None, keep: str = "failure") -> NuRLTrigger:
+def nurl_trigger(passed: Tensor, group: Tensor, has_hint: Tensor | Callable[[int], bool], *,
+                 n_groups: int | None = None, already_hinted: Tensor | None = None,
+                 keep: str = "failure") -> NuRLTrigger:
     """NuRL's trigger (arXiv 2509.25666; docs/method.md §2.2): a group whose rollouts ALL fail,
     and whose problem has a hint, keeps its first rollout (a failure) and has the other G-1
     sampled again with the hint; every other group is left alone.
@@ -202,7 +204,10 @@ def nurl_trigger(passed: Tensor, group: Tensor, has_hint: Tensor, *,
     Args:
         passed: [N] bool, whether each hint-free rollout passed the verifier.
         group: [N] group index of each row (groups may be in any order and of any size).
-        has_hint: [n_groups] bool, whether the group's problem has a hint.
+        has_hint: [n_groups] bool, whether the group's problem has a hint; or a function
+            group -> bool, asked only for the 0/G groups (in ascending order), so a strategy
+            looks up hints for the groups that can fire and no others.
+        n_groups: the number of groups (needed when ``has_hint`` is a function).
         already_hinted: [N] bool, rows already sampled with a hint (their groups never fire).
         keep: ``"failure"`` keeps the first failed rollout (the paper's reading); ``"fresh"``
             re-samples it too, hint-free (docs/method.md §2.2, an open choice).
@@ -211,10 +216,18 @@ def nurl_trigger(passed: Tensor, group: Tensor, has_hint: Tensor, *,
     """
     if keep not in KEEP:
         raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
-    has_hint = torch.as_tensor(has_hint, dtype=torch.bool)
     group = torch.as_tensor(group, dtype=torch.long)
-    zero = zero_pass_groups(passed, group, n_groups=len(has_hint),
-                            already_hinted=already_hinted)
+    if not callable(has_hint):
+        has_hint = torch.as_tensor(has_hint, dtype=torch.bool)
+        n_groups = len(has_hint)
+    elif n_groups is None:
+        raise ValueError("nurl_trigger: pass n_groups when has_hint is a function")
+    zero = zero_pass_groups(passed, group, n_groups=n_groups, already_hinted=already_hinted)
+    if callable(has_hint):
+        asked = has_hint
+        has_hint = torch.zeros(n_groups, dtype=torch.bool)
+        for g in zero.nonzero().flatten().tolist():
+            has_hint[g] = bool(asked(g))
     nudged = zero & has_hint
     groups = nudged.nonzero().flatten().tolist()
     members = [(group == g).nonzero().flatten().tolist() for g in groups]
@@ -325,13 +338,14 @@ class NuRL(NudgingStrategy):
         self.keep = keep
 
     def augment(self, batch, ctx):
-        zero = zero_pass_groups(batch.correct, batch.group, n_groups=batch.n_groups,
-                                already_hinted=batch.hinted)
-        hints = {g: self.hint_for(batch.problems[g]) for g in zero.nonzero().flatten().tolist()}
-        has_hint = torch.tensor([hints.get(g) is not None for g in range(batch.n_groups)],
-                                dtype=torch.bool)
-        plan = nurl_trigger(batch.correct, batch.group, has_hint, already_hinted=batch.hinted,
-                            keep=self.keep)
+        hints: dict[int, str | None] = {}
+
+        def has_hint(g: int) -> bool:  # asked for the 0/G groups only
+            hints[g] = self.hint_for(batch.problems[g])
+            return hints[g] is not None
+
+        plan = nurl_trigger(batch.correct, batch.group, has_hint, n_groups=batch.n_groups,
+                            already_hinted=batch.hinted, keep=self.keep)
         self.totals["missing_hints"] += int(plan.missing_hint.sum())
         if not plan.groups:
             return batch

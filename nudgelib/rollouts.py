@@ -269,14 +269,14 @@ class RolloutBatch:
     def concat(parts: Sequence[RolloutBatch], problems: list[Problem]) -> RolloutBatch:
         """Stack batches whose ``group`` indices already refer to ``problems``."""
         parts = list(parts)
+        if any(p.contexts is not None for p in parts):
+            raise ValueError("RolloutBatch.concat: batches with NudgeRL contexts are not "
+                             "concatenated (their plain prompts have different widths)")
         pw = max(p.prompt_ids.shape[1] for p in parts)
         cw = max(p.completion_ids.shape[1] for p in parts)
         for p in parts:
             p._pad_to(pw, cw)
         cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
-        if any(p.contexts is not None for p in parts):
-            raise ValueError("RolloutBatch.concat: batches with NudgeRL contexts are not "
-                             "concatenated (their plain prompts have different widths)")
         return RolloutBatch(
             problems=problems, group=cat("group"), prompts=[x for p in parts for x in p.prompts],
             hints=[x for p in parts for x in p.hints], texts=[x for p in parts for x in p.texts],

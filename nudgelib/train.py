@@ -194,10 +194,6 @@ class Trainer:
                                temperature=cfg.temperature, top_p=cfg.top_p, step=self.step + 1,
                                prompts_per_call=cfg.prompts_per_call or None)
 
-    def sample_batch(self, problems: Sequence[Problem]) -> RolloutBatch:
-        """``group_size`` hint-free rollouts per problem, scored."""
-        return self.sampling_context().collect(problems, progress=self.progress)
-
     def _micro_batches(self, batch: RolloutBatch, rows: torch.Tensor) -> list[torch.Tensor]:
         """``rows`` in micro-batches of at most ``micro_batch_size``, grouped by completion length
         (:func:`nudgelib.rollouts.length_buckets`); the loss is the same, see microbatch_scale."""

@@ -130,6 +130,21 @@ def test_nurl_trigger_keeps_the_first_failure_and_regenerates_the_rest_by_hand()
         nurl_trigger(PASSED, GROUP, HAS_HINT, keep="both")
 
 
+def test_nurl_trigger_asks_a_hint_function_about_the_zero_pass_groups_only():
+    asked = []
+
+    def has_hint(g):
+        asked.append(g)
+        return bool(HAS_HINT[g])
+
+    t = nurl_trigger(PASSED, GROUP, has_hint, n_groups=6, already_hinted=HINTED)
+    assert asked == [0, 2, 5]  # groups 1, 3, 4 cannot fire: no lookup
+    assert t.groups == [0, 5] and t.regenerate == [3, 6, 12]
+    assert t.missing_hint.tolist() == [False, False, True, False, False, False]
+    with pytest.raises(ValueError, match="n_groups"):
+        nurl_trigger(PASSED, GROUP, has_hint)
+
+
 def test_nurl_trigger_on_trl_shaped_groups_picks_members_1_to_g_minus_1():
     """TRL lays a batch out as G consecutive rows per prompt; the same function decides."""
     G = 4
