@@ -31,7 +31,8 @@ from nudgelib.problems import Problem
 from nudgelib.rollouts import ExactMatchScorer, MathScorer
 
 POLICIES = ("char-transformer", "toy-table", "hf")
-TASKS = ("addition", "toy-table", "gsm8k", "math500")
+TASKS = ("addition", "toy-table", "arithmetic", "gsm8k", "math500")
+HINT_SOURCES = ("auto", "self", "reference")
 
 class ConfigError(ValueError):
     """A training configuration value is invalid; the message names the field."""
@@ -104,8 +105,10 @@ class TrainConfig:
     nudging: str = "none"  # none | nurl | scaf | nudgerl | always
     hint_type: str = "abstract"  # nurl / always: which hints of the bank
     condition_on: str = "hinted"  # nurl / scaf: prompt a hinted rollout is scored under
-    hint_bank: str = ""  # a saved HintBank; "": toy tasks use built-in hints, LM tasks
-    #                      generate self-hints before training (saved to out/hint_bank)
+    hint_bank: str = ""  # a saved HintBank; "": hints from hint_source
+    hint_source: str = "auto"  # no hint_bank: "self" (the policy writes them before training,
+    #   saved to out/hint_bank), "reference" (teacher hints from the problems' worked
+    #   solutions), "auto" (toy tasks: built-in; arithmetic: reference; gsm8k/math500: self)
     nudging_options: dict = field(default_factory=dict)  # strategy keyword arguments
     hint_explanation_tokens: int = 192  # self-hints: budget of call 1 (the explanation)
     hint_tokens: int = 64  # self-hints: budget of call 2 (the hint)
@@ -137,7 +140,7 @@ class TrainConfig:
                               ("estimator", tuple(ESTIMATORS)), ("surrogate", tuple(SURROGATES)),
                               ("aggregation", AGGREGATIONS), ("kl_estimator", KL_ESTIMATORS),
                               ("nudging", tuple(STRATEGIES)), ("hint_type", HINT_TYPES),
-                              ("condition_on", CONDITION_ON),
+                              ("condition_on", CONDITION_ON), ("hint_source", HINT_SOURCES),
                               ("stage1", ("none", "plateau", "steps"))):
             if getattr(self, name) not in choices:
                 bad(name, f"one of {sorted(choices)}")
@@ -200,7 +203,7 @@ class TrainConfig:
                             "(policy='hf')")
         if self.policy == "toy-table" and self.task != "toy-table":
             bad("task", "'toy-table' for policy='toy-table'")
-        if self.policy != "hf" and self.task in ("gsm8k", "math500"):
+        if self.policy != "hf" and self.task in ("arithmetic", "gsm8k", "math500"):
             bad("task", f"a toy task for policy={self.policy!r} (real math needs policy='hf')")
         if self.policy == "char-transformer" and self.task != "addition":
             bad("task", "'addition' for policy='char-transformer'")
@@ -210,6 +213,17 @@ class TrainConfig:
                              f"nudging={self.nudging!r}: that strategy computes its own "
                              f"advantages, so an estimator would be ignored (with stage1 set, "
                              f"the estimator serves stage 1 and is allowed)")
+        if self.task == "arithmetic":
+            from nudgelib.arithmetic import TIERS
+
+            unknown = sorted(set(self.difficulty_counts) - set(TIERS))
+            if unknown or not any(self.difficulty_counts.values()):
+                bad("difficulty_counts", f"a dict {{tier: count}} over the arithmetic tiers "
+                                         f"{list(TIERS)} with at least one count > 0")
+        if self.hint_source == "reference" and self.task not in ("arithmetic", "gsm8k",
+                                                                 "math500"):
+            bad("hint_source", "'auto' or 'self' for toy tasks (their problems carry no worked "
+                               "solutions)")
         if self.kl_beta > 0 and self.policy != "hf":
             bad("kl_beta", "0 for toy policies (the KL reference is the LoRA base model)")
 
@@ -226,28 +240,40 @@ class TrainConfig:
 
 
 SHORT_ANSWER_INSTRUCTION = "Answer with the final number in \\boxed{}."
-"""cpu-fast's instruction: SmolLM2-135M rarely finishes a step-by-step answer in 32 tokens, so
-every reward would be the same truncation penalty and no group would carry a gradient. Asked
-for the number alone, some of its completions end in time, which gives the mechanics in CI
-real reward variance (its answers are still almost never right)."""
+"""An instruction for a small model on GSM8K with a short budget: asked for the number alone,
+some of SmolLM2-135M's completions end in time (the benchmarks use it)."""
+
+CPU_ARITHMETIC = {
+    # preset: (training problems per tier, LoRA rank)
+    "cpu-fast": ({"sum": 8, "product": 8, "chain": 8}, 8),
+    "cpu": ({"sum": 24, "product": 24, "chain": 32}, 8),
+}
+"""The CPU presets train on short-answer arithmetic (:mod:`nudgelib.arithmetic`): SmolLM2-135M
+cannot do GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen
+from measured runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, 10 new
+tokens, lr 3e-4, teacher partial-step hints for the hard tier."""
 
 
 def _lm_config(preset_name: str) -> TrainConfig:
     from nudgelib.presets import PRESETS
 
     p = PRESETS[preset_name]
-    fast = preset_name == "cpu-fast"
-    extra = {"instruction": SHORT_ANSWER_INSTRUCTION, "hint_explanation_tokens": 64,
-             "hint_tokens": 32} if fast else {}
+    common = dict(name=preset_name, policy="hf", model_id=p.model_id, group_size=p.group_size,
+                  prompts_per_step=p.prompts_per_step, max_new_tokens=p.max_new_tokens,
+                  load_in_4bit=p.load_in_4bit, dtype=p.dtype, device=p.device)
+    if preset_name in CPU_ARITHMETIC:
+        from nudgelib.arithmetic import INSTRUCTION
+
+        counts, rank = CPU_ARITHMETIC[preset_name]
+        return TrainConfig(**common, task="arithmetic", difficulty_counts=dict(counts),
+                           n_train_problems=sum(counts.values()), lora_rank=rank, lr=3e-4,
+                           instruction=INSTRUCTION, hint_type="partial_steps",
+                           micro_batch_size=64, hint_explanation_tokens=48, hint_tokens=24)
     return TrainConfig(
-        name=preset_name, policy="hf", task="gsm8k", model_id=p.model_id,
-        n_train_problems=p.n_train_problems,
-        problem_selection="shortest" if p.device == "cpu" else "random",
-        group_size=p.group_size, prompts_per_step=p.prompts_per_step,
-        max_new_tokens=p.max_new_tokens, lr=2e-5 if not fast else 1e-4,
-        lora_rank=p.lora_rank, load_in_4bit=p.load_in_4bit, dtype=p.dtype, device=p.device,
-        gradient_checkpointing=p.device == "cuda", micro_batch_size=8 if fast else 16,
-        format_weight=0.1, overlong_weight=1.0, warmup_steps=0 if fast else 5, **extra)
+        **common, task="gsm8k", n_train_problems=p.n_train_problems,
+        problem_selection="random", lr=2e-5, lora_rank=p.lora_rank,
+        gradient_checkpointing=p.device == "cuda", micro_batch_size=16,
+        format_weight=0.1, overlong_weight=1.0, warmup_steps=5)
 
 
 def get_train_config(name: str, **overrides) -> TrainConfig:
@@ -255,8 +281,10 @@ def get_train_config(name: str, **overrides) -> TrainConfig:
 
     * ``toy-fast`` — tiny char transformer on addition (1-3 digits), seconds per step on CPU;
     * ``toy-table`` — the categorical toy of :mod:`nudgelib.toy`;
-    * ``cpu-fast``, ``cpu``, ``colab-t4``, ``large-gpu`` — LoRA on a real LM and GSM8K, sized
-      by :data:`nudgelib.presets.PRESETS`.
+    * ``cpu-fast``, ``cpu`` — LoRA on SmolLM2-135M and short-answer arithmetic
+      (:data:`CPU_ARITHMETIC`);
+    * ``colab-t4``, ``large-gpu`` — LoRA on a real LM and GSM8K, sized by
+      :data:`nudgelib.presets.PRESETS`.
     """
     if name == "toy-fast":
         cfg = TrainConfig(name=name, lr=3e-4, prompts_per_step=32)
@@ -297,20 +325,40 @@ def build_problems(cfg: TrainConfig) -> list[Problem]:
         from nudgelib.toy import ToyTask, toy_problems
 
         return toy_problems(ToyTask.make(cfg.difficulty_counts, seed=cfg.seed))
+    if cfg.task == "arithmetic":
+        from nudgelib.arithmetic import arithmetic_problems
+
+        return _arith(arithmetic_problems, cfg.difficulty_counts, "train", cfg.seed)
     return _ordered_pool(cfg)[:cfg.n_train_problems]
+
+
+def _arith(fn, counts, split, seed):
+    try:
+        return fn(counts, split=split, seed=seed)
+    except ValueError as err:
+        raise ConfigError(f"TrainConfig.difficulty_counts: {err}") from None
+
+
+def _split_evenly(n: int, keys: Sequence[str]) -> dict[str, int]:
+    return {k: n // len(keys) + (i < n % len(keys)) for i, k in enumerate(keys)}
 
 
 def build_val_problems(cfg: TrainConfig) -> list[Problem]:
     """Held-out validation problems, never trained on: for real math, the ``n_val_problems``
     that follow the training problems in the same order of the training split; for addition,
-    fresh sums of the same difficulties that are not training questions."""
+    fresh sums of the same difficulties that are not training questions; for arithmetic,
+    problems of the training tiers from the held-out split (disjoint by construction)."""
+    levels = [k for k, v in cfg.difficulty_counts.items() if v]
+    if cfg.task == "arithmetic":
+        from nudgelib.arithmetic import arithmetic_problems
+
+        return _arith(arithmetic_problems, _split_evenly(cfg.n_val_problems, levels), "heldout",
+                      cfg.seed)
     if cfg.task == "addition":
         from nudgelib.toy import ADDITION_DIGITS, addition_problems
 
         seen = {p.question for p in build_problems(cfg)}
-        levels = [k for k, v in cfg.difficulty_counts.items() if v]
-        counts = {k: cfg.n_val_problems // len(levels) + (i < cfg.n_val_problems % len(levels))
-                  for i, k in enumerate(levels)}
+        counts = _split_evenly(cfg.n_val_problems, levels)
         out = []
         for k, n in counts.items():
             digits = ADDITION_DIGITS.get(k, k)
@@ -377,16 +425,30 @@ def build_policy(cfg: TrainConfig, *, warm: bool = True, progress: bool = False)
 def build_scorer(cfg: TrainConfig):
     if cfg.task in ("addition", "toy-table"):
         return ExactMatchScorer()
+    strategies = None
+    if cfg.task == "arithmetic":
+        from nudgelib.arithmetic import SCORING as strategies
     return MathScorer(format_weight=cfg.format_weight, overlong_weight=cfg.overlong_weight,
-                      max_len=cfg.max_new_tokens if cfg.overlong_weight else None)
+                      max_len=cfg.max_new_tokens if cfg.overlong_weight else None,
+                      strategies=strategies)
+
+
+def hint_source_of(cfg: TrainConfig) -> str:
+    """Where the hints of a run come from when no bank is given: ``builtin`` (toy tasks),
+    ``reference`` or ``self`` (see ``TrainConfig.hint_source``)."""
+    if cfg.hint_source != "auto":
+        return cfg.hint_source
+    return {"addition": "builtin", "toy-table": "builtin", "arithmetic": "reference"}.get(
+        cfg.task, "self")
 
 
 def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[Problem], policy,
                 out: Path | None = None, *, progress: bool = False):
-    """The hints nudging uses: a saved bank (``cfg.hint_bank``), the built-in toy hints, or
-    self-generated hints of ``hint_types`` written by ``policy`` before any training (NuRL's
-    offline step), saved to ``out/hint_bank`` and reused when the run resumes."""
-    from nudgelib.hints import HintBank, generate_hints
+    """The hints nudging uses: a saved bank (``cfg.hint_bank``), the built-in toy hints, teacher
+    hints from the problems' worked solutions (``reference``), or self-generated hints of
+    ``hint_types`` written by ``policy`` before any training (NuRL's offline step), saved to
+    ``out/hint_bank`` and reused when the run resumes."""
+    from nudgelib.hints import HintBank, generate_hints, reference_hints
     from nudgelib.toy import toy_hint
 
     if cfg.hint_bank:
@@ -395,8 +457,16 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
             raise ConfigError(f"TrainConfig.hint_bank={cfg.hint_bank!r}: no such folder (save a "
                               f"bank with HintBank.save or dataset.save_to_disk)")
         return HintBank.load(path)
-    if cfg.task in ("addition", "toy-table"):
+    source = hint_source_of(cfg)
+    if source == "builtin":
         return toy_hint
+    if source == "reference":
+        kinds = [k for k in hint_types if k != "abstract"]
+        if len(kinds) < len(hint_types):
+            raise ConfigError("TrainConfig.hint_type='abstract' needs hint_source='self' (an "
+                              "abstract hint needs a model; worked solutions give "
+                              "partial_steps, explanation or answer hints)")
+        return HintBank.merge([reference_hints(problems, k) for k in kinds])
     saved = out / "hint_bank" if out is not None else None
     if saved is not None and saved.exists():
         return HintBank.load(saved)

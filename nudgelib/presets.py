@@ -51,6 +51,7 @@ class Preset:
     n_eval_problems: int
     eval_samples: int
     toy_steps: int
+    task: str = "gsm8k"  # the LM stages' task: "arithmetic" on CPU (nudgelib.arithmetic)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,12 +77,13 @@ PRESETS: dict[str, Preset] = {
             load_in_4bit=False,
             lora_rank=8,
             group_size=8,
-            prompts_per_step=4,
-            max_new_tokens=32,
-            n_train_problems=16,
+            prompts_per_step=8,
+            max_new_tokens=10,
+            n_train_problems=24,
             n_eval_problems=16,
             eval_samples=4,
             toy_steps=30,
+            task="arithmetic",
         ),
         Preset(
             name="cpu",
@@ -90,14 +92,15 @@ PRESETS: dict[str, Preset] = {
             device="cpu",
             dtype="float32",
             load_in_4bit=False,
-            lora_rank=16,
+            lora_rank=8,
             group_size=8,
-            prompts_per_step=4,
-            max_new_tokens=192,
-            n_train_problems=256,
+            prompts_per_step=8,
+            max_new_tokens=10,
+            n_train_problems=80,
             n_eval_problems=64,
             eval_samples=16,
             toy_steps=300,
+            task="arithmetic",
         ),
         Preset(
             name="colab-t4",

@@ -60,7 +60,8 @@ class MathScorer:
     """reward = correct + format_weight * well-formed boxed answer + overlong_weight * DAPO penalty.
 
     ``correct`` comes from :func:`nudgelib.verify.verify_batch` (math-verify behind a fast
-    exact path, each check bounded by ``timeout`` seconds). The overlong penalty (DAPO,
+    exact path, each check bounded by ``timeout`` seconds), the answer found by the extraction
+    ``strategies`` (None: the verifier's default; ``("boxed", "short")`` for short answers). The overlong penalty (DAPO,
     arXiv 2503.14476 eq. 13) is 0 up to ``max_len - cache_len`` tokens, falls linearly to -1
     at ``max_len`` and is -1 for a truncated completion; it is off when ``max_len`` is None.
     """
@@ -71,12 +72,14 @@ class MathScorer:
     cache_len: int | None = None
     timeout: float = 2.0
     name: str = "math"
+    strategies: tuple | None = None
 
     def __call__(self, problems, completions, lengths, truncated):
         from nudgelib.rewards import format_reward, soft_overlong_penalty
-        from nudgelib.verify import verify_batch
+        from nudgelib.verify import DEFAULT_STRATEGIES, verify_batch
 
-        res = verify_batch([p.answer for p in problems], list(completions), timeout=self.timeout)
+        res = verify_batch([p.answer for p in problems], list(completions), timeout=self.timeout,
+                           strategies=self.strategies or DEFAULT_STRATEGIES)
         correct = [r.correct for r in res]
         rewards = [float(c) for c in correct]
         if self.format_weight:

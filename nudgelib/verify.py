@@ -165,17 +165,34 @@ def _extract_phrase(text: str) -> str | None:
     return ans or None
 
 
-EXTRACTORS = {"boxed": _extract_boxed, "gsm8k": _extract_gsm8k, "phrase": _extract_phrase}
-"""Extraction strategies, tried in the order given to :func:`extract_answer`."""
+def _extract_short(text: str) -> str | None:
+    """Short answers ("Answer with the final number only."): the last plain number on the first
+    non-empty line, so ``12``, ``12.``, ``7 + 5 = 12`` and ``The sum is 12`` all give ``12``, and
+    nothing after the first line counts (a model cannot list candidates over several lines).
+    Only for questions where echoing the question cannot end in the answer (see
+    :mod:`nudgelib.arithmetic`)."""
+    line = next((ln for ln in text.lstrip().split("\n", 1)[:1] if ln.strip()), None)
+    if line is None:
+        return None
+    last = _last_match(NUMBER_RE, line)
+    return last.group().replace(",", "") if last else None
 
 
-def extract_answer(text, *, strategies: Sequence[str] = ("boxed", "gsm8k", "phrase")) -> str | None:
+EXTRACTORS = {"boxed": _extract_boxed, "gsm8k": _extract_gsm8k, "phrase": _extract_phrase,
+              "short": _extract_short}
+"""Extraction strategies, tried in the order given to :func:`extract_answer`. The default order
+is :data:`DEFAULT_STRATEGIES`; ``short`` is opt-in (short-answer tasks)."""
+DEFAULT_STRATEGIES = ("boxed", "gsm8k", "phrase")
+
+
+def extract_answer(text, *, strategies: Sequence[str] = DEFAULT_STRATEGIES) -> str | None:
     """The final answer of a completion, or None.
 
     Convention: the LAST well-formed ``\\boxed{...}`` (nested braces handled, ``\\{``/``\\}``
     are literal); else the last ``#### <answer>`` line (GSM8K); else the last phrase such as
     "the answer is ...", "final answer: ...". ``strategies`` picks and orders these (names in
-    :data:`EXTRACTORS`). Only the last :data:`MAX_TEXT_CHARS` characters are searched; all
+    :data:`EXTRACTORS`; ``short``, the last number of the first line, is for short-answer
+    tasks). Only the last :data:`MAX_TEXT_CHARS` characters are searched; all
     strategies run in linear time.
     """
     text = completion_text(text)[-MAX_TEXT_CHARS:]
@@ -406,11 +423,11 @@ def _inprocess_check(gold: str, pred: str, timeout: float) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def _prepare(gold, completion, t0: float):
+def _prepare(gold, completion, t0: float, strategies: Sequence[str] = DEFAULT_STRATEGIES):
     """Extraction and the fast path. Returns (VerifyResult | None, gold_str, extracted)."""
     gold_s = completion_text(gold) if not isinstance(gold, (int, float, Fraction)) else str(gold)
     gold_s = gold_s.strip()
-    pred = extract_answer(completion)
+    pred = extract_answer(completion, strategies=strategies)
     if pred is None:
         return VerifyResult(False, None, "no_answer", "extract", time.perf_counter() - t0), gold_s, None
     if len(pred) > MAX_ANSWER_CHARS:
@@ -444,17 +461,19 @@ def _check_timeout(timeout) -> float:
     return float(timeout)
 
 
-def verify(gold, completion, *, timeout: float = 2.0) -> VerifyResult:
+def verify(gold, completion, *, timeout: float = 2.0,
+           strategies: Sequence[str] = DEFAULT_STRATEGIES) -> VerifyResult:
     """Is the final answer of ``completion`` equal to ``gold``? Never raises on model output.
 
     ``gold`` is the answer as datasets store it (``\\frac{3}{56}``, ``18``, ``\\text{Evelyn}``,
-    a tuple...). ``completion`` is a string or chat messages. Returns within ``timeout`` seconds
+    a tuple...). ``completion`` is a string or chat messages; ``strategies`` is how its answer
+    is found (:func:`extract_answer`). Returns within ``timeout`` seconds
     (+ at most 0.25 s) from any thread, once the math-verify server has started (see
     :func:`warmup`; its one-time start is not charged to the deadline).
     """
     timeout = _check_timeout(timeout)
     t0 = time.perf_counter()
-    done, gold_s, pred = _prepare(gold, completion, t0)
+    done, gold_s, pred = _prepare(gold, completion, t0, strategies)
     if done is not None:
         return done
     left = timeout - (time.perf_counter() - t0)
@@ -464,7 +483,8 @@ def verify(gold, completion, *, timeout: float = 2.0) -> VerifyResult:
 
 
 def verify_batch(golds: Sequence, completions: Sequence, *, timeout: float = 2.0,
-                 workers: int | None = None) -> list[VerifyResult]:
+                 workers: int | None = None,
+                 strategies: Sequence[str] = DEFAULT_STRATEGIES) -> list[VerifyResult]:
     """:func:`verify` over many pairs: fast path inline, the rest ``workers`` at a time.
 
     Each item gets the same deadline, counted from when it is sent to math-verify.
@@ -480,7 +500,7 @@ def verify_batch(golds: Sequence, completions: Sequence, *, timeout: float = 2.0
     results: list[VerifyResult | None] = [None] * len(golds)
     slow: list[tuple[int, str, str]] = []
     for i, (g, c) in enumerate(zip(golds, completions)):
-        done, gold_s, pred = _prepare(g, c, time.perf_counter())
+        done, gold_s, pred = _prepare(g, c, time.perf_counter(), strategies)
         if done is not None:
             results[i] = done
         else:
