@@ -4,7 +4,7 @@ GSM8K needs chains of thought that a 135M model cannot write, so on CPU nothing 
 rewarded. Asked "What is 7 + 5?" and told "Answer with the final number only.", the same model
 (SmolLM2-135M-Instruct) is right a few times in 8 on one-digit sums and products and almost
 never on sums of three numbers: a graded pass-rate distribution with a large 0/G tail, which is
-NuRL's premise (docs/method.md §1), at seconds per RL step.
+NuRL's premise (docs/method.md §1, §5.1), at seconds per RL step.
 
     train = arithmetic_problems({"sum": 24, "product": 24, "chain": 32}, split="train", seed=0)
     test = arithmetic_problems({"chain": 24}, split="heldout", seed=0)

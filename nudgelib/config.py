@@ -446,8 +446,8 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
                 out: Path | None = None, *, progress: bool = False):
     """The hints nudging uses: a saved bank (``cfg.hint_bank``), the built-in toy hints, teacher
     hints from the problems' worked solutions (``reference``), or self-generated hints of
-    ``hint_types`` written by ``policy`` before any training (NuRL's offline step), saved to
-    ``out/hint_bank`` and reused when the run resumes."""
+    ``hint_types`` written by ``policy`` before any training (NuRL's offline step); the last
+    two are saved to ``out/hint_bank`` and reused when the run resumes."""
     from nudgelib.hints import HintBank, generate_hints, reference_hints
     from nudgelib.toy import toy_hint
 
@@ -460,23 +460,23 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
     source = hint_source_of(cfg)
     if source == "builtin":
         return toy_hint
-    if source == "reference":
-        kinds = [k for k in hint_types if k != "abstract"]
-        if len(kinds) < len(hint_types):
-            raise ConfigError("TrainConfig.hint_type='abstract' needs hint_source='self' (an "
-                              "abstract hint needs a model; worked solutions give "
-                              "partial_steps, explanation or answer hints)")
-        return HintBank.merge([reference_hints(problems, k) for k in kinds])
+    if source == "reference" and "abstract" in hint_types:
+        raise ConfigError("TrainConfig.hint_type='abstract' needs hint_source='self' (an "
+                          "abstract hint needs a model; worked solutions give partial_steps, "
+                          "explanation or answer hints)")
     saved = out / "hint_bank" if out is not None else None
     if saved is not None and saved.exists():
         return HintBank.load(saved)
-    banks = [generate_hints(policy, problems, kind, source="self", progress=progress,
-                            max_explanation_tokens=cfg.hint_explanation_tokens,
-                            max_hint_tokens=cfg.hint_tokens,
-                            generator=torch.Generator().manual_seed(cfg.seed + 17))
-             for kind in hint_types]
+    if source == "reference":
+        banks = [reference_hints(problems, kind) for kind in hint_types]
+    else:
+        banks = [generate_hints(policy, problems, kind, source="self", progress=progress,
+                                max_explanation_tokens=cfg.hint_explanation_tokens,
+                                max_hint_tokens=cfg.hint_tokens,
+                                generator=torch.Generator().manual_seed(cfg.seed + 17))
+                 for kind in hint_types]
     bank = HintBank.merge(banks)
-    bank.stats = {b.stats["hint_type"]: b.stats for b in banks}
+    bank.stats = {kind: b.stats for kind, b in zip(hint_types, banks)}
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
         bank.save(saved)

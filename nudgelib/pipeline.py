@@ -94,8 +94,8 @@ def grpo_then_nurl(cfg: TrainConfig, root: str | os.PathLike, *, steps: int,
 
 PIPELINE_PLANS = {
     # preset: (steps, max switch step, validate every, validation problems x samples)
-    "cpu-fast": (3, 2, 1, (4, 2)),
-    "cpu": (60, 40, 5, (32, 4)),
+    "cpu-fast": (6, 3, 2, (12, 4)),
+    "cpu": (30, 15, 5, (24, 4)),
     "colab-t4": (200, 120, 10, (64, 4)),
     "large-gpu": (400, 200, 10, (128, 8)),
 }
@@ -109,8 +109,6 @@ def pipeline_plan(preset_name: str) -> dict:
         raise ConfigError(f"no pipeline plan for preset {preset_name!r}; expected one of "
                           f"{sorted(PIPELINE_PLANS)}")
     steps, cap, every, (n_val, k_val) = PIPELINE_PLANS[preset_name]
-    fast = preset_name == "cpu-fast"
-    cfg = get_train_config(preset_name, val_every=every, n_val_problems=n_val, val_samples=k_val,
-                           **({"n_train_problems": 8, "drop_solved_samples": 4} if fast else {}))
+    cfg = get_train_config(preset_name, val_every=every, n_val_problems=n_val, val_samples=k_val)
     return {"config": cfg, "steps": steps, "max_switch_step": cap,
             "switch_metrics": ["reward_mean", "val_pass_rate"]}

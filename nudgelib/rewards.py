@@ -27,8 +27,14 @@ def _named(fn, name: str):
 
 
 def make_correctness_reward(answer_key: str = "answer", *, timeout: float = 2.0,
-                            workers: int | None = None) -> RewardFn:
-    """A reward that is 1.0 when a completion's answer verifies against ``kwargs[answer_key]``."""
+                            workers: int | None = None,
+                            strategies: Sequence[str] | None = None) -> RewardFn:
+    """A reward that is 1.0 when a completion's answer verifies against ``kwargs[answer_key]``;
+    ``strategies`` is how the answer is found (:func:`nudgelib.verify.extract_answer`; None:
+    the verifier's default)."""
+    from nudgelib.verify import DEFAULT_STRATEGIES
+
+    strategies = tuple(strategies or DEFAULT_STRATEGIES)
 
     def correctness_reward(prompts=None, completions=None, **kwargs) -> list[float]:
         completions = list(completions or [])
@@ -39,7 +45,8 @@ def make_correctness_reward(answer_key: str = "answer", *, timeout: float = 2.0,
         if len(golds) != len(completions):
             raise ValueError(f"{answer_key!r} has {len(golds)} entries for "
                              f"{len(completions)} completions")
-        res = verify_batch(golds, completions, timeout=timeout, workers=workers)
+        res = verify_batch(golds, completions, timeout=timeout, workers=workers,
+                           strategies=strategies)
         return [1.0 if r.correct else 0.0 for r in res]
 
     return _named(correctness_reward, "correctness_reward")

@@ -175,14 +175,14 @@ def test_cli_refuses_to_overwrite_and_names_bad_overrides(tmp_path):
 
 
 def test_cli_cpu_fast_nurl_two_steps_saves_a_peft_adapter_with_every_lora_weight_trained(
-        tmp_path, offline_model_dir, real_data):
-    """The issue-8 command verbatim: self-hints are generated, two NuRL steps train, and
-    DIR/adapter is a standard PEFT adapter whose every LoRA tensor moved from its (seeded)
-    initial value; the base weights are frozen by construction (only lora_ tensors train)."""
+        tmp_path, offline_model_dir):
+    """The issue-8 command verbatim (cpu-fast is arithmetic since issue 19): the teacher hints
+    are written to DIR/hint_bank, two NuRL steps train, and DIR/adapter is a standard PEFT
+    adapter whose every LoRA tensor moved from its (seeded) initial value; the base weights are
+    frozen by construction (only lora_ tensors train)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    real_data("gsm8k", "train", limit=1)
     out = tmp_path / "run"
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "nudgelib.train", "--config", "cpu-fast",
@@ -349,11 +349,10 @@ def test_callbacks_run_before_the_metrics_row_is_written(tmp_path):
     assert [r["callback_rows"] for r in rows] == [cfg.prompts_per_step * cfg.group_size] * 2
 
 
-def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offline_model_dir,
-                                                                    real_data):
-    real_data("gsm8k", "train", limit=1)  # skips (naming NUDGE_DATA_DIR) without real data
-    cfg = get_train_config("cpu-fast", nudging="nurl", n_train_problems=2, prompts_per_step=2,
-                           group_size=4, max_new_tokens=16)
+def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offline_model_dir):
+    cfg = get_train_config("cpu-fast", nudging="nurl", hint_source="self", hint_type="abstract",
+                           difficulty_counts={"chain": 2}, prompts_per_step=2, group_size=4,
+                           max_new_tokens=8)
     tr = Trainer(cfg, tmp_path, progress=False)
     bank = tr.nudger.hint_source  # built from out/hint_bank, written by the untrained policy
     saved = tmp_path / "hint_bank"
@@ -473,7 +472,8 @@ def test_real_math_validation_problems_follow_the_training_problems(real_data):
     from nudgelib.config import build_problems, build_val_problems
 
     real_data("gsm8k", "train", limit=1)
-    cfg = get_train_config("cpu-fast", val_every=1, n_val_problems=5)
+    cfg = get_train_config("cpu-fast", task="gsm8k", problem_selection="shortest",
+                           n_train_problems=16, val_every=1, n_val_problems=5)
     train, val = build_problems(cfg), build_val_problems(cfg)
     assert len(val) == 5 and not {p.id for p in train} & {p.id for p in val}
     assert max(len(p.question) for p in train) <= min(len(p.question) for p in val)

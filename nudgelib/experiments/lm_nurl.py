@@ -537,9 +537,8 @@ def pass_at_k_figure(res: dict, tier: str = "chain", arms: Sequence[str] | None 
 
 def training_figure(res: dict, column: str = "reward_mean", seed_index: int = 0):
     """Plotly: one seed's training curve of ``column`` for every trained arm."""
-    from nudgelib.plots import _go
+    import plotly.graph_objects as go
 
-    go = _go()
     fig = go.Figure()
     r = res["per_seed"][seed_index]
     for arm, cur in r["curves"].items():

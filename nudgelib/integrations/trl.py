@@ -199,13 +199,16 @@ def lora_config(cfg):
 def reward_functions(cfg, tokenizer=None) -> tuple[list, list[float]]:
     """nudgelib's reward mix for ``cfg`` as TRL reward functions and weights.
 
-    Same as :class:`nudgelib.rollouts.MathScorer`: correctness, plus ``format_weight`` x the
+    Same as the scorer of :func:`nudgelib.config.build_scorer`: correctness (with the task's
+    answer extraction, e.g. the short-answer rule for arithmetic), plus ``format_weight`` x the
     boxed-format reward, plus ``overlong_weight`` x DAPO's soft overlong penalty over
     ``max_new_tokens`` (cache = a quarter of it).
     """
-    from nudgelib.rewards import correctness_reward, make_format_reward, overlong_penalty
+    from nudgelib.config import build_scorer
+    from nudgelib.rewards import make_correctness_reward, make_format_reward, overlong_penalty
 
-    funcs, weights = [correctness_reward], [1.0]
+    funcs = [make_correctness_reward(strategies=getattr(build_scorer(cfg), "strategies", None))]
+    weights = [1.0]
     if cfg.format_weight:
         funcs.append(make_format_reward())
         weights.append(float(cfg.format_weight))

@@ -71,8 +71,8 @@ def _hints(cfg, args, problems):
     if args.hint_bank or cfg.hint_bank:
         return HintBank.load(args.hint_bank or cfg.hint_bank), args.hint_type or cfg.hint_type
     kind = args.hint_type or "partial_steps"
-    if cfg.task not in ("gsm8k", "math500"):
-        raise ConfigError(f"reference hints need worked solutions (gsm8k, math500), not task "
+    if cfg.task not in ("arithmetic", "gsm8k", "math500"):
+        raise ConfigError(f"reference hints need worked solutions (arithmetic, gsm8k, math500), not task "
                          f"{cfg.task!r}; pass --hint-bank")
     return reference_hints(problems, kind), kind
 

@@ -60,10 +60,10 @@ def test_trl_version_outside_the_tested_range_or_missing_is_a_clear_error(monkey
 def test_grpo_config_maps_a_preset_and_names_fields_trl_cannot_express(tmp_path):
     from nudgelib.config import ConfigError, get_train_config
 
-    cfg = get_train_config("cpu-fast")  # 4 prompts x G=8, micro-batches of 8 rows
+    cfg = get_train_config("cpu-fast", micro_batch_size=16)  # 8 prompts x G=8, micro-batches of 16
     args = nt.grpo_config(cfg, tmp_path, max_steps=3)
     assert (args.num_generations, args.max_completion_length) == (8, cfg.max_new_tokens)
-    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 32
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 64
     assert args.per_device_train_batch_size <= cfg.micro_batch_size
     assert (args.loss_type, args.scale_rewards) == ("dapo", "group")  # token_mean, GRPO
     assert (args.epsilon, args.epsilon_high, args.beta) == (0.2, 0.28, 0.0)
@@ -270,13 +270,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir, real_data):
+def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir):
     """2 CPU processes, gloo, 2 steps of NuRL with reference hints, through the README script.
 
     3 prompts x G=4 = 12 completions a step, 6 per process: the second group is split between
-    the processes, so the 0/G decision and the regeneration must agree across them.
+    the processes, so the 0/G decision and the regeneration must agree across them. The
+    problems are the hard arithmetic tier (mostly 0/G for the base model; each has a teacher
+    decomposition hint).
     """
-    real_data("gsm8k", "train", limit=1)  # the script reads the same data
     out = tmp_path / "run"
     launcher = Path(sys.executable).with_name("accelerate")
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -285,7 +286,7 @@ def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir,
            "-m", "nudgelib.integrations.trl_train", "--config", "cpu-fast", "--steps", "2",
            "--out", str(out), "--nudging", "nurl", "--set", "prompts_per_step=3",
            "--set", f"group_size={G}", "--set", "max_new_tokens=16",
-           "--set", "n_train_problems=6", "--nudge-log"]
+           "--set", 'difficulty_counts={"chain": 6}', "--nudge-log"]
     # no GPU for --multi_gpu to find: accelerate runs MULTI_CPU over gloo (plain `--cpu` starts
     # several processes only through mpirun)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true",
