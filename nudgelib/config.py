@@ -71,6 +71,7 @@ class TrainConfig:
     max_new_tokens: int = 6
     temperature: float = 1.0
     top_p: float = 1.0
+    stop_at_newline: bool = False  # LM: a completion ends at its first newline (short answers)
     prompts_per_call: int = 0  # 0: all prompts of a step in one sampling call
     # --- RL objective (docs/method.md §4)
     estimator: str = "grpo"
@@ -224,6 +225,10 @@ class TrainConfig:
                                                                  "math500"):
             bad("hint_source", "'auto' or 'self' for toy tasks (their problems carry no worked "
                                "solutions)")
+        if not isinstance(self.stop_at_newline, bool):
+            bad("stop_at_newline", "True or False")
+        if self.stop_at_newline and self.policy != "hf":
+            bad("stop_at_newline", "False for toy policies (their answers have no lines)")
         if self.kl_beta > 0 and self.policy != "hf":
             bad("kl_beta", "0 for toy policies (the KL reference is the LoRA base model)")
 
@@ -250,8 +255,10 @@ CPU_ARITHMETIC = {
 }
 """The CPU presets train on short-answer arithmetic (:mod:`nudgelib.arithmetic`): SmolLM2-135M
 cannot do GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen
-from measured runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, 10 new
-tokens, lr 3e-4, teacher partial-step hints for the hard tier."""
+from measured runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, lr 3e-4,
+teacher partial-step hints for the hard tier; 12 new tokens and a stop at the first newline: the
+longest answer line of the default tiers, "3 + 6 + 8 = 17", is 11 tokens (with 10, the first
+design, it was cut to "= 1"), and nothing after the answer line is sampled."""
 
 
 def _lm_config(preset_name: str) -> TrainConfig:
@@ -266,6 +273,7 @@ def _lm_config(preset_name: str) -> TrainConfig:
 
         counts, rank = CPU_ARITHMETIC[preset_name]
         return TrainConfig(**common, task="arithmetic", difficulty_counts=dict(counts),
+                           stop_at_newline=True,
                            n_train_problems=sum(counts.values()), lora_rank=rank, lr=3e-4,
                            instruction=INSTRUCTION, hint_type="partial_steps",
                            micro_batch_size=64, hint_explanation_tokens=48, hint_tokens=24)
@@ -419,7 +427,7 @@ def build_policy(cfg: TrainConfig, *, warm: bool = True, progress: bool = False)
         cfg.model_id, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha or None,
         lora_dropout=cfg.lora_dropout, load_in_4bit=cfg.load_in_4bit, dtype=cfg.dtype or None,
         device=cfg.device or None, gradient_checkpointing=cfg.gradient_checkpointing,
-        instruction=cfg.instruction)
+        instruction=cfg.instruction, stop_at_newline=cfg.stop_at_newline)
 
 
 def build_scorer(cfg: TrainConfig):

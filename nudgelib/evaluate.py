@@ -62,7 +62,8 @@ class ModelSuite:
     """A base model and named LoRA adapters on one copy of its weights.
 
     ``instruction`` is appended to every question, as in training; by default it is read from
-    the adapters' saved training config (all must agree), else the policy default. ``dtype``,
+    the adapters' saved training config (all must agree), else the policy default; so is
+    ``stop_at_newline``. ``dtype``,
     ``device``, ``load_in_4bit`` as in :meth:`nudgelib.lm_policy.HFPolicy.from_pretrained`.
     """
 
@@ -86,6 +87,13 @@ class ModelSuite:
                                  f"{sorted(found)}; pass instruction= explicitly")
             instruction = found.pop() if found else None
         kw = {"instruction": instruction} if instruction is not None else {}
+        stops = {bool(c.get("stop_at_newline", False)) for p in adapters.values()
+                 if (c := adapter_run_config(p))}
+        if len(stops) > 1:
+            raise ValueError("the adapters were trained with and without stop_at_newline; "
+                             "evaluate them in separate suites")
+        if stops:
+            kw["stop_at_newline"] = stops.pop()
         self.policy = HFPolicy.from_pretrained(model_id, lora_rank=0, dtype=dtype, device=device,
                                                load_in_4bit=load_in_4bit, **kw)
         self.model_id, self.adapters = model_id, adapters

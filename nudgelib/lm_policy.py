@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from nudgelib.policies import Policy, chunked_token_logprobs, sample_next, shared_rows
 
-__all__ = ["DEFAULT_INSTRUCTION", "HFPolicy", "default_dtype", "nf4_config"]
+__all__ = ["DEFAULT_INSTRUCTION", "HFPolicy", "default_dtype", "newline_token_ids", "nf4_config"]
 
 
 def default_dtype(device: str) -> str:
@@ -42,6 +42,13 @@ def nf4_config(dtype: str):
 
 # ----------------------------------------------------------------------------- language models
 
+def newline_token_ids(tokenizer) -> tuple[int, ...]:
+    """Ids of every vocabulary token whose text holds a newline (the stop set of
+    ``stop_at_newline``)."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return tuple(i for i, t in enumerate(texts) if "\n" in t)
+
+
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -50,7 +57,9 @@ class HFPolicy(Policy):
 
     Prompts are the user's text (question, and hint if any); :meth:`encode_prompts` appends
     ``instruction`` and applies the tokenizer's chat template (plain text when it has none).
-    Sampling is an explicit KV-cached loop rather than ``generate()``: it draws with a
+    ``stop_at_newline`` ends a completion at its first newline after the first token (a stop
+    sequence, for short-answer tasks whose answer is the first line). Sampling is an explicit
+    KV-cached loop rather than ``generate()``: it draws with a
     ``torch.Generator`` (exact, resumable runs) and keeps only the sampled tokens' log-probs
     (``generate(output_scores=True)`` would keep N x T x vocab scores).
 
@@ -63,8 +72,11 @@ class HFPolicy(Policy):
 
     def __init__(self, model, tokenizer, *, instruction: str = DEFAULT_INSTRUCTION,
                  system_prompt: str | None = None, logprob_chunk_tokens: int | None = None,
-                 model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True):
+                 model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True,
+                 stop_at_newline: bool = False):
         self.model, self.tokenizer = model, tokenizer
+        self.stop_at_newline = stop_at_newline
+        self.stop_ids: tuple[int, ...] = newline_token_ids(tokenizer) if stop_at_newline else ()
         self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
         self.instruction, self.system_prompt = instruction, system_prompt
         self.logprob_chunk_tokens, self.model_id = logprob_chunk_tokens, model_id
@@ -210,6 +222,7 @@ class HFPolicy(Policy):
             logits = logits[inverse]
         attn, last = prompt_mask, pos[:, -1]
         eos = torch.tensor(self.eos_ids, device=prompt_ids.device)
+        stop = torch.tensor(self.stop_ids, dtype=torch.long, device=prompt_ids.device)
         done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
         toks, logps = [], []
         for t in range(max_new_tokens):
@@ -218,6 +231,8 @@ class HFPolicy(Policy):
             toks.append(tok)
             logps.append(lp)
             done |= torch.isin(tok, eos)
+            if t > 0 and len(stop):
+                done |= torch.isin(tok, stop)
             if done.all() or t == max_new_tokens - 1:
                 break
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)

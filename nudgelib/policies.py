@@ -51,14 +51,21 @@ __all__ = ["CategoricalPolicy", "CharTransformerPolicy", "Policy", "Samples",
 
 # ----------------------------------------------------------------------------- helpers
 
-def completion_mask(ids: Tensor, eos_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
+def completion_mask(ids: Tensor, eos_ids: Sequence[int],
+                    stop_ids: Sequence[int] = ()) -> tuple[Tensor, Tensor]:
     """Mask [N, T] (1 up to and including the first EOS) and ``truncated`` [N] (no EOS at all).
 
-    By position, not by token id: with pad == eos the real EOS stays inside the mask.
+    By position, not by token id: with pad == eos the real EOS stays inside the mask. A token of
+    ``stop_ids`` (a stop sequence, e.g. any token holding a newline) ends the completion like an
+    EOS, except as its very first token.
     """
     is_eos = torch.zeros_like(ids, dtype=torch.bool)
     for e in eos_ids:
         is_eos |= ids == e
+    if len(stop_ids):
+        is_stop = torch.isin(ids, torch.as_tensor(list(stop_ids), device=ids.device))
+        is_stop[:, :1] = False
+        is_eos |= is_stop
     # number of EOS tokens strictly before position t: 0 means "still inside the completion"
     before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     mask = (before == 0).float()
@@ -266,7 +273,7 @@ class Policy(ABC):
                                            generator=generator)
         finally:
             self.train_mode(was_training)
-        mask, truncated = completion_mask(ids, self.eos_ids)
+        mask, truncated = completion_mask(ids, self.eos_ids, getattr(self, "stop_ids", ()))
         ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
         logp = logp.float() * mask
         return Samples(prompts=[p for p in prompts for _ in range(group_size)],

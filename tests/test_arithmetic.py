@@ -131,3 +131,31 @@ def test_reference_hint_bank_is_saved_in_the_run_folder_and_reused(tmp_path):
     assert (tmp_path / "hint_bank").is_dir()
     again = build_hints(cfg, ["partial_steps"], probs, None, tmp_path)
     assert again.records() == bank.records() and len(bank) == cfg.difficulty_counts["chain"]
+
+
+def test_stop_ids_end_a_completion_after_its_first_token_by_hand():
+    import torch
+
+    from nudgelib.policies import completion_mask
+
+    ids = torch.tensor([[5, 9, 7, 3], [9, 5, 9, 9], [5, 5, 5, 5], [5, 3, 9, 5]])
+    mask, truncated = completion_mask(ids, (3,), stop_ids=(9,))
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]]
+    assert truncated.tolist() == [False, False, True, False]
+    plain, _ = completion_mask(ids, (3,))
+    assert plain.tolist()[0] == [1, 1, 1, 1]
+
+
+def test_cpu_preset_policy_stops_at_the_first_newline(offline_model_dir):
+    import torch
+
+    from nudgelib.config import build_policy
+
+    pol = build_policy(get_train_config("cpu-fast"))
+    assert pol.stop_ids and all("\n" in pol.tokenizer.decode([i]) for i in pol.stop_ids)
+    s = pol.sample(["What is 2 + 2?"] * 2, group_size=8, max_new_tokens=16,
+                   generator=torch.Generator().manual_seed(0))
+    for row, m, text in zip(s.completion_ids.tolist(), s.completion_mask.tolist(), s.texts):
+        kept = [t for t, k in zip(row, m) if k]
+        assert not any(t in pol.stop_ids for t in kept[1:-1]), text  # no newline inside
+        assert "\n" not in text.strip()

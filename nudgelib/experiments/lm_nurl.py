@@ -68,7 +68,7 @@ class LMNuRLConfig:
     """Sizes and settings of one run of the experiment; ``fast()`` is the CI variant."""
 
     train_counts: dict = field(default_factory=lambda: {"sum": 24, "product": 24, "chain": 32})
-    heldout_counts: dict = field(default_factory=lambda: {"sum": 16, "product": 16, "chain": 24})
+    heldout_counts: dict = field(default_factory=lambda: {"sum": 12, "product": 12, "chain": 24})
     learnable_tiers: tuple = ("sum", "product")
     hard_tiers: tuple = ("chain",)
     preset: str = "cpu"  # the TrainConfig preset the arms start from
@@ -80,7 +80,7 @@ class LMNuRLConfig:
     group_size: int = 8
     prompts_per_step: int = 8
     lr: float = 3e-4
-    max_new_tokens: int = 10
+    max_new_tokens: int = 12  # the longest answer line of these tiers, '3 + 6 + 8 = 17', is 11
     temperature: float = 1.0
     eval_samples: int = 64
     learnable_samples: int = 8
@@ -125,9 +125,9 @@ class LMNuRLConfig:
     def fast(cls, **changes) -> LMNuRLConfig:
         """The CI variant: a few steps, samples and problems; the same arms and pipeline."""
         base = {"train_counts": {"sum": 8, "product": 8, "chain": 8},
-                "heldout_counts": {"sum": 6, "product": 6, "chain": 8}, "steps": 6,
-                "switch_max_step": 3, "eval_samples": 16, "learnable_samples": 8,
-                "hint_lift_problems": 4, "hint_lift_samples": 4}
+                "heldout_counts": {"sum": 4, "product": 4, "chain": 6}, "steps": 5,
+                "switch_max_step": 3, "eval_samples": 16, "learnable_samples": 4,
+                "hint_lift_problems": 3, "hint_lift_samples": 4}
         return cls(**{**base, **changes})
 
     def to_dict(self) -> dict:

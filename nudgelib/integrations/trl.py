@@ -243,6 +243,9 @@ def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
                       "GRPO (--nudging none), then NuRL from its adapter (--init-adapter)")
     if cfg.kl_beta and cfg.kl_estimator != "k3":
         bad("kl_estimator", "must be 'k3' (TRL's KL estimator) when kl_beta > 0")
+    if cfg.stop_at_newline:
+        bad("stop_at_newline", "is a stop sequence nudgelib's sampler applies; under TRL set it "
+                               "False (completions then run to EOS or max_new_tokens)")
     rows = cfg.prompts_per_step * cfg.group_size
     if num_processes < 1 or rows % num_processes:
         raise ConfigError(f"prompts_per_step x group_size = {rows} completions per step do not "

@@ -60,7 +60,10 @@ def test_trl_version_outside_the_tested_range_or_missing_is_a_clear_error(monkey
 def test_grpo_config_maps_a_preset_and_names_fields_trl_cannot_express(tmp_path):
     from nudgelib.config import ConfigError, get_train_config
 
-    cfg = get_train_config("cpu-fast", micro_batch_size=16)  # 8 prompts x G=8, micro-batches of 16
+    with pytest.raises(ConfigError, match="TrainConfig.stop_at_newline=True"):
+        nt.grpo_config(get_train_config("cpu-fast"), tmp_path, max_steps=1)
+    cfg = get_train_config("cpu-fast", micro_batch_size=16,  # 8 prompts x G=8, micro-batches of 16
+                           stop_at_newline=False)
     args = nt.grpo_config(cfg, tmp_path, max_steps=3)
     assert (args.num_generations, args.max_completion_length) == (8, cfg.max_new_tokens)
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 64
@@ -286,7 +289,8 @@ def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir)
            "-m", "nudgelib.integrations.trl_train", "--config", "cpu-fast", "--steps", "2",
            "--out", str(out), "--nudging", "nurl", "--set", "prompts_per_step=3",
            "--set", f"group_size={G}", "--set", "max_new_tokens=16",
-           "--set", 'difficulty_counts={"chain": 6}', "--nudge-log"]
+           "--set", 'difficulty_counts={"chain": 6}', "--set", "stop_at_newline=false",
+           "--nudge-log"]
     # no GPU for --multi_gpu to find: accelerate runs MULTI_CPU over gloo (plain `--cpu` starts
     # several processes only through mpirun)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true",
