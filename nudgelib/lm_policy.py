@@ -153,6 +153,9 @@ class HFPolicy(Policy):
 
             for m in self.model.modules():
                 if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
+                    if getattr(m, "disable_adapters", False):
+                        layers = []  # inside disable_adapter(): the base model, nothing to fold
+                        break
                     base = m.get_base_layer()
                     if type(base) is not nn.Linear or not base.weight.is_floating_point():
                         layers = []  # e.g. a 4-bit base: sample through the adapter

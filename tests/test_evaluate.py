@@ -105,3 +105,28 @@ def test_model_suite_switches_adapters_on_one_base(tmp_path, offline_model_dir):
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         with suite.use("nope"):
             pass
+
+
+def test_disabled_adapter_samples_the_base_model_exactly(offline_model_dir):
+    """Regression (found by notebook 07 on arithmetic): inside ``disable_adapter()`` the sampler
+    folded the active LoRA delta into the weights anyway, so a suite's "base" sampled the
+    adapter. With the adapter off, samples must equal a model without LoRA, draw for draw."""
+    import torch
+
+    from nudgelib.lm_policy import HFPolicy
+
+    kw = dict(instruction="Answer with the final number only.", stop_at_newline=True)
+    lora = HFPolicy.from_pretrained("offline:smollm2-135m-instruct", lora_rank=4, **kw)
+    plain = HFPolicy.from_pretrained("offline:smollm2-135m-instruct", lora_rank=0, **kw)
+    with torch.no_grad():
+        for n, p in lora.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)  # a trained-looking adapter
+
+    def draw(policy):
+        return policy.sample(["What is 2 + 3?", "What is 4 * 6?"], group_size=4,
+                             max_new_tokens=12, generator=torch.Generator().manual_seed(0)).texts
+
+    with lora.model.disable_adapter():
+        assert draw(lora) == draw(plain)
+    assert draw(lora) != draw(plain), "the adapter changes the samples when it is on"
