@@ -248,10 +248,9 @@ SHORT_ANSWER_INSTRUCTION = "Answer with the final number in \\boxed{}."
 """An instruction for a small model on GSM8K with a short budget: asked for the number alone,
 some of SmolLM2-135M's completions end in time (the benchmarks use it)."""
 
-CPU_ARITHMETIC = {
-    # preset: (training problems per tier, LoRA rank)
-    "cpu-fast": ({"sum": 8, "product": 8, "chain": 8}, 8),
-    "cpu": ({"sum": 24, "product": 24, "chain": 32}, 8),
+CPU_ARITHMETIC = {  # preset (Preset.task == "arithmetic"): training problems per tier
+    "cpu-fast": {"sum": 8, "product": 8, "chain": 8},
+    "cpu": {"sum": 24, "product": 24, "chain": 32},
 }
 """The CPU presets train on short-answer arithmetic (:mod:`nudgelib.arithmetic`): SmolLM2-135M
 cannot do GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen
@@ -268,13 +267,13 @@ def _lm_config(preset_name: str) -> TrainConfig:
     common = dict(name=preset_name, policy="hf", model_id=p.model_id, group_size=p.group_size,
                   prompts_per_step=p.prompts_per_step, max_new_tokens=p.max_new_tokens,
                   load_in_4bit=p.load_in_4bit, dtype=p.dtype, device=p.device)
-    if preset_name in CPU_ARITHMETIC:
+    if p.task == "arithmetic":
         from nudgelib.arithmetic import INSTRUCTION
 
-        counts, rank = CPU_ARITHMETIC[preset_name]
+        counts = CPU_ARITHMETIC[preset_name]
         return TrainConfig(**common, task="arithmetic", difficulty_counts=dict(counts),
                            stop_at_newline=True,
-                           n_train_problems=sum(counts.values()), lora_rank=rank, lr=3e-4,
+                           n_train_problems=sum(counts.values()), lora_rank=p.lora_rank, lr=3e-4,
                            instruction=INSTRUCTION, hint_type="partial_steps",
                            micro_batch_size=64, hint_explanation_tokens=48, hint_tokens=24)
     return TrainConfig(
@@ -334,15 +333,15 @@ def build_problems(cfg: TrainConfig) -> list[Problem]:
 
         return toy_problems(ToyTask.make(cfg.difficulty_counts, seed=cfg.seed))
     if cfg.task == "arithmetic":
-        from nudgelib.arithmetic import arithmetic_problems
-
-        return _arith(arithmetic_problems, cfg.difficulty_counts, "train", cfg.seed)
+        return _arithmetic(cfg.difficulty_counts, "train", cfg.seed)
     return _ordered_pool(cfg)[:cfg.n_train_problems]
 
 
-def _arith(fn, counts, split, seed):
+def _arithmetic(counts, split, seed):
+    from nudgelib.arithmetic import arithmetic_problems
+
     try:
-        return fn(counts, split=split, seed=seed)
+        return arithmetic_problems(counts, split=split, seed=seed)
     except ValueError as err:
         raise ConfigError(f"TrainConfig.difficulty_counts: {err}") from None
 
@@ -358,10 +357,7 @@ def build_val_problems(cfg: TrainConfig) -> list[Problem]:
     problems of the training tiers from the held-out split (disjoint by construction)."""
     levels = [k for k, v in cfg.difficulty_counts.items() if v]
     if cfg.task == "arithmetic":
-        from nudgelib.arithmetic import arithmetic_problems
-
-        return _arith(arithmetic_problems, _split_evenly(cfg.n_val_problems, levels), "heldout",
-                      cfg.seed)
+        return _arithmetic(_split_evenly(cfg.n_val_problems, levels), "heldout", cfg.seed)
     if cfg.task == "addition":
         from nudgelib.toy import ADDITION_DIGITS, addition_problems
 

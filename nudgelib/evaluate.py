@@ -79,16 +79,15 @@ class ModelSuite:
             if not (Path(path) / "adapter_config.json").is_file():
                 raise FileNotFoundError(f"adapters[{name!r}] = {str(path)!r} is not a PEFT "
                                         f"adapter folder (no adapter_config.json)")
+        runs = [c for p in adapters.values() if (c := adapter_run_config(p))]
         if instruction is None:
-            found = {c["instruction"] for p in adapters.values()
-                     if (c := adapter_run_config(p)) and "instruction" in c}
+            found = {c["instruction"] for c in runs if "instruction" in c}
             if len(found) > 1:
                 raise ValueError(f"the adapters were trained with different instructions "
                                  f"{sorted(found)}; pass instruction= explicitly")
             instruction = found.pop() if found else None
         kw = {"instruction": instruction} if instruction is not None else {}
-        stops = {bool(c.get("stop_at_newline", False)) for p in adapters.values()
-                 if (c := adapter_run_config(p))}
+        stops = {bool(c.get("stop_at_newline", False)) for c in runs}
         if len(stops) > 1:
             raise ValueError("the adapters were trained with and without stop_at_newline; "
                              "evaluate them in separate suites")

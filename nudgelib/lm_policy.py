@@ -75,8 +75,7 @@ class HFPolicy(Policy):
                  model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True,
                  stop_at_newline: bool = False):
         self.model, self.tokenizer = model, tokenizer
-        self.stop_at_newline = stop_at_newline
-        self.stop_ids: tuple[int, ...] = newline_token_ids(tokenizer) if stop_at_newline else ()
+        self.stop_ids = newline_token_ids(tokenizer) if stop_at_newline else ()
         self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
         self.instruction, self.system_prompt = instruction, system_prompt
         self.logprob_chunk_tokens, self.model_id = logprob_chunk_tokens, model_id

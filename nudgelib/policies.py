@@ -209,6 +209,7 @@ class Policy(ABC):
 
     eos_ids: tuple[int, ...]
     pad_id: int
+    stop_ids: tuple[int, ...] = ()  # tokens that end a completion after its first token
 
     @abstractmethod
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -273,7 +274,7 @@ class Policy(ABC):
                                            generator=generator)
         finally:
             self.train_mode(was_training)
-        mask, truncated = completion_mask(ids, self.eos_ids, getattr(self, "stop_ids", ()))
+        mask, truncated = completion_mask(ids, self.eos_ids, self.stop_ids)
         ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
         logp = logp.float() * mask
         return Samples(prompts=[p for p in prompts for _ in range(group_size)],

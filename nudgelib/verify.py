@@ -171,10 +171,7 @@ def _extract_short(text: str) -> str | None:
     nothing after the first line counts (a model cannot list candidates over several lines).
     Only for questions where echoing the question cannot end in the answer (see
     :mod:`nudgelib.arithmetic`)."""
-    line = next((ln for ln in text.lstrip().split("\n", 1)[:1] if ln.strip()), None)
-    if line is None:
-        return None
-    last = _last_match(NUMBER_RE, line)
+    last = _last_match(NUMBER_RE, text.lstrip().split("\n", 1)[0])
     return last.group().replace(",", "") if last else None
 
 

@@ -215,7 +215,7 @@ def evaluate_policy(cfg: LMNuRLConfig, policy, train, heldout: dict, scorer, see
 
 
 CURVE_COLUMNS = ("step", "stage", "reward_mean", "pass_rate", "frac_zero_std", "frac_nudged",
-                 "hinted_pass_rate", "learnable_ratio", "n_problems", "t_sample", "t_update")
+                 "hinted_pass_rate", "learnable_ratio", "n_problems", "t_sample", "t_train")
 
 
 def _curve(trainer) -> dict:
@@ -228,6 +228,7 @@ def hint_lift_table(cfg: LMNuRLConfig, seed: int, policy, scorer, *, progress=Fa
     model's 0/G hard-tier training problems: pass@1, pass@n and problems solved."""
     from nudgelib.evaluate import hint_lift, zero_pass_problems
     from nudgelib.hints import generate_hints, reference_hints
+    from nudgelib.rollouts import evaluate_pass_counts
 
     tcfg = train_config(cfg, seed)
     pool = [p for p in train_problems(cfg) if p.subject in cfg.hard_tiers]
@@ -241,31 +242,26 @@ def hint_lift_table(cfg: LMNuRLConfig, seed: int, policy, scorer, *, progress=Fa
                                max_hint_tokens=tcfg.hint_tokens,
                                generator=torch.Generator().manual_seed(seed + 17))
     t_self = time.time() - t0
-    banks = {"none": None, "self (abstract)": self_bank,
+    banks = {"self (abstract)": self_bank,
              "teacher (partial steps)": reference_hints(zero, "partial_steps"),
              "answer": reference_hints(zero, "answer")}
-    kinds = {"none": "", "self (abstract)": "abstract", "teacher (partial steps)": "partial_steps",
+    kinds = {"self (abstract)": "abstract", "teacher (partial steps)": "partial_steps",
              "answer": "answer"}
-    rows = []
-    for name, bank in banks.items():
-        if bank is None:  # the screen: 0 by construction, measured again with fresh samples
-            from nudgelib.rollouts import evaluate_pass_counts
-
-            c = evaluate_pass_counts(policy, zero, scorer, n_samples=cfg.hint_lift_samples,
-                                     **sampling)
-            p1, pn = per_problem_pass_at_k([(cfg.hint_lift_samples, x) for x in c],
-                                           [1, cfg.hint_lift_samples]).T
-            rows.append({"hints": name, "problems": len(zero), "pass@1": float(p1.mean()),
-                         "pass@n": float(pn.mean()), "solved": int(sum(x > 0 for x in c))})
-            continue
-        df = hint_lift(policy, zero, {name: bank}, scorer, hint_type=kinds[name],
-                       n_samples=cfg.hint_lift_samples, **sampling)
-        r = df.iloc[0].to_dict()
-        rows.append({"hints": name, "problems": int(r.get("problems", 0)),
-                     "pass@1": float(r.get("pass@1", 0.0)),
-                     "pass@n": float(r.get(f"pass@{cfg.hint_lift_samples}", 0.0)),
-                     "solved": int(r.get("solved", 0)),
-                     "examples": [bank.lookup(p.id, kinds[name]) for p in zero[:3]]})
+    # the screen's row is 0 by construction: measured again with fresh samples
+    c = evaluate_pass_counts(policy, zero, scorer, n_samples=cfg.hint_lift_samples, **sampling)
+    p1, pn = per_problem_pass_at_k([(cfg.hint_lift_samples, x) for x in c],
+                                   [1, cfg.hint_lift_samples]).T
+    rows = [{"hints": "none", "problems": len(zero), "pass@1": float(p1.mean()),
+             "pass@n": float(pn.mean()), "solved": int(sum(x > 0 for x in c))}]
+    df = hint_lift(policy, zero, banks, scorer, hint_type=kinds,
+                   n_samples=cfg.hint_lift_samples, **sampling)
+    for r in df.to_dict("records"):
+        bank, kind, got = banks[r["hints"]], kinds[r["hints"]], r["problems"] > 0
+        rows.append({"hints": r["hints"], "problems": int(r["problems"]),
+                     "pass@1": float(r["pass@1"]) if got else 0.0,
+                     "pass@n": float(r[f"pass@{cfg.hint_lift_samples}"]) if got else 0.0,
+                     "solved": int(r["solved"]) if got else 0,
+                     "examples": [bank.lookup(p.id, kind) for p in zero[:3]]})
     return {"seed": seed, "n": cfg.hint_lift_samples, "screened": len(pool),
             "zero_pass": len(zero), "rows": rows,
             "self_hint_stats": {k: v for k, v in self_bank.stats.items()
@@ -537,17 +533,15 @@ def pass_at_k_figure(res: dict, tier: str = "chain", arms: Sequence[str] | None 
 
 def training_figure(res: dict, column: str = "reward_mean", seed_index: int = 0):
     """Plotly: one seed's training curve of ``column`` for every trained arm."""
-    import plotly.graph_objects as go
+    import pandas as pd
 
-    fig = go.Figure()
+    from nudgelib.plots import curves
+
     r = res["per_seed"][seed_index]
-    for arm, cur in r["curves"].items():
-        if column in cur:
-            fig.add_trace(go.Scatter(x=cur["step"], y=cur[column], mode="lines+markers",
-                                     name=res["arm_labels"][arm]))
-    fig.update_layout(title=f"seed {r['seed']}: {column} per step (switch at step "
-                            f"{r['switch_step']})", xaxis_title="step", yaxis_title=column)
-    return fig
+    frames = {res["arm_labels"][arm]: pd.DataFrame({"step": cur["step"], column: cur[column]})
+              for arm, cur in r["curves"].items() if column in cur}
+    return curves(frames, column, title=f"seed {r['seed']}: {column} per step (switch at step "
+                                        f"{r['switch_step']})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
