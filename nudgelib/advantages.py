@@ -23,7 +23,8 @@ rloo                   r_i - mean of the other G - 1 = G / (G - 1) * (r_i - mean
 reinforce_baseline     r - b, b = ``baseline`` (a number) or the batch mean
 bnpo                   (r - p) * w(p), w = 1 / BetaPdf(p; alpha, beta) clamped to
                        ``max_weight``; p = group success rate; alpha, beta fitted by moments
-                       from the batch's success rates, or fixed (arXiv 2506.02864)
+                       from the batch's success rates, or fixed (arXiv 2506.02864); binary
+                       0/1 rewards only (shaped rewards are refused: p would not be a rate)
 w_reinforce            +lambda if correct (lambda = 0.1), -1 if wrong (arXiv 2506.01347)
 psr / nsr              +1 for correct only / -1 for wrong only (same paper)
 =====================  =============================================================
@@ -162,6 +163,14 @@ def _beta_pdf(p: Tensor, alpha: float, beta: float) -> Tensor:
 def bnpo(rewards, group_ids, *, alpha: float | None = None, beta: float | None = None,
          max_weight: float = 10.0) -> Tensor:
     st = group_stats(rewards, group_ids, min_size=2)
+    binary = (st.rewards == 0) | (st.rewards == 1)
+    if not bool(binary.all()):
+        bad = (~binary).nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"bnpo needs binary rewards in {{0, 1}}: the group mean is read as a success rate "
+            f"p and weighted by 1 / BetaPdf(p); got non-binary values "
+            f"{[round(float(st.rewards[i]), 4) for i in bad]} at positions {bad}. Use a "
+            f"0/1 correctness reward (no format or length shaping) or another estimator")
     if (alpha is None) != (beta is None):
         raise ValueError("bnpo: give both alpha and beta, or neither (fitted from the batch)")
     if alpha is None:

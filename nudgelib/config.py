@@ -229,6 +229,18 @@ class TrainConfig:
             bad("stop_at_newline", "True or False")
         if self.stop_at_newline and self.policy != "hf":
             bad("stop_at_newline", "False for toy policies (their answers have no lines)")
+        if self.surrogate == "gspo" and self.aggregation != "seq_mean_token_mean":
+            raise ConfigError(
+                f"TrainConfig.surrogate='gspo' with aggregation={self.aggregation!r}: GSPO is "
+                f"defined with a per-sequence mean (aggregation='seq_mean_token_mean'); a "
+                f"token-weighted aggregation makes it a different, length-weighted objective. "
+                f"Set aggregation='seq_mean_token_mean' (docs/method.md §4.2)")
+        if self.estimator == "bnpo" and (self.format_weight or self.overlong_weight):
+            raise ConfigError(
+                f"TrainConfig.estimator='bnpo' with format_weight={self.format_weight} / "
+                f"overlong_weight={self.overlong_weight}: BNPO's group mean must be a success "
+                f"rate, so it needs binary 0/1 rewards; set both weights to 0 or choose "
+                f"another estimator")
         if self.kl_beta > 0 and self.policy != "hf":
             bad("kl_beta", "0 for toy policies (the KL reference is the LoRA base model)")
 

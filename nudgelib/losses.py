@@ -13,12 +13,23 @@ Per-token surrogates (``SURROGATES``):
 * ``ppo_clip``: -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A); eps_high > eps_low is
   DAPO's clip-higher (arXiv 2503.14476);
 * ``gspo``: the same with one sequence-level ratio exp(mean_t(logp - old_logp)) per completion
-  (arXiv 2507.18071);
+  (arXiv 2507.18071). GSPO is defined with the per-sequence mean ``seq_mean_token_mean``; under
+  a token-weighted aggregation it is a different, length-weighted objective, which
+  :class:`nudgelib.config.TrainConfig` refuses (this function computes any combination);
 * ``cispo``: -stopgrad(clip(rho, 1 - eps_low, 1 + eps_high)) A logp (MiniMax-M1, arXiv 2506.13585);
-* ``topr``: A > 0: -A logp; A <= 0: -stopgrad(clamp(rho, 0, 1)) A logp (arXiv 2503.14286).
+* ``topr``: A > 0: -A logp; A <= 0: -stopgrad(clamp(R, 0, 1)) A logp with R =
+  exp(sum_t m (logp - old_logp)) the TRAJECTORY ratio, one weight per completion
+  (arXiv 2503.14286);
+* ``topr_token``: the same truncation applied to each token's own ratio rho instead (not the
+  paper's method; kept under its own name for comparison).
 
 KL to a reference (``kl`` with ``ref_logp`` and weight ``beta``), per token, with
-d = logp - ref_logp: k1 = d, k2 = d^2 / 2, k3 = exp(-d) + d - 1 (always >= 0).
+d = logp - ref_logp: k1 = d, k2 = d^2 / 2, k3 = exp(-d) + d - 1 (always >= 0). As values all
+three estimate KL(pi || ref) (k1 and k3 without bias). As loss terms differentiated through
+samples of pi they do not have the same gradient: only k2's expected gradient equals the
+gradient of KL(pi || ref); k1's is zero in expectation and k3's is biased (its expectation is
+the gradient of KL(ref || pi)). ``tests/test_losses.py`` checks all three against the closed
+forms.
 
 Aggregations (``AGGREGATIONS``), l = per-token loss, m = mask, |o_i| = sum_t m_it:
 
@@ -68,6 +79,13 @@ def _cispo(logp, old_logp, adv, mask, eps_low, eps_high):
 
 
 def _topr(logp, old_logp, adv, mask, eps_low, eps_high):
+    log_r = ((logp - old_logp) * mask).sum(-1, keepdim=True)  # log of the trajectory ratio
+    rho = torch.exp(log_r.clamp(max=0.0)).detach().expand_as(logp)  # clamp(R, 0, 1)
+    ratio = torch.exp(log_r.clamp(max=50.0)).expand_as(logp)  # for the stats; no overflow
+    return torch.where(adv > 0, -adv * logp, -rho * adv * logp), ratio
+
+
+def _topr_token(logp, old_logp, adv, mask, eps_low, eps_high):
     rho = torch.exp(logp - old_logp)
     neg_w = rho.clamp(0.0, 1.0).detach()
     return torch.where(adv > 0, -adv * logp, -neg_w * adv * logp), rho
@@ -79,6 +97,7 @@ SURROGATES: dict[str, Callable] = {
     "gspo": _gspo,
     "cispo": _cispo,
     "topr": _topr,
+    "topr_token": _topr_token,
 }
 
 

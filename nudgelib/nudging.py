@@ -595,12 +595,17 @@ def make_strategy(name: str, hints=None, **options) -> NudgingStrategy:
 # ----------------------------------------------------------------------------- two stages
 
 class PlateauDetector:
-    """Fires when a metric's moving average has not improved for ``patience`` updates.
+    """Fires when a metric's moving average has not improved for ``patience`` training steps.
 
-    Each :meth:`update` takes one value (e.g. the step's mean training reward); the moving
-    average is over the last ``window`` values. An improvement is an average above the best so
-    far by more than ``min_delta``. docs/method.md §2.4: the paper moves to stage 2 after 10 steps
-    without improvement.
+    Each :meth:`update` takes one value and the training step it was measured at (e.g. the
+    step's mean training reward, or a validation pass rate logged every K steps). Both
+    ``patience`` and ``window`` count training steps, whatever the logging period
+    (docs/method.md §2.4): the moving average is over the values logged in the last ``window``
+    steps (at least the latest one), and the detector fires once ``patience`` steps have passed
+    since the best average. An improvement is an average above the best so far by more than
+    ``min_delta``. The paper moves to stage 2 after 10 steps without improvement.
+
+    Without ``step``, each update counts as one step (1, 2, 3, ...).
     """
 
     def __init__(self, patience: int = 10, *, window: int = 5, min_delta: float = 0.0):
@@ -610,35 +615,57 @@ class PlateauDetector:
             raise ValueError(f"window must be an integer >= 1, got {window!r}")
         self.patience, self.window, self.min_delta = patience, window, float(min_delta)
         self.values: list[float] = []
+        self.steps: list[int] = []
         self.best = float("-inf")
-        self.since_best = 0
+        self.best_step = 0
 
-    def update(self, value: float) -> bool:
-        """Add a value; True once the plateau is reached."""
+    @property
+    def since_best(self) -> int:
+        """Training steps from the best average to the latest update."""
+        return self.steps[-1] - self.best_step if self.steps else 0
+
+    def update(self, value: float, step: int | None = None) -> bool:
+        """Add the value measured at training ``step``; True once the plateau is reached."""
+        step = (self.steps[-1] + 1 if self.steps else 1) if step is None else int(step)
+        if self.steps and step <= self.steps[-1]:
+            raise ValueError(f"PlateauDetector.update: step {step} is not after the last "
+                             f"update's step {self.steps[-1]}")
         self.values.append(float(value))
-        avg = sum(self.values[-self.window:]) / len(self.values[-self.window:])
+        self.steps.append(step)
+        recent = [v for v, s in zip(self.values, self.steps) if s > step - self.window]
+        avg = sum(recent) / len(recent)
         if avg > self.best + self.min_delta:
-            self.best, self.since_best = avg, 0
-        else:
-            self.since_best += 1
-        return self.since_best >= self.patience
+            self.best, self.best_step = avg, step
+        return self.fired(step)
+
+    def fired(self, step: int) -> bool:
+        """Has the plateau been reached by training ``step``?"""
+        return bool(self.values) and step - self.best_step >= self.patience
 
     def state_dict(self) -> dict:
-        return {"values": list(self.values), "best": self.best, "since_best": self.since_best}
+        return {"values": list(self.values), "steps": list(self.steps), "best": self.best,
+                "best_step": self.best_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.values = list(state["values"])
-        self.best, self.since_best = state["best"], state["since_best"]
+        self.best = state["best"]
+        if "steps" in state:
+            self.steps, self.best_step = list(state["steps"]), state["best_step"]
+        else:  # a checkpoint from before patience counted steps: one update = one step
+            self.steps = list(range(1, len(self.values) + 1))
+            self.best_step = len(self.values) - state["since_best"]
 
 
 def feed_plateau_detectors(detectors: dict[str, PlateauDetector], row: dict) -> bool:
-    """Update each metric's detector with the value in ``row`` (a metrics row of one step; a
-    metric the step did not measure, None or absent, is skipped, so a validation run every K
-    steps counts K steps as one update); True when every metric has plateaued."""
+    """Update each metric's detector with the value in ``row`` (a metrics row of one step, with
+    its ``step``; a metric the step did not measure, None or absent, is skipped); True when
+    every metric has gone ``patience`` training steps without improving. A metric logged every
+    K steps plateaus after the same number of steps as one logged every step."""
+    step = int(row["step"])
     for name, det in detectors.items():
         if row.get(name) is not None:
-            det.update(row[name])
-    return all(d.values and d.since_best >= d.patience for d in detectors.values())
+            det.update(row[name], step)
+    return all(d.fired(step) for d in detectors.values())
 
 
 def drop_solved(policy, problems: Sequence[Problem], scorer, *, n_samples: int = 8,

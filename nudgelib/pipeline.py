@@ -43,8 +43,9 @@ def find_plateau(rows: Sequence[dict], metrics: str | Sequence[str] = "reward_me
                  patience: int = 10, window: int = 5, min_delta: float = 0.0,
                  max_step: int = 0) -> int | None:
     """The first step of ``rows`` (a run's metrics) at which every metric in ``metrics`` has
-    plateaued, by the same rule as a two-stage run (:class:`PlateauDetector`, each metric
-    counting only the steps that logged it); else ``max_step`` if the rows reach it; else None.
+    plateaued, by the same rule as a two-stage run (:class:`PlateauDetector`: patience and
+    window in training steps, whatever each metric's logging period); else ``max_step`` if the
+    rows reach it; else None.
     Use it to choose the GRPO checkpoint that NuRL starts from."""
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     dets = {m: PlateauDetector(patience, window=window, min_delta=min_delta) for m in names}

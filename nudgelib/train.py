@@ -362,9 +362,10 @@ class Trainer:
         return [m] if isinstance(m, str) else list(m)
 
     def _stage_one_done(self, row: dict) -> bool:
-        """Stage 1 ends at a fixed step, or when every watched metric has plateaued (each
-        metric's detector counts its own updates: validation only logs every val_every steps),
-        or at the stage1_steps cap."""
+        """Stage 1 ends at a fixed step, or when every watched metric has gone
+        ``plateau_patience`` training steps without improving (counted in steps, so a
+        validation metric logged every val_every steps plateaus as fast as the reward), or at
+        the stage1_steps cap."""
         cfg = self.cfg
         if cfg.stage1 == "steps":
             return self.step >= cfg.stage1_steps

@@ -119,8 +119,48 @@ def test_input_validation():
         adv([1, 0], [0, 0], "grpo", lam=3)
 
 
-def test_registry_loops():
-    r, ids = T([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), T([0, 0, 0, 1, 1, 1])
-    for name in ESTIMATORS:
-        a = compute_advantages(r, ids, name)
-        assert a.shape == r.shape and torch.isfinite(a).all(), name
+def test_every_registered_estimator_against_hand_values_on_unequal_groups():
+    """Two groups of different sizes, ids interleaved: 3 completions [1, 0, 0] and 4 [1, 1, 0, 1].
+    Every value below is worked out by hand from the formulas of docs/method.md §4.1."""
+    r = T([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    ids = T([4, 9, 4, 9, 4, 9, 9])  # group 4: rows 0, 2, 4 = [1, 0, 0]; group 9: [1, 1, 0, 1]
+    s0, s1 = math.sqrt(1 / 3), 0.5  # Bessel stds: ((2/3)^2 + 2 (1/3)^2) / 2 = 1/3; .75 / 3 = .25
+    dr = [2 / 3, 0.25, -1 / 3, 0.25, -1 / 3, -0.75, 0.25]
+    sb = math.sqrt(2 / 7)  # batch: mean 4/7, (4 (3/7)^2 + 3 (4/7)^2) / 6 = 2/7
+    mu, var = 13 / 24, 25 / 576  # success rates 1/3 and 3/4
+    k = mu * (1 - mu) / var - 1  # = 4.72
+    alpha, beta = 1 + k * mu / 3, 1 + k * (1 - mu) / 3
+
+    def w(p):  # 1 / BetaPdf(p) = B(alpha, beta) / (p^(alpha-1) (1-p)^(beta-1)), below the clamp 10
+        return math.gamma(alpha) * math.gamma(beta) / math.gamma(alpha + beta) / (
+            p ** (alpha - 1) * (1 - p) ** (beta - 1))
+
+    want = {
+        "grpo": [d / ((s0 if i in (0, 2, 4) else s1) + 1e-6) for i, d in enumerate(dr)],
+        "dr_grpo": dr,
+        "batch_std": [d / (sb + 1e-6) for d in dr],
+        "rloo": [1.0, 1 / 3, -0.5, 1 / 3, -0.5, -1.0, 1 / 3],
+        "reinforce_baseline": [x - 4 / 7 for x in r.tolist()],
+        "bnpo": [d * w(1 / 3 if i in (0, 2, 4) else 3 / 4) for i, d in enumerate(dr)],
+        "w_reinforce": [0.1, 0.1, -1.0, 0.1, -1.0, -1.0, 0.1],
+        "psr": [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+        "nsr": [0.0, 0.0, -1.0, 0.0, -1.0, -1.0, 0.0],
+    }
+    assert set(want) == set(ESTIMATORS)  # a new estimator needs its hand values here
+    assert alpha == pytest.approx(1.852222, abs=1e-6) and beta == pytest.approx(1.721111, abs=1e-6)
+    for name, expected in want.items():
+        got = compute_advantages(r, ids, name).tolist()
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+
+
+def test_bnpo_refuses_shaped_rewards():
+    """BNPO reads the group mean as a success rate: a format bonus (0.1) or a -1 penalty would
+    silently turn it into REINFORCE with an odd weight, so it is refused with the values."""
+    with pytest.raises(ValueError, match=r"bnpo needs binary rewards.*\[1\.1\] at positions \[0\]"):
+        adv([1.1, 0, 1, 0], [0, 0, 1, 1], "bnpo")
+    with pytest.raises(ValueError, match="binary rewards"):
+        adv([1, -1, 1, 0], [0, 0, 1, 1], "bnpo")
+    from nudgelib.config import ConfigError, get_train_config
+
+    with pytest.raises(ConfigError, match="estimator='bnpo' with format_weight=0.1"):
+        get_train_config("toy-table", estimator="bnpo", format_weight=0.1)

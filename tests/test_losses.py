@@ -47,7 +47,7 @@ def test_length_bias_of_seq_mean_token_mean():
 
 
 def test_on_policy_ratio_is_one_and_ppo_gradient_equals_reinforce():
-    for s in ("ppo_clip", "gspo", "cispo", "topr"):
+    for s in ("ppo_clip", "gspo", "cispo", "topr", "topr_token"):
         val, g, stats = loss_of(s)
         _, g_ref, _ = loss_of("reinforce")
         assert torch.allclose(g, g_ref), s
@@ -85,29 +85,79 @@ def test_clip_higher():
     assert val == pytest.approx(-1.25) and g.item() == pytest.approx(-1.25)
 
 
-def test_gspo_uses_one_sequence_ratio():
-    logp = T([[0.1 - 1.0, 0.3 - 1.0]])
-    old = T([[-1.0, -1.0]])
-    val, g, st = loss_of("gspo", logp=logp, old=old, adv=T([1.0]), mask=T([[1.0, 1.0]]))
-    # sequence ratio exp(mean(0.1, 0.3)) = exp(0.2) = 1.2214 > 1.2: clipped on every token
-    assert val == pytest.approx(-1.2) and torch.all(g == 0)
-    assert st["ratio_mean"] == pytest.approx(math.exp(0.2))
+# Three completions of different lengths and ratios (token_sum isolates the surrogate):
+#   row 0: 2 tokens, token ratios [2, 0.5] (their product and geometric mean are both 1), A = -1
+#   row 1: 3 tokens, log-ratios [0.3, 0.1, -0.1] (mean 0.1, sum 0.3), A = +2
+#   row 2: 1 token,  log-ratio 0.25 (ratio 1.284 > 1.2), A = +1
+SEQ_LOG_R = T([[math.log(2.0), math.log(0.5), 0.0], [0.3, 0.1, -0.1], [0.25, 0.0, 0.0]])
+SEQ_MASK = T([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+SEQ_OLD = T([[-1.0, -2.0, -1.0], [-0.5, -1.5, -2.0], [-1.2, -1.0, -1.0]])
+
+
+def seq_grad(surrogate, adv=(-1.0, 2.0, 1.0), aggregation="token_sum", log_r=SEQ_LOG_R):
+    _, g, st = loss_of(surrogate, aggregation, logp=SEQ_OLD + log_r * SEQ_MASK, old=SEQ_OLD,
+                       adv=T(adv), mask=SEQ_MASK)
+    return g, st
+
+
+def test_gspo_one_clipped_ratio_per_sequence_by_hand():
+    g, st = seq_grad("gspo")
+    # every token of row i carries the sequence loss -rho_i A_i (rho = exp(mean log-ratio));
+    # d(-rho A)/d logp_t = -A rho / |o|, summed over the |o| copies under token_sum: -A rho
+    assert g[0, :2].tolist() == pytest.approx([1.0, 1.0])  # rho = 1, A = -1
+    assert g[1].tolist() == pytest.approx([-2 * math.exp(0.1)] * 3)  # rho = 1.105
+    assert g[2, 0].item() == 0  # rho = exp(0.25) = 1.284 > 1.2 with A > 0: clipped
+    assert g[0, 2] == 0 and g[2, 1:].abs().sum() == 0  # masked tokens
+    # the token-level PPO ratio tells them apart: row 0's tokens get 2 (rho = 2, A < 0,
+    # unclipped by the pessimistic min) and 0 (rho = 0.5 < 0.8, clipped)
+    g_ppo, _ = seq_grad("ppo_clip")
+    assert g_ppo[0, :2].tolist() == pytest.approx([2.0, 0.0])
+    # per-sequence mean (GSPO's definition, mean_i of -rho_i A_i): -A rho / |o_i| / 3 rows
+    g_seq, _ = seq_grad("gspo", aggregation="seq_mean_token_mean")
+    assert g_seq[0, :2].tolist() == pytest.approx([1 / 2 / 3] * 2)
+    assert g_seq[1].tolist() == pytest.approx([-2 * math.exp(0.1) / 3 / 3] * 3)
+    # token_mean weighs row i by |o_i| / 6 tokens instead: a length-weighted objective
+    g_tok, _ = seq_grad("gspo", aggregation="token_mean")
+    assert g_tok[1, 0].item() == pytest.approx(-2 * math.exp(0.1) / 6)
+
+
+def test_gspo_with_a_token_weighted_aggregation_is_refused_by_the_config():
+    from nudgelib.config import ConfigError, get_train_config
+
+    with pytest.raises(ConfigError, match=r"surrogate='gspo' with aggregation='token_mean'.*"
+                                          r"aggregation='seq_mean_token_mean'"):
+        get_train_config("toy-table", surrogate="gspo", aggregation="token_mean")
+    assert get_train_config("toy-table", surrogate="gspo",
+                            aggregation="seq_mean_token_mean").surrogate == "gspo"
 
 
 def test_cispo_keeps_gradient_when_clipped():
-    val, g, _ = one_token(1.5, 1.0, surrogate="cispo")
-    logp = math.log(1.5) - 1.0
-    assert val == pytest.approx(-1.2 * logp)  # -clip(rho) A logp with rho clipped to 1.2
-    assert g.item() == pytest.approx(-1.2)  # unlike PPO, the clipped token still learns
+    g, _ = seq_grad("cispo")
+    # -stopgrad(clip(rho, 0.8, 1.2)) A per token
+    assert g[0, :2].tolist() == pytest.approx([1.2, 0.8])
+    assert g[1].tolist() == pytest.approx([-2 * 1.2, -2 * math.exp(0.1), -2 * math.exp(-0.1)])
+    assert g[2, 0].item() == pytest.approx(-1.2)  # clipped, still learns (PPO would give 0)
+    val, g1, _ = one_token(1.5, 1.0, surrogate="cispo")
+    assert val == pytest.approx(-1.2 * (math.log(1.5) - 1.0))
 
 
-def test_topr_weights():
-    val, g, _ = one_token(1.5, 1.0, surrogate="topr")  # positive: plain -A logp
-    assert g.item() == pytest.approx(-1.0)
-    _, g, _ = one_token(1.5, -1.0, surrogate="topr")  # negative, rho clamped to 1
-    assert g.item() == pytest.approx(1.0)
-    _, g, _ = one_token(0.5, -1.0, surrogate="topr")  # negative, rho = 0.5
-    assert g.item() == pytest.approx(0.5)
+def test_topr_truncates_the_trajectory_ratio_not_each_token():
+    """The acceptance case: a negative sequence with token ratios [2, 0.5] has trajectory ratio
+    1, so both tokens get the same weight 1; the per-token form gives 1 and 0.5."""
+    g, st = seq_grad("topr")
+    assert g[0, :2].tolist() == pytest.approx([1.0, 1.0])
+    assert g[1].tolist() == pytest.approx([-2.0] * 3)  # A > 0: plain -A logp, no ratio
+    assert g[2, 0].item() == pytest.approx(-1.0)
+    g_tok, _ = seq_grad("topr_token")
+    assert g_tok[0, :2].tolist() == pytest.approx([1.0, 0.5])
+    # negative rows with trajectory ratios 0.4 (= 0.5 * 0.8) and exp(0.3) > 1 (clamped to 1)
+    log_r = T([[math.log(0.5), math.log(0.8), 0.0], [0.3, 0.1, -0.1], [0.25, 0.0, 0.0]])
+    g, _ = seq_grad("topr", adv=(-1.0, -2.0, 1.0), log_r=log_r)
+    assert g[0, :2].tolist() == pytest.approx([0.4, 0.4])
+    assert g[1].tolist() == pytest.approx([2.0, 2.0, 2.0])
+    g_tok, _ = seq_grad("topr_token", adv=(-1.0, -2.0, 1.0), log_r=log_r)
+    assert g_tok[0, :2].tolist() == pytest.approx([0.5, 0.8])
+    assert g_tok[1].tolist() == pytest.approx([2.0, 2.0, 2 * math.exp(-0.1)])
 
 
 def test_kl_estimators_by_hand():
@@ -175,3 +225,28 @@ def test_autograd_matches_analytic_policy_gradient():
                 e[y[b, t]] = 1
                 analytic -= adv[b] * torch.outer(e - probs[b, t], x[b, t])
     assert torch.allclose(auto, analytic, atol=1e-5)
+
+
+def test_kl_gradients_against_their_closed_forms():
+    """As loss terms differentiated through samples of pi (the sampled tokens fixed), the
+    expected gradient E_{x~pi}[grad k(x)] of each estimator, computed exactly over a
+    5-token vocabulary, against closed forms worked out by hand for a softmax policy
+    pi = softmax(theta):
+      grad KL(pi || ref) = pi * (log pi - log ref - KL)      (what k2 gives)
+      k1: E[grad log pi] = 0
+      k3: E[(1 - ref/pi) grad log pi] = pi - ref = grad KL(ref || pi)   (biased)"""
+    theta = T([0.3, -1.0, 0.8, 0.0, -0.4], requires_grad=True)
+    ref = torch.log_softmax(T([0.0, 0.5, -0.5, 1.0, 0.2]), -1)
+    logp = torch.log_softmax(theta, -1)
+    pi = logp.exp().detach()
+    kl = float((pi * (logp.detach() - ref)).sum())
+    closed = {"k1": torch.zeros(5), "k2": pi * (logp.detach() - ref - kl),
+              "k3": pi - ref.exp()}
+    for kind, want in closed.items():
+        (g,) = torch.autograd.grad((pi * kl_penalty(logp, ref, kind)).sum(), theta,
+                                   retain_graph=True)
+        assert torch.allclose(g, want, atol=1e-6), kind
+    assert not torch.allclose(closed["k3"], closed["k2"], atol=1e-2)  # the bias is not small
+    # the values, by contrast, all average to KL(pi || ref) (k1 and k3 exactly)
+    for kind in ("k1", "k3"):
+        assert float((pi * kl_penalty(logp, ref, kind)).sum()) == pytest.approx(kl, abs=1e-6)

@@ -350,15 +350,33 @@ def test_registry_and_option_errors_name_the_problem():
         NuRL().augment(plain_batch(pol), ctx_for(pol))
 
 
-def test_plateau_detector_fires_after_patience_updates_without_improvement():
+def test_plateau_detector_fires_after_patience_steps_without_improvement():
     d = PlateauDetector(patience=3, window=1)
+    # best 0.3 at step 3; steps 4, 5, 6 do not beat it -> fires at step 6 (6 - 3 >= 3)
     fired = [d.update(v) for v in [0.1, 0.2, 0.3, 0.3, 0.25, 0.3]]
     assert fired == [False, False, False, False, False, True]
     d2 = PlateauDetector(patience=2, window=2)  # averages 0, 0.5, 1, 0.5, 0 -> fires at 5th
     assert [d2.update(v) for v in [0, 1, 1, 0, 0]] == [False, False, False, False, True]
     d3 = PlateauDetector(patience=2, window=1)
     d3.load_state_dict(d2.state_dict())
-    assert d3.since_best == 2 and d3.best == pytest.approx(1.0)
+    assert d3.since_best == 2 and d3.best == pytest.approx(1.0) and d3.best_step == 3
+    old = PlateauDetector(patience=2, window=1)  # a checkpoint written before steps counted
+    old.load_state_dict({"values": [0.0, 1.0, 1.0, 0.0], "best": 1.0, "since_best": 2})
+    assert old.best_step == 2 and old.update(0.0) is True
+
+
+def test_plateau_patience_counts_training_steps_not_updates():
+    """A metric logged every 5 steps: window 5 covers one value, and patience 10 means 10
+    training steps, not 10 logged values (which would be 50 steps)."""
+    d = PlateauDetector(patience=10, window=5)
+    out = {s: d.update(v, s) for s, v in [(5, 0.2), (10, 0.4), (15, 0.4), (20, 0.3)]}
+    assert out == {5: False, 10: False, 15: False, 20: True}  # best at 10; 20 - 10 >= 10
+    assert d.since_best == 10 and d.fired(19) is False
+    w = PlateauDetector(patience=3, window=4)  # window in steps: values of steps > s - 4
+    w.update(1.0, 1), w.update(0.0, 2), w.update(0.0, 6)
+    assert w.best == pytest.approx(1.0) and w.best_step == 1  # step 6 averages only itself
+    with pytest.raises(ValueError, match="step 6 is not after"):
+        w.update(1.0, 6)
 
 
 def test_drop_solved_removes_exactly_the_problems_solved_n_of_n():

@@ -384,12 +384,25 @@ def test_find_plateau_by_hand():
     assert find_plateau(rows, patience=2, window=1) == 4
     assert find_plateau(rows, patience=5, window=1) is None
     assert find_plateau(rows, patience=5, window=1, max_step=3) == 3
-    # a second metric logged only at steps 2 and 4 has had 1 non-improving update by step 4:
-    # with patience 1 both have plateaued at step 4 (val 0.5 then 0.4), not before
+    # a second metric logged only at steps 2 and 4 (val 0.5 then 0.4): its best is at step 2,
+    # so with patience 1 (in steps) both have plateaued at step 3, not only at its next log
     for r, v in zip(rows[1::2], [0.5, 0.4]):
         r["val_pass_rate"] = v
-    assert find_plateau(rows, ["reward_mean", "val_pass_rate"], patience=1, window=1) == 4
+    assert find_plateau(rows, ["reward_mean", "val_pass_rate"], patience=1, window=1) == 3
+    assert find_plateau(rows, ["reward_mean", "val_pass_rate"], patience=2, window=1) == 4
     assert find_plateau(rows, "reward_mean", patience=1, window=1) == 3
+
+
+def test_find_plateau_fires_by_step_25_with_validation_every_5_steps():
+    """Issue 20's acceptance case: metrics flat from step 1, validation every 5 steps,
+    patience 10, window 5. Counting logged values, validation needed 11 of them (step 55)."""
+    from nudgelib.pipeline import find_plateau
+
+    rows = [{"step": s, "reward_mean": 0.3, **({"val_pass_rate": 0.2} if s % 5 == 0 else {})}
+            for s in range(1, 101)]
+    got = find_plateau(rows, ["reward_mean", "val_pass_rate"], patience=10, window=5)
+    assert got == 15  # reward's best at 1 (fires at 11), validation's at 5 (fires at 15)
+    assert got <= 25
 
 
 def test_fork_from_a_grpo_checkpoint_equals_the_two_stage_run(tmp_path):
@@ -463,7 +476,9 @@ def test_plateau_on_reward_and_validation_switches_where_find_plateau_says():
     expected = find_plateau(rows, ["reward_mean", "val_pass_rate"], patience=1, window=1)
     switch = df.index[df["stage_switch"].fillna(False).astype(bool)].tolist() \
         if "stage_switch" in df else []
-    assert expected == 4  # this seed: reward flat from step 2, validation flat at step 4
+    # this seed: reward best at step 1 (fires at 2); validation (steps 2, 4, ...) best at step
+    # 2, so with patience 1 step it fires at step 3, a step that logged no validation
+    assert expected == 3
     assert [df["step"][i] for i in switch] == [expected]
     assert df["val_pass_rate"].notna().tolist() == [s % 2 == 0 for s in df["step"]]
 
