@@ -374,6 +374,12 @@ class ScafGRPO(NudgingStrategy):
     (``combine="join"``), or tier k's text alone (``combine="last"``, for hints that already
     contain the lower tiers, like the toy hints); ``tries_per_tier`` rollouts are sampled per
     tier until one is correct.
+
+    Warm-up (the paper: plain GRPO for the first 15 % of steps): ``warmup_fraction`` of
+    ``total_steps`` training steps sample no hints at all; from step
+    ``round(warmup_fraction * total_steps) + 1`` on, the tiers are tried. The default 0 hints
+    from the first step (nudgelib's earlier behaviour); ``warmup_fraction=0.15`` with the run's
+    length is the paper's setting.
     """
 
     name = "scaf"
@@ -382,9 +388,18 @@ class ScafGRPO(NudgingStrategy):
 
     def __init__(self, hints=None, *, tiers: Sequence[str] = SCAF_TIERS,
                  tries_per_tier: int = 2, condition_on: str = "hinted",
-                 combine: str = "join"):
+                 combine: str = "join", warmup_fraction: float = 0.0,
+                 total_steps: int | None = None):
         super().__init__(hints, hint_type=tiers[0] if tiers else "abstract",
                          condition_on=condition_on)
+        if not isinstance(warmup_fraction, (int, float)) or not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be a share in [0, 1), got "
+                             f"{warmup_fraction!r}")
+        if warmup_fraction and (not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f"warmup_fraction={warmup_fraction} needs total_steps (the run's "
+                             f"number of training steps, a positive integer), got "
+                             f"{total_steps!r}")
+        self.warmup_steps = round(warmup_fraction * total_steps) if warmup_fraction else 0
         if combine not in ("join", "last"):
             raise ValueError(f"combine={combine!r}; expected 'join' or 'last'")
         self.combine = combine
@@ -394,7 +409,8 @@ class ScafGRPO(NudgingStrategy):
             raise ValueError(f"tries_per_tier must be an integer >= 1, got {tries_per_tier!r}")
         self.tiers, self.tries = tuple(tiers), tries_per_tier
         self.hint_types = self.tiers
-        self.totals.update(tried_groups=0, **{f"solved_at_tier_{k + 1}": 0
+        self.totals.update(tried_groups=0, warmup_steps_skipped=0,
+                           **{f"solved_at_tier_{k + 1}": 0
                                               for k in range(len(self.tiers))})
 
     def cumulative_hint(self, problem: Problem, tier: int) -> str | None:
@@ -405,6 +421,9 @@ class ScafGRPO(NudgingStrategy):
         return "\n\n".join(parts) if self.combine == "join" else parts[-1]
 
     def augment(self, batch, ctx):
+        if self.warmup_steps and ctx.step <= self.warmup_steps:  # warm-up: plain GRPO
+            self.totals["warmup_steps_skipped"] += 1
+            return batch
         pending = zero_pass_groups(batch.correct, batch.group, n_groups=batch.n_groups,
                                    already_hinted=batch.hinted).nonzero().flatten().tolist()
         self.totals["tried_groups"] += len(pending)

@@ -214,6 +214,43 @@ def test_the_loss_conditions_on_the_hinted_or_the_original_prompt(condition_on):
         assert out.nudge.conditioned_on_original == [1, 2, 3]
 
 
+@pytest.mark.parametrize("condition_on", ["hinted", "original"])
+def test_condition_on_with_a_policy_whose_logprobs_depend_on_the_prompt(condition_on):
+    """A tiny transformer with random weights: every prompt character moves its log-probs.
+    Under 'hinted' a hinted row is scored under the prompt it was sampled from, so its first
+    update is on-policy (ratio 1); under 'original' it is scored under the plain question and
+    the ratio to the sampling log-probs is not 1."""
+    from nudgelib.policies import CharTransformerPolicy, left_pad
+
+    pol = CharTransformerPolicy(seed=0)
+    probs = [Problem(id="a", question="12+34=", answer="46"),
+             Problem(id="b", question="7+5=", answer="12")]
+    b = collect_rollouts(pol, probs, ExactMatchScorer(), group_size=4, max_new_tokens=4,
+                         generator=torch.Generator().manual_seed(0))
+    assert not b.correct.any()  # random weights: both groups are 0/4 and get nudged
+    ctx = SamplingContext(policy=pol, scorer=ExactMatchScorer(), group_size=4,
+                          max_new_tokens=4, generator=torch.Generator().manual_seed(1))
+    out = NuRL({"a": "H4.", "b": "H1."}, condition_on=condition_on).augment(b, ctx)
+    rows = out.hinted.nonzero().flatten().tolist()
+    assert len(rows) == 6
+    for r in rows:
+        p = probs[int(out.group[r])]
+        cm = out.completion_mask[r:r + 1]
+        ids = out.completion_ids[r:r + 1]
+
+        def score(prompt):
+            pi, pm = left_pad(pol.encode_prompts([prompt]), pol.pad_id)
+            return pol.logprobs(pi, pm, ids, cm).detach()
+
+        got = pol.logprobs(out.prompt_ids[r:r + 1], out.prompt_mask[r:r + 1], ids, cm).detach()
+        hinted = score(pol.hint_template.format(hint=out.hints[r], question=p.question))
+        plain = score(p.question)
+        assert (hinted - plain).abs().max() > 1e-3  # the prompt matters to this policy
+        want = hinted if condition_on == "hinted" else plain
+        assert torch.allclose(got, want, atol=1e-5)
+        assert torch.allclose(out.old_logp[r:r + 1, :ids.shape[1]], hinted, atol=1e-5)
+
+
 def test_nurl_keep_fresh_resamples_the_hint_free_member():
     pol = ScriptedPolicy(hint_rule)
     b = plain_batch(pol, probs=PROBS[:1])
@@ -257,6 +294,23 @@ def test_scaf_replaces_one_failure_with_the_success_under_the_least_hint():
     assert out.nudge.frac_nudged == pytest.approx(1 / 3)
 
 
+def test_scaf_warm_up_samples_no_hints_for_its_share_of_the_steps():
+    pol = ScriptedPolicy(hint_rule)
+    bank = {"q0": {"abstract": "GO"}}
+    scaf = ScafGRPO(bank, tiers=("abstract",), warmup_fraction=0.15, total_steps=20)
+    assert scaf.warmup_steps == 3  # 15 % of 20 steps
+    for step, nudged in ((1, False), (3, False), (4, True)):
+        ctx = ctx_for(pol)
+        ctx.step = step
+        out = scaf.augment(plain_batch(pol), ctx)
+        assert bool(out.hinted.any()) is nudged, step
+    assert scaf.totals["warmup_steps_skipped"] == 2
+    with pytest.raises(ValueError, match="needs total_steps"):
+        ScafGRPO(bank, warmup_fraction=0.15)
+    with pytest.raises(ValueError, match=r"share in \[0, 1\)"):
+        ScafGRPO(bank, warmup_fraction=1.5, total_steps=10)
+
+
 # ----------------------------------------------------------------------------- always
 
 def test_always_hints_every_member_of_every_group():
@@ -279,10 +333,12 @@ def test_nudgerl_advantages_match_the_hand_computed_decomposition():
     want = [(x - mu) / (sd + 1e-6) for x in a]
     got = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), c, lam=lam)
     assert got.tolist() == pytest.approx(want, abs=1e-5)
-    # no context anywhere: plain r - mean, standardised = GRPO
-    grpo = compute_advantages(r, torch.zeros(8, dtype=torch.long), "grpo")
+    # no context anywhere: plain r - mean, standardised by hand: mean 3/8, deviations 5/8 (x3)
+    # and -3/8 (x5), Bessel var (3 * 25 + 5 * 9) / 64 / 7 = 120 / 448
     got0 = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), torch.full((8,), -1))
-    assert got0.tolist() == pytest.approx(grpo.tolist(), abs=1e-5)
+    sd0 = math.sqrt(120 / 448)
+    assert got0.tolist() == pytest.approx([(x - 3 / 8) / (sd0 + 1e-6) for x in r.tolist()],
+                                          abs=1e-5)
     # all rewards equal: zero, not NaN
     z = nudgerl_advantages(torch.ones(8), torch.zeros(8, dtype=torch.long), c)
     assert z.abs().max() == 0
@@ -303,8 +359,12 @@ def test_nudgerl_samples_contexts_with_dropout_and_keeps_the_plain_prompt():
         plain = out.contexts.plain_prompt_ids[i][out.contexts.plain_prompt_mask[i].bool()]
         assert plain.tolist() == pol.encode_prompts(["Q0?"])[0]
     assert out.contexts.n_context_rows == sum(c >= 0 for c in ctx)
-    want = nudgerl_advantages(out.rewards, out.group, out.contexts.context)
-    assert torch.equal(out.advantages, want)
+    # the advantages of docs/method.md §3, by hand: rewards are 1 exactly where a context was
+    # kept, so m_c = 1 for each kept context and a_i = lam (1 - m) there, -m without a context
+    m = sum(c >= 0 for c in ctx) / 8
+    a = [1.1 * (1 - m) if c >= 0 else -m for c in ctx]
+    mu, sd = statistics.mean(a), statistics.stdev(a)
+    assert out.advantages.tolist() == pytest.approx([(x - mu) / (sd + 1e-6) for x in a], abs=1e-5)
     with pytest.raises(ValueError, match="group_size=7 is not a multiple"):
         nrl.sample(PROBS[:1], ctx_for(pol, G=7))
 
