@@ -464,7 +464,7 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
     hints from the problems' worked solutions (``reference``), or self-generated hints of
     ``hint_types`` written by ``policy`` before any training (NuRL's offline step); the last
     two are saved to ``out/hint_bank`` and reused when the run resumes."""
-    from nudgelib.hints import HintBank, generate_hints, reference_hints
+    from nudgelib.hints import CONTEXT_TYPES, HintBank, generate_hints, reference_hints
     from nudgelib.toy import toy_hint
 
     if cfg.hint_bank:
@@ -483,14 +483,16 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
     saved = out / "hint_bank" if out is not None else None
     if saved is not None and saved.exists():
         return HintBank.load(saved)
-    if source == "reference":
-        banks = [reference_hints(problems, kind) for kind in hint_types]
-    else:
-        banks = [generate_hints(policy, problems, kind, source="self", progress=progress,
-                                max_explanation_tokens=cfg.hint_explanation_tokens,
-                                max_hint_tokens=cfg.hint_tokens,
-                                generator=torch.Generator().manual_seed(cfg.seed + 17))
-                 for kind in hint_types]
+    def written(kind):  # answer-free contexts are the policy's own even with reference hints
+        if source == "reference" and kind not in CONTEXT_TYPES:
+            return reference_hints(problems, kind)
+        seed = cfg.seed + 17 + CONTEXT_TYPES[1:].count(kind)  # the 2nd context: another draw
+        return generate_hints(policy, problems, kind, source="self", progress=progress,
+                              max_explanation_tokens=cfg.hint_explanation_tokens,
+                              max_hint_tokens=cfg.hint_tokens,
+                              generator=torch.Generator().manual_seed(seed))
+
+    banks = [written(kind) for kind in hint_types]
     bank = HintBank.merge(banks)
     bank.stats = {kind: b.stats for kind, b in zip(hint_types, banks)}
     if saved is not None:

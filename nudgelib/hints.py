@@ -69,9 +69,22 @@ HINT_TEMPLATES: dict[str, str | None] = {
         "it alone. Stop before the end and do not state the final answer."),
     "explanation": None,  # the first call's explanation is the hint
     "answer": "The answer is {answer}.",  # no model call
+    "strategy": (
+        "Question: {question}\n\n"
+        "Do not solve the question. In at most six words, name the strategy, method or "
+        "concept a student could use to solve it (for example: 'work backwards', 'count "
+        "per hour', 'add the parts first')."),  # one call, the question alone
 }
-"""Second call per hint type (``None``: the explanation itself; no ``{explanation}``: a fixed
-text). Pass your own dict to :func:`generate_hints` to change the wording."""
+HINT_TEMPLATES["strategy_2"] = HINT_TEMPLATES["strategy"]  # NudgeRL's second context
+"""Second call per hint type (``None``: the explanation itself; ``{explanation}``: two calls;
+``{question}`` without ``{explanation}``: one call that sees the question alone and never the
+answer, NudgeRL's strategy contexts; neither: a fixed text). Pass your own dict to
+:func:`generate_hints` to change the wording."""
+
+CONTEXT_TYPES = ("strategy", "strategy_2")
+"""Answer-free hint types, written from the problem alone (NudgeRL's two strategy contexts per
+problem, docs/method.md §3): never shown the gold answer or a solution. The second is a second
+sample of the same prompt."""
 
 ON_LEAK = ("regenerate", "drop", "keep")
 LEAKS_BY_DESIGN = frozenset({"answer"})
@@ -82,10 +95,18 @@ MAX_HINT_CHARS = 600
 
 def model_calls(template: str | None) -> int:
     """Model calls a hint of this template costs: 2 (explanation, then hint), 1 (the
-    explanation is the hint: ``None``) or 0 (a fixed text such as the answer)."""
+    explanation is the hint: ``None``; or a prompt on the question alone) or 0 (a fixed text
+    such as the answer)."""
     if template is None:
         return 1
-    return 2 if "{explanation}" in template else 0
+    if "{explanation}" in template:
+        return 2
+    return 1 if "{question}" in template else 0
+
+
+def _question_only(template: str | None) -> bool:
+    """A template that is a model prompt on the question alone (no explanation call)."""
+    return template is not None and "{explanation}" not in template and "{question}" in template
 
 
 class HintBankError(ValueError):
@@ -94,38 +115,169 @@ class HintBankError(ValueError):
 
 # ----------------------------------------------------------------------------- leakage
 
-_FRACTION = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|(\d+)\s*/\s*(\d+)")
+_FRACTION = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|\\[dt]?frac(\d)(\d)|"
+                       r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])")
 _MATH_SPAN = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}|\$([^$]+)\$|\\\((.+?)\\\)")
+# thousands written with a space, a thin space, LaTeX's \, or {,} or an apostrophe: 1 000
+_THOUSANDS_SEP = re.compile(r"(?<=\d)(?:\\,|\{,\}|[ \u00a0\u2009\u202f'])(?=\d{3}(?!\d))")
+_PERCENT = re.compile(r"\s*(?:\\?%|percent\b|per cent\b)", re.I)
+# a power a^b / a^{b} / a**b, or a root \sqrt{a}, \sqrt a, sqrt(a), √a
+_POWER = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^|\*\*)\s*(?:\{\s*(-?\d+(?:/\d+)?)\s*\}|\(\s*(-?\d+(?:/\d+)?)"
+                    r"\s*\)|(-?\d+))")
+_ROOT = re.compile(r"(?:\\sqrt\s*(?:\{\s*(\d+(?:\.\d+)?)\s*\}|(\d+(?:\.\d+)?))|sqrt\s*\(\s*(\d+"
+                   r"(?:\.\d+)?)\s*\)|√\s*(\d+(?:\.\d+)?))")
+# step and list markers are incidental: "Step 2", "(2)", a line starting "2." or "2)"
+_ENUMERATOR = re.compile(r"\b(?:step|part|case|stage)\s+(\d+)\b|\((\d+)\)|^\s*(\d+)[.)](?!\d)",
+                         re.I | re.M)
+_ANSWER_CUE = re.compile(r"(?:answer|result|equals?|total|=|\bis|gives?|get|makes?)\W*(?:\w+\W+)?$",
+                         re.I)
+
+_SMALL = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_DENOMS = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4,
+           "fourth": 4, "fourths": 4, "fifth": 5, "fifths": 5, "sixth": 6, "sixths": 6,
+           "eighth": 8, "eighths": 8, "tenth": 10, "tenths": 10}
+_WORD = re.compile(r"[a-z]+", re.I)
+
+
 def _number(s: str) -> Fraction | None:
     from nudgelib.verify import as_number
 
+    s = re.sub(r"\\[dt]?frac(\d)(\d)", r"\\frac{\1}{\2}", s)  # \frac34 = \frac{3}{4}
+    s = _THOUSANDS_SEP.sub("", s)
+    pct = _PERCENT.search(s)
+    if pct and pct.end() == len(s):
+        got = as_number(s[:pct.start()])
+        return got[0] / 100 if got is not None else None
     got = as_number(s)
     return got[0] if got is not None else None
 
 
-def _numbers_in(text: str) -> Iterable[Fraction]:
+def _word_numbers(text: str) -> Iterable[tuple[int, int, Fraction]]:
+    """(start, end, value) of each run of number words: "eighteen", "one hundred twenty-three",
+    "two thousand and five", "three quarters" (3/4), "one and a half" (3/2)."""
+    words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text)]
+    i = 0
+    while i < len(words):
+        start, total, current, j, seen = words[i][0], 0, 0, i, False
+        end = words[i][1]
+        while j < len(words):
+            w = words[j][2]
+            if w in _SMALL:
+                current += _SMALL[w]
+            elif w in _TENS:
+                current += _TENS[w]
+            elif w == "hundred" and seen:
+                current = max(current, 1) * 100
+            elif w in _SCALES and seen:
+                total, current = total + max(current, 1) * _SCALES[w], 0
+            elif w == "and" and seen and j + 1 < len(words) and (
+                    words[j + 1][2] in _SMALL or words[j + 1][2] in _TENS or words[j + 1][2] == "a"):
+                j += 1
+                continue
+            elif w == "a" and seen and j + 1 < len(words) and words[j + 1][2] in ("half",
+                                                                                 "quarter"):
+                nxt = words[j + 1][2]
+                total += current + Fraction(1, _DENOMS[nxt])
+                current, end, j = 0, words[j + 1][1], j + 2
+                seen = True
+                break
+            elif w in _DENOMS and seen and not total and 0 < current <= 20:
+                current = Fraction(current, _DENOMS[w])
+                end, j = words[j][1], j + 1
+                break
+            else:
+                break
+            seen, end, j = True, words[j][1], j + 1
+        if seen:
+            yield start, end, Fraction(total + current)
+            i = max(j, i + 1)
+        else:
+            i += 1
+
+
+def _numbers_in(text: str) -> Iterable[tuple[int, Fraction]]:
+    """(position, value) of every number the hint writes: plain (with thousands separators of
+    any kind), fractions, percents (also read as a share), powers and roots with exact rational
+    values, and numbers in words."""
     from nudgelib.verify import NUMBER_RE
 
-    for m in NUMBER_RE.finditer(text):
-        try:
-            yield Fraction(m.group().replace(",", ""))
-        except (ValueError, ZeroDivisionError):
-            continue
+    for src in dict.fromkeys((text, _THOUSANDS_SEP.sub("", text))):
+        for m in NUMBER_RE.finditer(src):
+            try:
+                v = Fraction(m.group().replace(",", ""))
+            except (ValueError, ZeroDivisionError):
+                continue
+            yield m.start(), v
+            if _PERCENT.match(src, m.end()):
+                yield m.start(), v / 100
     for m in _FRACTION.finditer(text):
-        a, b = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+        g = m.groups()
+        a, b = next((g[k], g[k + 1]) for k in (0, 2, 4) if g[k] is not None)
         na, nb = _number(a), _number(b)
         if na is not None and nb:
-            yield na / nb
+            yield m.start(), na / nb
+    for m in _POWER.finditer(text):
+        base, exp = Fraction(m.group(1)), next(x for x in m.groups()[1:] if x is not None)
+        e = Fraction(exp)
+        if e.denominator == 1 and abs(e) <= 64 and base:
+            yield m.start(), base ** int(e)
+        elif e.denominator == 2 and abs(e.numerator) <= 8:
+            r = _exact_sqrt(base)
+            if r is not None:
+                yield m.start(), r ** e.numerator
+    for m in _ROOT.finditer(text):
+        r = _exact_sqrt(Fraction(next(x for x in m.groups() if x is not None)))
+        if r is not None:
+            yield m.start(), r
+    for start, end, v in _word_numbers(text):
+        yield start, v
+        if _PERCENT.match(text, end):
+            yield start, v / 100
 
 
-def hint_leaks_answer(hint: str, gold: str, *, timeout: float = 1.0) -> bool:
+def _exact_sqrt(x: Fraction) -> Fraction | None:
+    import math
+
+    if x < 0:
+        return None
+    n, d = math.isqrt(x.numerator), math.isqrt(x.denominator)
+    return Fraction(n, d) if n * n == x.numerator and d * d == x.denominator else None
+
+
+def _incidental(text: str) -> set[int]:
+    """Positions of step and list markers ("Step 2", "(2)", "2." at a line start)."""
+    return {m.start(k) for m in _ENUMERATOR.finditer(text) for k in (1, 2, 3)
+            if m.group(k) is not None}
+
+
+def _root_spans(text: str) -> Iterable[str]:
+    """Powers and roots of the hint, rewritten as LaTeX for math-verify: 2^{1/2}, \\sqrt{2}."""
+    for m in _ROOT.finditer(text):
+        yield "\\sqrt{" + next(x for x in m.groups() if x is not None) + "}"
+    for m in _POWER.finditer(text):
+        yield m.group(1) + "^{" + next(x for x in m.groups()[1:] if x is not None) + "}"
+
+
+def hint_leaks_answer(hint: str, gold: str, *, question: str | None = None,
+                      timeout: float = 1.0) -> bool:
     """Does ``hint`` contain the gold answer?
 
-    * numeric gold (``18``, ``1,000``, ``0.5``, ``\\frac{3}{4}``): any number or fraction in the
-      hint of equal value (so ``18.0`` and ``36/2`` count, ``180`` does not);
+    * numeric gold (``18``, ``1,000``, ``0.5``, ``\\frac{3}{4}``, ``\\frac34``, ``50\\%``): any
+      number the hint writes with the same value, in any of the forms of :func:`_numbers_in` —
+      ``18.0``, ``36/2``, ``eighteen``, ``1 000``, ``3/4`` for 0.75, ``50%`` for 0.5,
+      ``2^3`` for 8, ``\\sqrt{16}`` for 4 (``180`` is not 18). Not counted: step and list
+      markers (``Step 2``, ``(2)``, a line starting ``2.``) and, when ``question`` is given, a
+      number the question itself states, unless the hint presents it as the result (``the
+      answer is 2``, ``= 2``);
     * otherwise: the normalised gold (spaces, ``$``, braces, ``\\left`` ... removed) as a
-      substring of the normalised hint, or a ``\\boxed{}`` / ``$...$`` span of the hint that
-      math-verify proves equal to the gold, each check bounded by ``timeout`` seconds.
+      substring of the normalised hint, or a ``\\boxed{}`` / ``$...$`` span, power or root of
+      the hint (``2^{1/2}``, ``sqrt(2)``) that math-verify proves equal to the gold, each check
+      bounded by ``timeout`` seconds.
     """
     if not isinstance(hint, str) or not isinstance(gold, str):
         raise TypeError(f"hint and gold must be strings, got {type(hint).__name__} and "
@@ -135,15 +287,23 @@ def hint_leaks_answer(hint: str, gold: str, *, timeout: float = 1.0) -> bool:
         return False
     value = _number(gold)
     if value is not None:
-        return any(v == value for v in _numbers_in(hint))
+        skip = _incidental(hint)
+        given = {v for _, v in _numbers_in(question)} if question else set()
+        for pos, v in _numbers_in(hint):
+            if v != value or pos in skip:
+                continue
+            if v in given and not _ANSWER_CUE.search(hint[max(0, pos - 24):pos]):
+                continue
+            return True
+        return False
     from nudgelib.verify import normalise_answer, verify
 
     g = normalise_answer(gold)
     if g and g in normalise_answer(hint):
         return True
-
-    for m in _MATH_SPAN.finditer(hint):
-        span = next(x for x in m.groups() if x is not None).strip()
+    spans = [next(x for x in m.groups() if x is not None).strip()
+             for m in _MATH_SPAN.finditer(hint)]
+    for span in list(dict.fromkeys(spans + list(_root_spans(hint))))[:32]:
         if span and verify(gold, f"\\boxed{{{span}}}", timeout=timeout).correct:
             return True
     return False
@@ -315,6 +475,11 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     template = templates[hint_type]
     calls = model_calls(template)
     needs_model = calls > 0
+    explain = needs_model and not _question_only(template)
+    if _question_only(template) and "{answer}" in template:
+        raise ValueError(f"the {hint_type!r} template is a prompt on the question alone (no "
+                         f"{{explanation}}) but shows {{answer}}: such hints must be written "
+                         f"without the answer")
     n = len(problems)
     texts: list[str | None] = [None] * n
     explanations: list[str | None] = [None] * n
@@ -330,7 +495,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
         if needs_model:
             with _raw_prompts(policy):
                 fresh = [i for i in todo if explanations[i] is None or attempt >= 2]
-                if fresh:
+                if fresh and explain:
                     got = _generate(policy, [explanation_template.format(
                         question=problems[i].question, answer=problems[i].answer) for i in fresh],
                         max_new_tokens=max_explanation_tokens, temperature=temperature,
@@ -352,7 +517,8 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
         for i, text in zip(todo, new):
             texts[i] = _clean(text) if needs_model else text
             attempts[i] += 1
-            leaks[i] = hint_leaks_answer(texts[i], problems[i].answer, timeout=leak_timeout)
+            leaks[i] = hint_leaks_answer(texts[i], problems[i].answer,
+                                         question=problems[i].question, timeout=leak_timeout)
             if attempt == 0:
                 first_leak[i] = leaks[i]
             if leaks[i] and on_leak == "regenerate" and needs_model:
@@ -386,7 +552,7 @@ def _checked_records(items: Iterable[tuple[Problem, str]], hint_type: str, sourc
                          f"be regenerated)")
     records, leaked = [], 0
     for p, text in items:
-        leak = hint_leaks_answer(text, p.answer)
+        leak = hint_leaks_answer(text, p.answer, question=p.question)
         leaked += leak
         if leak and on_leak == "drop" and hint_type not in LEAKS_BY_DESIGN:
             continue

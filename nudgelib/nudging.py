@@ -47,7 +47,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from nudgelib.hints import as_hint_source
+from nudgelib.hints import CONTEXT_TYPES, as_hint_source
 from nudgelib.policies import left_pad
 from nudgelib.problems import Problem
 from nudgelib.rollouts import (
@@ -510,9 +510,18 @@ class NudgeRL(NudgingStrategy):
     """NudgeRL (docs/method.md §3): strategy contexts on every prompt, context dropout, the
     inter/intra-context advantage and the distillation term on the context-free prompt.
 
-    Contexts are the bank's hints of ``context_types`` (default: abstract, partial_steps); a
-    problem with fewer contexts than ``n_contexts`` reuses the ones it has, one with none is
-    sampled plainly.
+    Contexts are the bank's hints of ``context_types``, by default the answer-free strategy
+    keywords of :data:`nudgelib.hints.CONTEXT_TYPES`, written from the problem alone (the
+    policy's own, ``generate_hints(policy, problems, "strategy")``; hand-written for the toys,
+    :func:`nudgelib.toy.toy_hint`), as the paper does: it never shows the gold answer or a
+    solution. A problem with fewer contexts than ``n_contexts`` reuses the ones it has; one
+    with none is sampled plainly (counted as ``missing_hints``). NuRL's answer-conditioned
+    hints can still be asked for (``context_types=("abstract", "partial_steps")``), which is
+    then a different method with privileged contexts.
+
+    Normalisation: after the inter/intra decomposition the advantages are standardised per
+    problem over all its rollouts (Bessel std, eps 1e-6), as the paper's text states; the
+    reference code (tally0818/NudgeRL) was not available here to check its exact form.
     """
 
     name = "nudgerl"
@@ -520,7 +529,7 @@ class NudgeRL(NudgingStrategy):
     sets_advantages = True  # the inter/intra-context advantage, set when sampling
     engines = ("nudgelib",)
 
-    def __init__(self, hints=None, *, context_types: Sequence[str] = ("abstract", "partial_steps"),
+    def __init__(self, hints=None, *, context_types: Sequence[str] = CONTEXT_TYPES,
                  n_contexts: int = 2, p_drop: float = 0.5, lam: float = 1.1,
                  distill_coef: float = 0.1):
         super().__init__(hints, hint_type=context_types[0] if context_types else "abstract")

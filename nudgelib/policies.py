@@ -336,16 +336,17 @@ class _ModulePolicy(Policy):
         self.net.load_state_dict(torch.load(Path(path) / "policy.pt", weights_only=True))
 
 
-_TABLE_PROMPT = re.compile(r"p(\d+)(?:\|h(\d+)s(\d{1,2}))?")
+_TABLE_PROMPT = re.compile(r"p(\d+)(?:\|(.+))?", re.S)
 
 
 class CategoricalPolicy(_ModulePolicy):
     """:class:`nudgelib.toy.ToyPolicy` behind the policy interface.
 
-    Prompts are ``"p<index>"`` (see :func:`nudgelib.toy.toy_problems`). Tokens: answers
+    Prompts are ``"p<index>"`` (see :func:`nudgelib.toy.toy_problems`), optionally followed by
+    a hint ``"|<hint>"`` (:func:`nudgelib.toy.toy_table_hint`: ``p3|family c``). Tokens: answers
     0..K-1, then ``more`` = K and ``end`` = K+1; ``end`` is both EOS and pad, so the masking
-    by position matters here too. Only temperature 1 and top-p 1 are supported (the table is
-    the distribution).
+    by position matters here too. Prompt ids: the problem index, then ``P + t`` for each hint
+    token t. Only temperature 1 and top-p 1 are supported (the table is the distribution).
     """
 
     def __init__(self, toy_policy):
@@ -355,39 +356,40 @@ class CategoricalPolicy(_ModulePolicy):
         self.eos_ids, self.pad_id = (k + 1,), k + 1
 
     hint_template = "{question}|{hint}"
+
     def encode_prompts(self, prompts):
-        """``p<i>`` -> [i]; ``p<i>|h<a>s<s>`` (a hint, :func:`nudgelib.toy.toy_table_hint`)
-        -> [i, P + a, P + K + s]."""
+        """``p<i>`` -> [i]; ``p<i>|<hint>`` -> [i, P + t1, P + t2, ...] for the hint's tokens."""
+        from nudgelib.toy import toy_hint_tokens
+
         n_p, k = self.net.task.n_problems, self.net.task.n_answers
         out = []
         for p in prompts:
             m = _TABLE_PROMPT.fullmatch(p) if isinstance(p, str) else None
-            if m is None or int(m.group(1)) >= n_p or (
-                    m.group(2) is not None and int(m.group(2)) >= k):
+            if m is None or int(m.group(1)) >= n_p:
                 raise ValueError(f"CategoricalPolicy prompts are 'p<index>' with index < {n_p}, "
-                                 f"optionally followed by a hint '|h<answer>s<strength>' with "
-                                 f"answer < {k}; got {p!r}")
+                                 f"optionally followed by a hint '|<hint>' "
+                                 f"(nudgelib.toy.toy_table_hint); got {p!r}")
             ids = [int(m.group(1))]
             if m.group(2) is not None:
-                ids += [n_p + int(m.group(2)), n_p + k + int(m.group(3))]
+                ids += [n_p + t for t in toy_hint_tokens(m.group(2), k)]
             out.append(ids)
         return out
 
     def _parse(self, prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Problem index [N] and the hint's logit bonus [N, K] (None without any hint)."""
-        n_p, k = self.net.task.n_problems, self.net.task.n_answers
+        """Problem index [N] and the multi-hot of the hint tokens [N, H] (None: no hints)."""
+        n_p = self.net.task.n_problems
         real = prompt_mask.long().sum(-1)
         first = prompt_ids.shape[1] - real
         rows = torch.arange(prompt_ids.shape[0])
         problem = prompt_ids[rows, first]
-        hinted = real >= 3
-        if not hinted.any():
+        pos = torch.arange(prompt_ids.shape[1])[None, :]
+        is_hint = (pos > first[:, None]) & prompt_mask.bool()
+        if not is_hint.any():
             return problem, None
-        bonus = torch.zeros(len(rows), k)
-        hr = rows[hinted]
-        ans = prompt_ids[hr, -2] - n_p
-        bonus[hr, ans] = (prompt_ids[hr, -1] - n_p - k).float()
-        return problem, bonus
+        hints = torch.zeros(len(rows), self.net.U.shape[0])
+        r, c = is_hint.nonzero(as_tuple=True)
+        hints[r, prompt_ids[r, c] - n_p] = 1.0
+        return problem, hints
 
     def decode(self, ids, mask):
         return [str(int(row[0])) if m[0] > 0 else "" for row, m in zip(ids, mask)]
@@ -399,8 +401,8 @@ class CategoricalPolicy(_ModulePolicy):
         if max_new_tokens != self.net.max_len:
             raise ValueError(f"CategoricalPolicy completions have max_len={self.net.max_len} "
                              f"tokens; got max_new_tokens={max_new_tokens}")
-        problem, bonus = self._parse(prompt_ids, prompt_mask)
-        b = self.net.sample(problem, 1, generator, bonus)
+        problem, hints = self._parse(prompt_ids, prompt_mask)
+        b = self.net.sample(problem, 1, generator, hints)
         t = torch.arange(1, self.net.max_len)[None, :]
         rest = torch.where(t <= b.n_more[:, None], self.more_id, self.end_id)
         ids = torch.cat([b.answer[:, None], rest], dim=1)
@@ -413,8 +415,8 @@ class CategoricalPolicy(_ModulePolicy):
         body = completion_ids[:, 1:]
         n_more = ((body == self.more_id) & (completion_mask[:, 1:] > 0)).sum(-1)
         stopped = ((body == self.end_id) & (completion_mask[:, 1:] > 0)).any(-1)
-        problem, bonus = self._parse(prompt_ids, prompt_mask)
-        logp, _ = self.net.token_logp(problem, completion_ids[:, 0], n_more, stopped, bonus)
+        problem, hints = self._parse(prompt_ids, prompt_mask)
+        logp, _ = self.net.token_logp(problem, completion_ids[:, 0], n_more, stopped, hints)
         return logp[:, :completion_ids.shape[1]] * completion_mask  # callers may trim width
 
 

@@ -32,13 +32,14 @@ table task above as problems with prompts ``"p<index>"``; both are verified by e
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from nudgelib.advantages import compute_advantages
-from nudgelib.hints import HINT_TYPES
+from nudgelib.hints import CONTEXT_TYPES, HINT_TYPES
 from nudgelib.losses import policy_loss
 from nudgelib.problems import Problem
 
@@ -133,12 +134,29 @@ class ToyBatch:
         return self.mask.sum(-1)
 
 
+HINT_READING_STEPS = 200
+"""Supervised steps that teach a new ToyPolicy to read hints (:meth:`ToyPolicy.learn_to_read_hints`)."""
+
+
+_HINT_READING: dict[tuple, Tensor] = {}
+
+
 class ToyPolicy(torch.nn.Module):
     def __init__(self, task: ToyTask, *, shared_scale: float = 1.0, init_continue: float = 0.5,
-                 max_len: int = 12, train_table: bool = True):
+                 max_len: int = 12, train_table: bool = True,
+                 hint_reading_steps: int = HINT_READING_STEPS, hint_seed: int = 0):
         """``train_table=False`` freezes the per-problem table ``bias``: the policy can then only
         learn through the shared map ``W``, so everything it learns on one problem is a skill
-        that also applies to unseen problems with the same features (no memorisation)."""
+        that also applies to unseen problems with the same features (no memorisation).
+
+        A hint (:func:`toy_table_hint`) is part of the policy's input: a set of hint tokens
+        (:func:`toy_hint_tokens`) whose rows of the learned table ``U`` [H, K] are added to the
+        answer logits. Nothing is hand-set: ``U`` starts at 0 and is learned, first by
+        ``hint_reading_steps`` of supervised "pre-training" on random problems of its own
+        (:meth:`learn_to_read_hints`, the way a language model has learned to read hints
+        before RL), then by RL with everything else. With ``hint_reading_steps=0`` hints do
+        nothing until RL teaches them.
+        """
         super().__init__()
         if max_len < 2:
             raise ValueError(f"max_len must be >= 2 (answer + end), got {max_len}")
@@ -149,11 +167,54 @@ class ToyPolicy(torch.nn.Module):
         self.W = torch.nn.Parameter(torch.zeros(task.features.shape[1], task.n_answers))
         self.cont = torch.nn.Parameter(torch.full((task.n_problems, task.n_answers),
                                                   float(init_continue)))
+        self.U = torch.nn.Parameter(torch.zeros(hint_vocab_size(task.n_answers), task.n_answers))
+        if hint_reading_steps:
+            key = (task.n_answers, hint_reading_steps, hint_seed)
+            if key not in _HINT_READING:  # deterministic: learned once per process
+                self.learn_to_read_hints(hint_reading_steps, seed=hint_seed)
+                _HINT_READING[key] = self.U.detach().clone()
+            with torch.no_grad():
+                self.U.copy_(_HINT_READING[key])
 
-    def answer_logits(self, problems: Tensor, bonus: Tensor | None = None) -> Tensor:
-        """Logits [N, K]; ``bonus`` [N, K] is what a hint adds (:func:`toy_table_hint`)."""
+    def answer_logits(self, problems: Tensor, hints: Tensor | None = None) -> Tensor:
+        """Logits [N, K]; ``hints`` [N, H] is the multi-hot of each row's hint tokens (0 rows:
+        no hint), which adds ``hints @ U``."""
         logits = self.bias[problems] + self.shared_scale * (self.task.features[problems] @ self.W)
-        return logits if bonus is None else logits + bonus
+        return logits if hints is None else logits + hints @ self.U
+
+    def learn_to_read_hints(self, steps: int, *, seed: int = 0, batch_size: int = 256,
+                            lr: float = 0.05) -> list[float]:
+        """Supervised pre-training of the hint table ``U`` alone, on random problems that are
+        not the task's: K random logits with the correct answer's raised by U(-5, 2) (from
+        hard to easy), one hint of a random built-in type (answer, family, 5 or 3 wrong
+        answers excluded), loss -log p(correct | logits + hint). Returns the losses."""
+        K = self.task.n_answers
+        g = torch.Generator().manual_seed(1_000_033 + seed)
+        opt = torch.optim.Adam([self.U], lr=lr)
+        rows = torch.arange(batch_size)
+        losses = []
+        for _ in range(steps):
+            a = torch.randint(0, K, (batch_size,), generator=g)
+            z = 0.5 * torch.randn(batch_size, K, generator=g)
+            z[rows, a] += torch.rand(batch_size, generator=g) * 7 - 5
+            x = torch.zeros(batch_size, self.U.shape[0])
+            kind = torch.randint(0, 4, (batch_size,), generator=g)
+            x[rows[kind == 0], a[kind == 0]] = 1  # answer a
+            x[rows[kind == 1], 2 * K + a[kind == 1] // 2] = 1  # family of a
+            r = torch.rand(batch_size, K, generator=g)
+            r[rows, a] = 2.0  # never excluded
+            order = r.argsort(-1)
+            for k, m in ((2, 5), (3, 3)):  # exclude m wrong answers
+                sel = rows[kind == k]
+                if len(sel):
+                    x[sel[:, None], K + order[sel, :min(m, K - 1)]] = 1
+            lp = torch.log_softmax(z + x @ self.U, -1)[rows, a]
+            loss = -lp.mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
 
     def pass_rate(self) -> Tensor:
         """Exact probability [P] that one sample answers each problem correctly."""
@@ -162,9 +223,9 @@ class ToyPolicy(torch.nn.Module):
             return probs.gather(-1, self.task.answer[:, None]).squeeze(-1)
 
     def token_logp(self, problem: Tensor, answer: Tensor, n_more: Tensor,
-                   stopped: Tensor, bonus: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                   stopped: Tensor, hints: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per-token log-probs [N, max_len] and mask of the given completions."""
-        logits = self.answer_logits(problem, bonus)
+        logits = self.answer_logits(problem, hints)
         lp_answer = torch.log_softmax(logits, -1).gather(-1, answer[:, None]).squeeze(-1)
         c = self.cont[problem, answer]
         lp_more, lp_end = torch.nn.functional.logsigmoid(c), torch.nn.functional.logsigmoid(-c)
@@ -179,14 +240,14 @@ class ToyPolicy(torch.nn.Module):
 
     @torch.no_grad()
     def sample(self, problems: Tensor, group_size: int, generator: torch.Generator,
-               bonus: Tensor | None = None) -> ToyBatch:
+               hints: Tensor | None = None) -> ToyBatch:
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         prob = problems.repeat_interleave(group_size)
         group = torch.arange(len(problems)).repeat_interleave(group_size)
-        if bonus is not None:
-            bonus = bonus.repeat_interleave(group_size, dim=0)
-        ans = torch.multinomial(torch.softmax(self.answer_logits(prob, bonus), -1), 1,
+        if hints is not None:
+            hints = hints.repeat_interleave(group_size, dim=0)
+        ans = torch.multinomial(torch.softmax(self.answer_logits(prob, hints), -1), 1,
                                 generator=generator).squeeze(-1)
         p_more = torch.sigmoid(self.cont[prob, ans])
         u = torch.rand(len(prob), self.max_len - 1, generator=generator)
@@ -195,7 +256,7 @@ class ToyPolicy(torch.nn.Module):
         n_more = torch.cumprod(more.long(), dim=1).sum(-1)
         stopped = n_more < self.max_len - 1
         reward = (ans == self.task.answer[prob]).float()
-        old_logp, mask = self.token_logp(prob, ans, n_more, stopped, bonus)
+        old_logp, mask = self.token_logp(prob, ans, n_more, stopped, hints)
         return ToyBatch(prob, group, ans, n_more, stopped, reward, old_logp, mask)
 
 
@@ -337,40 +398,116 @@ def toy_problems(task: ToyTask) -> list[Problem]:
 
 # ----------------------------------------------------------------------------- toy hints
 
-TOY_HINT_STRENGTH = {"abstract": 5, "partial_steps": 6, "explanation": 7, "answer": 9}
-"""Table toy: a hint of each type adds this much to the logit of the correct answer. On a hard
-problem (its answer at -5 against 0 for the 9 others) one hinted sample is right with
-probability e^(s-5) / (e^(s-5) + 9): 0.10, 0.23, 0.45 and 0.86."""
+FAMILIES = "abcdefghijklmnopqrstuvwxyz"
+"""Table toy: answer k belongs to family ``FAMILIES[k // 2]`` (pairs 0-1, 2-3, ...)."""
+
+SKILLS = {1: "a", 2: "b", 3: "c"}
+"""Table toy: the skill named by a strategy hint, from the problem's difficulty level alone."""
+
+TABLE_HINT_EXCLUDED = {"partial_steps": 5, "explanation": 3}
+"""Table toy: how many wrong answers a hint of this type rules out."""
 
 
-def toy_table_hint(problem: Problem, hint_type: str = "abstract") -> str:
-    """``"h<answer>s<strength>"``: the table toy's hint; the prompt becomes ``p<i>|h<a>s<s>``."""
-    if hint_type not in TOY_HINT_STRENGTH:
-        raise ValueError(f"hint_type={hint_type!r}; expected one of {HINT_TYPES}")
-    return f"h{problem.answer}s{TOY_HINT_STRENGTH[hint_type]}"
+def hint_vocab_size(n_answers: int) -> int:
+    """Hint tokens of the table toy: answer k, not k, family f, skill s."""
+    return 2 * n_answers + (n_answers + 1) // 2 + len(SKILLS)
+
+
+def toy_hint_tokens(text: str, n_answers: int) -> list[int]:
+    """The hint tokens of a table-toy hint text, clauses separated by ``;`` or newlines:
+    ``answer 7`` -> [7]; ``not 1 3 4`` -> [K+1, K+3, K+4]; ``family c`` -> [2K+2];
+    ``skill b`` -> [2K + ceil(K/2) + 1]."""
+    K, n_fam = n_answers, (n_answers + 1) // 2
+    out: list[int] = []
+    for clause in re.split(r"[;\n]+", text.strip()):
+        words = clause.split()
+        if not words:
+            continue
+        head, args = words[0], words[1:]
+        try:
+            if head == "answer" and len(args) == 1 and 0 <= int(args[0]) < K:
+                out.append(int(args[0]))
+                continue
+            if head == "not" and args and all(0 <= int(x) < K for x in args):
+                out += [K + int(x) for x in args]
+                continue
+        except ValueError:
+            pass
+        if head == "family" and len(args) == 1 and args[0] in FAMILIES[:n_fam]:
+            out.append(2 * K + FAMILIES.index(args[0]))
+            continue
+        if head == "skill" and len(args) == 1 and args[0] in SKILLS.values():
+            out.append(2 * K + n_fam + list(SKILLS.values()).index(args[0]))
+            continue
+        raise ValueError(f"table-toy hint {text!r}: clause {clause!r} is not one of 'answer <k>', "
+                         f"'not <k> <k> ...', 'family <{FAMILIES[0]}..{FAMILIES[n_fam - 1]}>', "
+                         f"'skill <{'|'.join(SKILLS.values())}>' (k < {K})")
+    return out
+
+
+TOY_HINT_TYPES = HINT_TYPES + CONTEXT_TYPES
+"""Hint types of both toys: NuRL's four and NudgeRL's answer-free contexts."""
+
+
+def toy_table_hint(problem: Problem, hint_type: str = "abstract", n_answers: int = 10) -> str:
+    """A table-toy hint in words the policy must learn to read (:class:`ToyPolicy`):
+
+    * ``answer`` -- the answer itself, ``answer 7`` (copyable; leaks by design);
+    * ``abstract`` -- the answer's family, ``family d`` (2 candidates; no number);
+    * ``partial_steps`` / ``explanation`` -- 5 / 3 wrong answers ruled out, ``not 1 3 4 8 9``
+      (the answer never among them, so the leak check passes);
+    * ``strategy`` / ``strategy_2`` -- NudgeRL's answer-free context from the problem alone:
+      the skill its difficulty needs, ``skill c``.
+
+    The wrong answers ruled out are drawn from a generator seeded by the problem id, so a
+    problem always gets the same hint.
+    """
+    if hint_type not in TOY_HINT_TYPES:
+        raise ValueError(f"hint_type={hint_type!r}; expected one of {TOY_HINT_TYPES}")
+    if hint_type in ("strategy", "strategy_2"):
+        return f"skill {SKILLS[problem.level]}"
+    a = int(problem.answer)
+    if hint_type == "answer":
+        return f"answer {a}"
+    if hint_type == "abstract":
+        return f"family {FAMILIES[a // 2]}"
+    wrong = [k for k in range(n_answers) if k != a]
+    random.Random(f"{problem.id}/{hint_type}").shuffle(wrong)
+    return "not " + " ".join(map(str, sorted(wrong[:TABLE_HINT_EXCLUDED[hint_type]])))
+
+
+def _carries(question: str) -> str:
+    """``y``/``n`` per column, units first: does the column carry into the next?"""
+    a, b = question.rstrip("=").split("+")
+    carry, out = 0, ""
+    for da, db in zip(a.zfill(len(b))[::-1], b.zfill(len(a))[::-1]):
+        carry = (int(da) + int(db) + carry) // 10
+        out += "yn"[1 - carry]
+    return out
 
 
 def addition_hint_text(question: str, answer: str, hint_type: str = "abstract") -> str:
     """A hint for ``a+b=`` in the tiny transformer's characters, ``H`` + a cue:
 
-    * ``answer`` — the sum (``H623``);
-    * ``partial_steps`` — the sum with its last digit hidden (``H62.``);
-    * ``abstract`` — its leading digit and length (``H6..``); a one-digit sum gives ``H.``;
-    * ``explanation`` — the carry out of each column, units first (``Hc110`` for 345+278).
+    * ``answer`` -- the sum (``H623``);
+    * ``partial_steps`` -- the sum with its last digit hidden (``H62.``);
+    * ``abstract`` -- which columns carry, units first, in letters (``Hcyyn`` for 345+278):
+      a decomposition the model can learn to use, with no digit of the answer;
+    * ``explanation`` -- the carries and one dot per digit of the sum (``Hcyyn...``);
+    * ``strategy`` / ``strategy_2`` -- NudgeRL's context from the question alone: ``Hcarry``
+      when some column carries, else ``Hplain``.
     """
     if hint_type == "answer":
         return "H" + answer
-    if hint_type in ("partial_steps", "abstract"):
-        shown = len(answer) - 1 if hint_type == "partial_steps" else min(1, len(answer) - 1)
-        return "H" + answer[:shown] + "." * (len(answer) - shown)
+    if hint_type == "partial_steps":
+        return "H" + answer[:len(answer) - 1] + "."
+    if hint_type == "abstract":
+        return "Hc" + _carries(question)
     if hint_type == "explanation":
-        a, b = question.rstrip("=").split("+")
-        carry, bits = 0, ""
-        for da, db in zip(a.zfill(len(b))[::-1], b.zfill(len(a))[::-1]):
-            carry = (int(da) + int(db) + carry) // 10
-            bits += str(carry)
-        return "Hc" + bits
-    raise ValueError(f"hint_type={hint_type!r}; expected one of {HINT_TYPES}")
+        return "Hc" + _carries(question) + "." * len(answer)
+    if hint_type in ("strategy", "strategy_2"):
+        return "Hcarry" if "y" in _carries(question) else "Hplain"
+    raise ValueError(f"hint_type={hint_type!r}; expected one of {TOY_HINT_TYPES}")
 
 
 def toy_hint(problem: Problem, hint_type: str = "abstract") -> str | None:

@@ -20,22 +20,74 @@ from nudgelib.toy import addition_hint_text
 from tests.test_nudging import ScriptedPolicy
 
 
-@pytest.mark.parametrize("hint,gold,leaks", [
+LEAK_CASES = [
+    # (hint, gold, leaks) -- plain numbers and their written forms
     ("Multiply 3 by 6 to get 18.", "18", True),
     ("It is 18.0 km", "18", True),
     ("Try 180 first, then 118", "18", False),  # digits of another number are not the answer
-    ("The total is 1,000 dollars", "1000", True),
-    ("half of it: 1/2", "0.5", True),
-    ("use 0.75 of the area", "\\frac{3}{4}", True),
-    ("use $\\frac{3}{4}$ of it", "\\frac34", True),
-    ("Consider the answer $\\sqrt{2}$", "\\sqrt 2", True),  # math-verify: equal expressions
-    ("Consider the ratio of the sides", "\\sqrt{2}", False),
-    ("Evelyn runs fastest", "\\text{Evelyn}", True),
     ("x is 5", "18", False),
     ("", "18", False),
-])
+    ("The total is 1,000 dollars", "1000", True),
+    ("The total is 1 000 dollars", "1000", True),  # thousands separated by a space
+    ("about 1\,000 of them", "1000", True),  # LaTeX thin space
+    ("count 12 345 cells", "12345", True),
+    ("we have 3 000 and 5", "8", False),
+    # numbers in words
+    ("It comes to eighteen apples.", "18", True),
+    ("one hundred twenty-three in all", "123", True),
+    ("two thousand and five", "2005", True),
+    ("Eighteen is close but not it; think of the tens.", "81", False),
+    ("the seventh day", "7", False),  # an ordinal is not the number
+    ("three quarters of the cake", "0.75", True),
+    ("one and a half hours", "1.5", True),
+    # fractions, decimals and percents
+    ("half of it: 1/2", "0.5", True),
+    ("use 0.75 of the area", "\\frac{3}{4}", True),
+    ("use 3/4 of the area", "\\frac34", True),
+    ("use $\\frac{3}{4}$ of it", "\\frac34", True),
+    ("it is \\frac34 of the whole", "0.75", True),
+    ("a 50% chance", "0.5", True),
+    ("a 50\\% chance", "0.5", True),
+    ("fifty percent of them", "0.5", True),
+    ("one in four: 0.25", "25\\%", True),
+    ("divide 12/5 by 2", "2.4", True),
+    ("the ratio 2/3", "0.5", False),
+    # powers and roots
+    ("Consider the answer $\\sqrt{2}$", "\\sqrt 2", True),  # math-verify: equal expressions
+    ("It equals 2^{1/2}.", "\\sqrt{2}", True),
+    ("try sqrt(2)", "\\sqrt{2}", True),
+    ("raise 2^3", "8", True),
+    ("take \\sqrt{16}", "4", True),
+    ("the side is \\sqrt{15}", "4", False),
+    ("Consider the ratio of the sides", "\\sqrt{2}", False),
+    # names and expressions
+    ("Evelyn runs fastest", "\\text{Evelyn}", True),
+    ("Compare the runners' times", "\\text{Evelyn}", False),
+    # incidental numbers: step and list markers are not the answer
+    ("Step 2: add the prices.", "2", False),
+    ("1. Find the total.\n2. Divide by the number of days.", "2", False),
+    ("(3) use the area formula", "3", False),
+    ("Step 2: the result is 2.", "2", True),
+]
+"""Leak / no-leak cases worked out by hand (issue 20: >= 30)."""
+
+
+@pytest.mark.parametrize("hint,gold,leaks", LEAK_CASES)
 def test_leak_check(hint, gold, leaks):
     assert hint_leaks_answer(hint, gold) is leaks
+
+
+def test_leak_check_table_is_large_and_balanced():
+    assert len(LEAK_CASES) >= 30
+    assert 10 <= sum(leaks for *_, leaks in LEAK_CASES) <= len(LEAK_CASES) - 10
+
+
+def test_numbers_the_question_states_are_incidental_unless_given_as_the_result():
+    q = "Tom has 3 boxes of 2 pens. How many pens does he have if he gives 3 away?"
+    assert hint_leaks_answer("Start from the 3 boxes.", "3") is True  # no question: counted
+    assert hint_leaks_answer("Start from the 3 boxes.", "3", question=q) is False
+    assert hint_leaks_answer("So the answer is 3.", "3", question=q) is True
+    assert hint_leaks_answer("Then 6 - 3 = 3", "3", question=q) is True
 
 
 def test_leak_check_rejects_non_strings():
@@ -90,9 +142,13 @@ def test_leaking_hints_are_regenerated_then_dropped_or_kept_flagged():
 
 
 def test_explanation_and_answer_hints():
-    pol = ScriptedPolicy(lambda p: "Two threes make six.")
+    pol = ScriptedPolicy(lambda p: "Add three to three.")
     expl = generate_hints(pol, PROBS[:1], "explanation")
-    assert expl.lookup("p3", "explanation", include_leaky=True) == "Two threes make six."
+    assert expl.lookup("p3", "explanation") == "Add three to three."
+    said = generate_hints(ScriptedPolicy(lambda p: "Two threes make six."), PROBS[:1],
+                          "explanation")
+    assert said.lookup("p3", "explanation") is None  # "six" is the answer 6, in words
+    assert said.stats["first_try_leak_rate"] == 1.0
     assert len(pol.calls) == 1  # the explanation is the hint: one call
     ans = generate_hints(pol, PROBS, "answer")
     assert len(pol.calls) == 1  # no model call at all

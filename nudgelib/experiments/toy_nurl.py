@@ -1,7 +1,19 @@
 """The paper's central claims on the table toy, with seeds and confidence intervals.
 
     python -m nudgelib.experiments.toy_nurl [--fast] --seed S --out FILE.json
-    python -m nudgelib.experiments.toy_nurl --seeds 0 1 2 3 4 --out data/results/toy_nurl.json
+    python -m nudgelib.experiments.toy_nurl --seeds 500 501 502 --out explore.json  # exploration
+    python -m nudgelib.experiments.toy_nurl --confirmatory --out data/results/toy_nurl.json
+
+Protocol (docs/method.md §7): the design -- :data:`ARMS`, :class:`ToyNuRLConfig`'s defaults,
+:data:`CLAIMS` with the verdict rule of :func:`verdict`, and :data:`CONFIRMATORY_SEEDS` -- is
+committed before the confirmatory run; the committed results and the README table come from
+those seeds only. Any other seeds are exploration and their results say so (``protocol``).
+
+Hints are learned, not hand-set (:class:`nudgelib.toy.ToyPolicy`): a hint is a set of input
+tokens whose effect on the answer is a learned table, pre-trained to read hints on other
+problems. ``answer`` hints give the answer (copyable); ``abstract`` (the answer's family of
+two), ``partial_steps`` and ``explanation`` (5 or 3 wrong answers ruled out) carry no number
+of the answer (the leak check passes on every problem) and still raise the hinted pass rate.
 
 For each seed: one toy task (:class:`nudgelib.toy.ToyTask`, ``skills="split"`` by default:
 hard problems need feature dimensions no easy problem uses), split into training problems and
@@ -57,6 +69,10 @@ ARMS: dict[str, dict] = {
     "nurl_answer": {"nudging": "nurl", "stage1": "plateau", "hint_type": "answer"},
 }
 """Arm name -> TrainConfig overrides (``base`` is not trained)."""
+
+CONFIRMATORY_SEEDS = tuple(range(1000, 1010))
+"""The confirmatory seeds, fixed with the design (issue 20) before their run. Exploration used
+other seeds (500-502, ``--fast``)."""
 
 DESIGNS = {"split": {},
            "original": {"skills": "shared", "hard_spread": 0.0, "train_table": True}}
@@ -457,10 +473,20 @@ def load_results(name: str = RESULTS_NAME) -> dict | None:
     return None
 
 
+def protocol_of(cfg: ToyNuRLConfig, seeds: Sequence[int]) -> str:
+    """``confirmatory`` for the committed design on :data:`CONFIRMATORY_SEEDS`, else
+    ``exploration``."""
+    full = cfg.to_dict() == ToyNuRLConfig().to_dict()
+    return "confirmatory" if full and tuple(seeds) == CONFIRMATORY_SEEDS else "exploration"
+
+
 def run(cfg: ToyNuRLConfig, seeds: Sequence[int], *, progress: bool = False) -> dict:
-    """One seed: :func:`run_seed`'s result; several: :func:`aggregate` of them."""
+    """One seed: :func:`run_seed`'s result; several: :func:`aggregate` of them. Either way
+    labelled with its ``protocol`` (:func:`protocol_of`)."""
     results = [run_seed(cfg, s, progress=progress) for s in seeds]
-    return results[0] if len(results) == 1 else aggregate(results)
+    res = results[0] if len(results) == 1 else aggregate(results)
+    res["protocol"] = protocol_of(cfg, seeds)
+    return res
 
 
 def _round(x, nd: int = 5):
@@ -488,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--seed", type=int, help="one seed (default 0)")
     g.add_argument("--seeds", type=int, nargs="+", help="several seeds, aggregated with CIs")
+    g.add_argument("--confirmatory", action="store_true",
+                   help=f"the committed design on the confirmatory seeds {CONFIRMATORY_SEEDS}")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), help="a subset of the arms")
     ap.add_argument("--design", choices=list(DESIGNS), default="split",
                     help="split: the default task (hard problems need their own skill, spread "
@@ -500,13 +528,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     over = dict(DESIGNS[args.design])
     if args.arms:
         over["arms"] = tuple(dict.fromkeys(["base", "grpo", "nurl", *args.arms]))
+    if args.confirmatory and (args.fast or args.arms or args.design != "split"):
+        ap.error("--confirmatory runs the committed design: no --fast, --arms or --design")
     cfg = ToyNuRLConfig.fast(**over) if args.fast else ToyNuRLConfig(**over)
-    seeds = args.seeds or [args.seed if args.seed is not None else 0]
+    seeds = list(CONFIRMATORY_SEEDS) if args.confirmatory else (
+        args.seeds or [args.seed if args.seed is not None else 0])
     t0 = time.time()
     res = run(cfg, seeds, progress=True)
     res["wall_seconds"] = round(time.time() - t0, 1)
     out = save_results(res, args.out)
-    print(f"wrote {out} ({res['wall_seconds']} s)")
+    print(f"wrote {out} ({res['wall_seconds']} s, {res['protocol']})")
     if "claims" in res:
         print(claims_table(res))
         if args.figures:
