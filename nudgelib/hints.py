@@ -129,8 +129,6 @@ _ROOT = re.compile(r"(?:\\sqrt\s*(?:\{\s*(\d+(?:\.\d+)?)\s*\}|(\d+(?:\.\d+)?))|s
 # step and list markers are incidental: "Step 2", "(2)", a line starting "2." or "2)"
 _ENUMERATOR = re.compile(r"\b(?:step|part|case|stage)\s+(\d+)\b|\((\d+)\)|^\s*(\d+)[.)](?!\d)",
                          re.I | re.M)
-_ANSWER_CUE = re.compile(r"(?:answer|result|equals?|total|=|\bis|gives?|get|makes?)\W*(?:\w+\W+)?$",
-                         re.I)
 
 _SMALL = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -263,17 +261,15 @@ def _root_spans(text: str) -> Iterable[str]:
         yield m.group(1) + "^{" + next(x for x in m.groups()[1:] if x is not None) + "}"
 
 
-def hint_leaks_answer(hint: str, gold: str, *, question: str | None = None,
-                      timeout: float = 1.0) -> bool:
+def hint_leaks_answer(hint: str, gold: str, *, timeout: float = 1.0) -> bool:
     """Does ``hint`` contain the gold answer?
 
     * numeric gold (``18``, ``1,000``, ``0.5``, ``\\frac{3}{4}``, ``\\frac34``, ``50\\%``): any
       number the hint writes with the same value, in any of the forms of :func:`_numbers_in` —
       ``18.0``, ``36/2``, ``eighteen``, ``1 000``, ``3/4`` for 0.75, ``50%`` for 0.5,
       ``2^3`` for 8, ``\\sqrt{16}`` for 4 (``180`` is not 18). Not counted: step and list
-      markers (``Step 2``, ``(2)``, a line starting ``2.``) and, when ``question`` is given, a
-      number the question itself states, unless the hint presents it as the result (``the
-      answer is 2``, ``= 2``);
+      markers (``Step 2``, ``(2)``, a line starting ``2.``), incidental numbers even when
+      they equal the answer;
     * otherwise: the normalised gold (spaces, ``$``, braces, ``\\left`` ... removed) as a
       substring of the normalised hint, or a ``\\boxed{}`` / ``$...$`` span, power or root of
       the hint (``2^{1/2}``, ``sqrt(2)``) that math-verify proves equal to the gold, each check
@@ -288,14 +284,7 @@ def hint_leaks_answer(hint: str, gold: str, *, question: str | None = None,
     value = _number(gold)
     if value is not None:
         skip = _incidental(hint)
-        given = {v for _, v in _numbers_in(question)} if question else set()
-        for pos, v in _numbers_in(hint):
-            if v != value or pos in skip:
-                continue
-            if v in given and not _ANSWER_CUE.search(hint[max(0, pos - 24):pos]):
-                continue
-            return True
-        return False
+        return any(v == value and pos not in skip for pos, v in _numbers_in(hint))
     from nudgelib.verify import normalise_answer, verify
 
     g = normalise_answer(gold)
@@ -517,8 +506,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
         for i, text in zip(todo, new):
             texts[i] = _clean(text) if needs_model else text
             attempts[i] += 1
-            leaks[i] = hint_leaks_answer(texts[i], problems[i].answer,
-                                         question=problems[i].question, timeout=leak_timeout)
+            leaks[i] = hint_leaks_answer(texts[i], problems[i].answer, timeout=leak_timeout)
             if attempt == 0:
                 first_leak[i] = leaks[i]
             if leaks[i] and on_leak == "regenerate" and needs_model:
@@ -552,7 +540,7 @@ def _checked_records(items: Iterable[tuple[Problem, str]], hint_type: str, sourc
                          f"be regenerated)")
     records, leaked = [], 0
     for p, text in items:
-        leak = hint_leaks_answer(text, p.answer, question=p.question)
+        leak = hint_leaks_answer(text, p.answer)
         leaked += leak
         if leak and on_leak == "drop" and hint_type not in LEAKS_BY_DESIGN:
             continue

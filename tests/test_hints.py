@@ -82,14 +82,6 @@ def test_leak_check_table_is_large_and_balanced():
     assert 10 <= sum(leaks for *_, leaks in LEAK_CASES) <= len(LEAK_CASES) - 10
 
 
-def test_numbers_the_question_states_are_incidental_unless_given_as_the_result():
-    q = "Tom has 3 boxes of 2 pens. How many pens does he have if he gives 3 away?"
-    assert hint_leaks_answer("Start from the 3 boxes.", "3") is True  # no question: counted
-    assert hint_leaks_answer("Start from the 3 boxes.", "3", question=q) is False
-    assert hint_leaks_answer("So the answer is 3.", "3", question=q) is True
-    assert hint_leaks_answer("Then 6 - 3 = 3", "3", question=q) is True
-
-
 def test_leak_check_rejects_non_strings():
     with pytest.raises(TypeError, match="must be strings"):
         hint_leaks_answer(None, "3")
@@ -205,7 +197,42 @@ def test_reference_hints_from_real_gsm8k_solutions(real_data):
 def test_addition_hints_by_hand():
     assert addition_hint_text("345+278=", "623", "answer") == "H623"
     assert addition_hint_text("345+278=", "623", "partial_steps") == "H62."
-    assert addition_hint_text("345+278=", "623", "abstract") == "H6.."
-    assert addition_hint_text("345+278=", "623", "explanation") == "Hc110"  # 13, 12, 6
-    assert addition_hint_text("3+4=", "7", "abstract") == "H."
-    assert addition_hint_text("99+5=", "104", "explanation") == "Hc11"
+    # columns 5+8 = 13 (carry), 4+7+1 = 12 (carry), 3+2+1 = 6 (none), units first
+    assert addition_hint_text("345+278=", "623", "abstract") == "Hcyyn"
+    assert addition_hint_text("345+278=", "623", "explanation") == "Hcyyn..."
+    assert addition_hint_text("3+4=", "7", "abstract") == "Hcn"
+    assert addition_hint_text("99+5=", "104", "explanation") == "Hcyy..."
+    assert addition_hint_text("99+5=", "104", "strategy") == "Hcarry"
+    assert addition_hint_text("12+34=", "46", "strategy") == "Hplain"
+
+
+def test_toy_hints_leak_exactly_where_they_should():
+    """Issue 20's acceptance: on every training problem of both toys, every hint type except
+    'answer' passes the leak check and 'answer' hints fail it."""
+    from nudgelib.experiments.toy_nurl import ToyNuRLConfig, make_task
+    from nudgelib.toy import TOY_HINT_TYPES, addition_problems, toy_hint
+
+    _, table, _ = make_task(ToyNuRLConfig(), seed=1000)
+    addition = addition_problems({1: 100, 2: 300, 3: 300}, seed=0)
+    for probs in (table, addition):
+        for kind in TOY_HINT_TYPES:
+            leaks = [hint_leaks_answer(toy_hint(p, kind), p.answer)
+                     for p in probs]
+            assert all(leaks) if kind == "answer" else not any(leaks), (probs[0].source, kind)
+
+
+def test_strategy_contexts_are_written_from_the_question_alone():
+    """NudgeRL's contexts (issue 20): one model call per hint that never shows the answer."""
+    from nudgelib.hints import CONTEXT_TYPES, HINT_TEMPLATES
+
+    pol = ScriptedPolicy(lambda p: "work backwards")
+    bank = generate_hints(pol, PROBS, "strategy")
+    assert len(pol.calls) == 1 and bank.stats["model_calls_per_hint"] == 1
+    assert all("answer" not in prompt.lower() or "answer is" not in prompt.lower()
+               for prompt in pol.calls[0])
+    assert all("Correct answer" not in prompt for prompt in pol.calls[0])
+    assert bank.lookup(PROBS[0].id, "strategy") == "work backwards"
+    assert all("{answer}" not in HINT_TEMPLATES[t] for t in CONTEXT_TYPES)
+    with pytest.raises(ValueError, match="shows {answer}"):
+        generate_hints(pol, PROBS, "strategy",
+                       templates={"strategy": "Question: {question} (answer {answer})"})

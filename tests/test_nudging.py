@@ -346,8 +346,8 @@ def test_nudgerl_advantages_match_the_hand_computed_decomposition():
 
 def test_nudgerl_samples_contexts_with_dropout_and_keeps_the_plain_prompt():
     pol = ScriptedPolicy(hint_rule)
-    bank = {"q0": {"abstract": "GO A", "partial_steps": "GO B"}}
-    nrl = NudgeRL(bank, p_drop=0.5)
+    bank = {"q0": {"strategy": "GO A", "strategy_2": "GO B", "abstract": "NOT USED"}}
+    nrl = NudgeRL(bank, p_drop=0.5)  # default contexts: the answer-free strategy hints
     out = nrl.sample(PROBS[:1], ctx_for(pol, G=8))
     ctx = out.contexts.context.tolist()
     assert len(out) == 8 and out.group_sizes().tolist() == [8]
@@ -445,14 +445,35 @@ def test_drop_solved_removes_exactly_the_problems_solved_n_of_n():
     assert counts == [0, 8, 0] and [p.id for p in kept] == ["q0", "q2"]
 
 
-def test_hints_change_the_table_toy_pass_rate_by_the_stated_strength():
+def test_table_toy_hints_act_only_through_the_learned_hint_table():
+    """A hint is input tokens read through the learned table U: before any learning it changes
+    nothing; after the hint-reading pre-training the hinted pass rate is softmax(bias + the
+    hint tokens' rows of U), sampled and by hand, and the answer hint is copied."""
+    from nudgelib.toy import toy_hint_tokens
+
     task = ToyTask.make({"hard": 2}, seed=0)
-    pol = CategoricalPolicy(ToyPolicy(task, max_len=4))
     probs = toy_problems(task)
-    b = collect_rollouts(pol, probs, ExactMatchScorer(), group_size=4000, max_new_tokens=4,
-                         hints=[toy_table_hint(p, "partial_steps") for p in probs],
-                         generator=torch.Generator().manual_seed(0))
-    want = math.exp(1) / (math.exp(1) + 9)  # hard answer at -5, +6 from the hint, 9 others at 0
-    assert float(b.correct.float().mean()) == pytest.approx(want, abs=0.015)
-    lp = pol.logprobs(b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
-    assert torch.allclose(lp, b.old_logp, atol=1e-5)
+    blank = CategoricalPolicy(ToyPolicy(task, max_len=4, hint_reading_steps=0))
+    assert blank.net.U.abs().max() == 0
+    hinted = [blank.hint_template.format(question=p.question, hint=toy_table_hint(p, "answer"))
+              for p in probs]
+    assert torch.allclose(blank.exact_pass_rate(hinted),
+                          blank.exact_pass_rate([p.question for p in probs]))
+    pol = CategoricalPolicy(ToyPolicy(task, max_len=4))
+    for kind in ("abstract", "answer"):
+        hints = [toy_table_hint(p, kind) for p in probs]
+        b = collect_rollouts(pol, probs, ExactMatchScorer(), group_size=4000, max_new_tokens=4,
+                             hints=hints, generator=torch.Generator().manual_seed(0))
+        by_hand = []
+        for p, h in zip(probs, hints):
+            i = int(p.question[1:])
+            logits = pol.net.bias[i].detach() + sum(pol.net.U[t].detach()
+                                                    for t in toy_hint_tokens(h, 10))
+            by_hand.append(float(torch.softmax(logits, -1)[int(p.answer)]))
+        assert float(b.correct.float().mean()) == pytest.approx(sum(by_hand) / 2, abs=0.015)
+        lp = pol.logprobs(b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
+        assert torch.allclose(lp, b.old_logp, atol=1e-5)
+        if kind == "answer":
+            assert min(by_hand) > 0.3  # copied far more often than the base 0.0007
+    with pytest.raises(ValueError, match="clause 'h3s9' is not one of"):
+        pol.encode_prompts(["p0|h3s9"])
