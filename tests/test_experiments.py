@@ -170,3 +170,35 @@ def test_pass_at_k_figure_draws_mean_and_band():
     band = fig.data[2]
     assert list(band.x) == [1, 2, 4, 4, 2, 1] and list(band.y) == [0.3, 0.4, 0.5, 0.3, 0.2, 0.1]
     assert fig.layout.xaxis.type == "log"
+
+
+def test_fast_single_seed_runs_for_any_seed(tmp_path):
+    """Issue 20: `--fast --seed S` works for any seed, and says it is exploration."""
+    out = tmp_path / "s.json"
+    assert tn.main(["--fast", "--seed", "918273", "--arms", "nurl_answer", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["seed"] == 918273 and res["protocol"] == "exploration"
+    assert set(res["hard"]) == {"base", "grpo", "nurl", "nurl_answer"}
+
+
+def test_protocol_label():
+    assert tn.protocol_of(tn.ToyNuRLConfig(), tn.CONFIRMATORY_SEEDS) == "confirmatory"
+    assert tn.protocol_of(tn.ToyNuRLConfig(), [1000, 1001]) == "exploration"
+    assert tn.protocol_of(tn.ToyNuRLConfig.fast(), tn.CONFIRMATORY_SEEDS) == "exploration"
+    with pytest.raises(SystemExit):
+        tn.main(["--confirmatory", "--fast", "--out", "x.json"])
+
+
+def test_committed_results_are_the_confirmatory_run_with_verdicts_by_the_fixed_rule():
+    """data/results/toy_nurl.json: the committed design on >= 10 confirmatory seeds, and every
+    verdict recomputed from its per-seed numbers by today's rule."""
+    res = tn.load_results()
+    assert res is not None, "data/results/toy_nurl.json is missing"
+    assert res["protocol"] == "confirmatory" and tuple(res["seeds"]) == tn.CONFIRMATORY_SEEDS
+    assert len(res["seeds"]) >= 10 and res["config"] == tn.ToyNuRLConfig().to_dict()
+    again = tn.claims({"per_seed": res["per_seed"]})
+    assert [(c["id"], c["verdict"]) for c in again] == [(c["id"], c["verdict"]) for c in res["claims"]]
+    for c in again:
+        if "diff" in c:
+            lo, hi = c["diff_ci95"]
+            assert tn.verdict(c["relation"], lo, c["diff"], hi) == c["verdict"]
