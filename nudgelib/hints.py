@@ -130,6 +130,9 @@ _ROOT = re.compile(r"(?:\\sqrt\s*(?:\{\s*(\d+(?:\.\d+)?)\s*\}|(\d+(?:\.\d+)?))|s
 _ENUMERATOR = re.compile(r"\b(?:step|part|case|stage)\s+(\d+)\b|\((\d+)\)|^\s*(\d+)[.)](?!\d)",
                          re.I | re.M)
 
+# a lone small number word ("two", "six") counts only after a cue that states a result
+_RESULT_CUE = re.compile(r"(?:answer|result|equals?|total|=|\bis|are|gives?|gets?|makes?|comes? to)"
+                         r"\W*(?:\w+\W+)?$", re.I)
 _SMALL = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen".split())}
@@ -233,6 +236,10 @@ def _numbers_in(text: str) -> Iterable[tuple[int, Fraction]]:
         if r is not None:
             yield m.start(), r
     for start, end, v in _word_numbers(text):
+        lone_small = v.denominator == 1 and 0 <= v <= 10 and " " not in text[start:end].strip() \
+            and "-" not in text[start:end]
+        if lone_small and not _RESULT_CUE.search(text[max(0, start - 24):start]):
+            continue  # "add the two numbers", "one of the sides": incidental
         yield start, v
         if _PERCENT.match(text, end):
             yield start, v / 100
@@ -267,9 +274,10 @@ def hint_leaks_answer(hint: str, gold: str, *, timeout: float = 1.0) -> bool:
     * numeric gold (``18``, ``1,000``, ``0.5``, ``\\frac{3}{4}``, ``\\frac34``, ``50\\%``): any
       number the hint writes with the same value, in any of the forms of :func:`_numbers_in` —
       ``18.0``, ``36/2``, ``eighteen``, ``1 000``, ``3/4`` for 0.75, ``50%`` for 0.5,
-      ``2^3`` for 8, ``\\sqrt{16}`` for 4 (``180`` is not 18). Not counted: step and list
-      markers (``Step 2``, ``(2)``, a line starting ``2.``), incidental numbers even when
-      they equal the answer;
+      ``2^3`` for 8, ``\\sqrt{16}`` for 4 (``180`` is not 18). Not counted, as incidental
+      even when they equal the answer: step and list markers (``Step 2``, ``(2)``, a line
+      starting ``2.``) and a lone small number word (zero to ten) that no result cue precedes
+      (``add the two numbers``; but ``the total is six`` counts);
     * otherwise: the normalised gold (spaces, ``$``, braces, ``\\left`` ... removed) as a
       substring of the normalised hint, or a ``\\boxed{}`` / ``$...$`` span, power or root of
       the hint (``2^{1/2}``, ``sqrt(2)``) that math-verify proves equal to the gold, each check

@@ -68,6 +68,10 @@ LEAK_CASES = [
     ("1. Find the total.\n2. Divide by the number of days.", "2", False),
     ("(3) use the area formula", "3", False),
     ("Step 2: the result is 2.", "2", True),
+    ("Add the two numbers first.", "2", False),  # a lone small number word, no result cue
+    ("one of the sides is longer", "1", False),
+    ("so the total is six", "6", True),
+    ("twenty-two in all", "22", True),
 ]
 """Leak / no-leak cases worked out by hand (issue 20: >= 30)."""
 
