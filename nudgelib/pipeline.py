@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nudgelib.config import ConfigError, TrainConfig, get_train_config
-from nudgelib.nudging import PlateauDetector, feed_plateau_detectors
+from nudgelib.stages import PlateauDetector, feed_plateau_detectors
 from nudgelib.train import resume_or_fork, resume_or_start
 
 RUN_DIR_ENV = "NUDGE_RUN_DIR"

@@ -54,17 +54,11 @@ from nudgelib.config import (
     config_from_args,
 )
 from nudgelib.losses import microbatch_scale, policy_loss
-from nudgelib.nudging import (
-    STRATEGIES,
-    Nudger,
-    PlateauDetector,
-    SamplingContext,
-    drop_solved,
-    feed_plateau_detectors,
-)
+from nudgelib.nudging import STRATEGIES, Nudger, SamplingContext
 from nudgelib.policies import shared_rows
 from nudgelib.problems import Problem
 from nudgelib.rollouts import RolloutBatch, evaluate_pass_counts, length_buckets, trim_padding
+from nudgelib.stages import PlateauDetector, drop_solved, feed_plateau_detectors
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"

@@ -17,10 +17,8 @@ from nudgelib.nudging import (
     AlwaysHint,
     NudgeRL,
     NuRL,
-    PlateauDetector,
     SamplingContext,
     ScafGRPO,
-    drop_solved,
     make_strategy,
     nudgerl_advantages,
     nurl_trigger,
@@ -30,6 +28,7 @@ from nudgelib.nudging import (
 from nudgelib.policies import CategoricalPolicy, Policy, left_pad
 from nudgelib.problems import Problem
 from nudgelib.rollouts import ExactMatchScorer, RolloutBatch, collect_rollouts
+from nudgelib.stages import PlateauDetector, drop_solved
 from nudgelib.toy import ToyPolicy, ToyTask, toy_problems, toy_table_hint
 
 
