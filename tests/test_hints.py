@@ -19,7 +19,6 @@ from nudgelib.problems import Problem
 from nudgelib.toy import addition_hint_text
 from tests.test_nudging import ScriptedPolicy
 
-
 LEAK_CASES = [
     # (hint, gold, leaks) -- plain numbers and their written forms
     ("Multiply 3 by 6 to get 18.", "18", True),
@@ -29,7 +28,7 @@ LEAK_CASES = [
     ("", "18", False),
     ("The total is 1,000 dollars", "1000", True),
     ("The total is 1 000 dollars", "1000", True),  # thousands separated by a space
-    ("about 1\,000 of them", "1000", True),  # LaTeX thin space
+    ("about 1\\,000 of them", "1000", True),  # LaTeX thin space
     ("count 12 345 cells", "12345", True),
     ("we have 3 000 and 5", "8", False),
     # numbers in words

@@ -237,7 +237,7 @@ def test_condition_on_with_a_policy_whose_logprobs_depend_on_the_prompt(conditio
         cm = out.completion_mask[r:r + 1]
         ids = out.completion_ids[r:r + 1]
 
-        def score(prompt):
+        def score(prompt, ids=ids, cm=cm):
             pi, pm = left_pad(pol.encode_prompts([prompt]), pol.pad_id)
             return pol.logprobs(pi, pm, ids, cm).detach()
 
