@@ -223,8 +223,13 @@ def _numbers_in(text: str) -> Iterable[tuple[int, Fraction]]:
         if na is not None and nb:
             yield m.start(), na / nb
     for m in _POWER.finditer(text):
-        base, exp = Fraction(m.group(1)), next(x for x in m.groups()[1:] if x is not None)
-        e = Fraction(exp)
+        exp = next(x for x in m.groups()[1:] if x is not None)
+        if len(m.group(1)) > 12 or len(exp) > 12:
+            continue  # no answer has a 13-digit base; bound the work on untrusted text
+        try:
+            base, e = Fraction(m.group(1)), Fraction(exp)
+        except ZeroDivisionError:  # 2^{1/0}
+            continue
         if e.denominator == 1 and abs(e) <= 64 and base:
             yield m.start(), base ** int(e)
         elif e.denominator == 2 and abs(e.numerator) <= 8:

@@ -80,6 +80,16 @@ def test_leak_check(hint, gold, leaks):
     assert hint_leaks_answer(hint, gold) is leaks
 
 
+def test_leak_check_is_safe_and_fast_on_hostile_hints():
+    import time
+
+    assert hint_leaks_answer("2^{1/0} and 10^{1/00}", "4") is False  # no division by zero
+    t0 = time.perf_counter()
+    huge = "9" * 5000 + "^64 " + "one hundred and " * 20_000 + "7 000 " * 20_000
+    assert hint_leaks_answer(huge, "123456789") is False
+    assert time.perf_counter() - t0 < 5
+
+
 def test_leak_check_table_is_large_and_balanced():
     assert len(LEAK_CASES) >= 30
     assert 10 <= sum(leaks for *_, leaks in LEAK_CASES) <= len(LEAK_CASES) - 10
