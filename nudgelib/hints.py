@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--task", choices=("gsm8k", "math500"), default="gsm8k")
     ap.add_argument("--split", default="train")
     ap.add_argument("--limit", type=int, help="first N problems only")
-    ap.add_argument("--types", nargs="+", default=["abstract"], choices=HINT_TYPES)
+    ap.add_argument("--types", nargs="+", default=["abstract"], choices=HINT_TYPES + CONTEXT_TYPES)
     ap.add_argument("--source", default="self", help="'self' or 'teacher:<name>'")
     ap.add_argument("--on-leak", choices=ON_LEAK, default="regenerate")
     ap.add_argument("--batch-size", type=int, default=16)
