@@ -2,7 +2,9 @@
 what CI runs."""
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,36 @@ def test_method_guide_names_the_code_that_exists():
             assert owner is not None, f"{name} is in none of {files}"
             if attr:
                 assert hasattr(getattr(owner, head), attr), name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_first_cell_under_a_stubbed_colab_runs_twice(path, monkeypatch):
+    """The first cell as Colab runs it (google.colab imported, commands recorded instead of
+    run): it clones once and installs; run again (Run all after a restart) it reuses the clone
+    instead of failing on an existing folder; off Colab it does nothing."""
+    import subprocess
+    import types
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    first = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
+    calls, clones = [], set()
+
+    def fake_run(cmd, check=False, **kw):
+        calls.append(cmd)
+        if cmd[:2] == ["git", "clone"]:
+            if cmd[-1] in clones:  # what git does on an existing, non-empty folder
+                raise subprocess.CalledProcessError(128, cmd)
+            clones.add(cmd[-1])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(os.path, "isdir",
+                        lambda d: any(d == f"{c}/.git" for c in clones))
+    exec(compile(first, path.name, "exec"), {})  # not on Colab: nothing runs
+    assert calls == []
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    for _ in range(2):
+        exec(compile(first, path.name, "exec"), {})
+    clone = [c for c in calls if c[:2] == ["git", "clone"]]
+    pip = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
+    assert len(clone) == 1 and len(pip) == 2, calls
