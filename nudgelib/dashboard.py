@@ -177,8 +177,12 @@ class TrainingDashboard:
                      max_rows: int = 32) -> str:
         """An escaped HTML table of :meth:`rollout_table` (hinted rows tinted)."""
         df = self.rollout_table(step, only=only)
-        if df.empty:
+        kept = [s for s, snap in self.snapshots.items() if snap.get("rollouts")]
+        if not kept:
             return "<p><i>no rollouts recorded yet</i></p>"
+        at = max(kept) if step is None else step
+        if df.empty:
+            return f"<p><i>no rollout of step {at} matches the filter '{html.escape(only)}'</i></p>"
         w = self.text_width
         head = "".join(f"<th>{c}</th>" for c in ("group", "question", "hint", "completion",
                                                   "reward", "correct", "advantage"))
@@ -193,7 +197,8 @@ class TrainingDashboard:
                      "✓" if r.correct else "", adv]
             body.append(f"<tr{tint}>" + "".join(f"<td style='text-align:left'>{c}</td>"
                                                for c in cells) + "</tr>")
-        more = f"<p><i>{len(df) - max_rows} more rows: dashboard.rollout_table()</i></p>" \
+        more = (f"<p><i>{len(df) - max_rows} more rows: call <code>rollout_table(step={at}, "
+                f"only={only!r})</code> on this dashboard for all of them</i></p>") \
             if len(df) > max_rows else ""
         return (f"<table style='font-size:11px'><thead><tr>{head}</tr></thead>"
                 f"<tbody>{''.join(body)}</tbody></table>{more}")

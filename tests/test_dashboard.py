@@ -92,6 +92,20 @@ def test_browser_widget_renders_the_chosen_step():
     assert TrainingDashboard().browser().children[0].value.startswith("<p><i>no rollouts")
 
 
+def test_rollout_html_says_when_a_filter_matches_nothing_and_how_to_see_more():
+    tr = _trainer()
+    dash = TrainingDashboard(live=False).attach(tr)
+    tr.train(until_step=1)
+    for r in dash.snapshots[1]["rollouts"]:
+        r["hint"] = None  # no hinted row at this step
+    assert dash.rollout_html(1, only="hinted") == \
+        "<p><i>no rollout of step 1 matches the filter 'hinted'</i></p>"
+    n = len(dash.snapshots[1]["rollouts"])
+    out = dash.rollout_html(1, max_rows=2)
+    assert f"{n - 2} more rows: call <code>rollout_table(step=1, only='all')</code>" in out
+    assert len(dash.rollout_table(step=1, only="all")) == n  # the call it names works
+
+
 def test_dashboard_shows_and_updates_inside_a_kernel(monkeypatch):
     """With a kernel, show() makes three display handles and each step updates all three."""
     import nudgelib.dashboard as d
