@@ -395,10 +395,7 @@ class CategoricalPolicy(_ModulePolicy):
         """The exact probability [N] that one sample of each prompt (hinted or not) is right,
         read off the policy's table: no sampling."""
         ids, mask = left_pad(self.encode_prompts(prompts), self.pad_id)
-        problem, hints = self._parse(ids, mask)
-        with torch.no_grad():
-            probs = torch.softmax(self.net.answer_logits(problem, hints), -1)
-        return probs.gather(-1, self.net.task.answer[problem][:, None]).squeeze(-1)
+        return self.net.pass_rate(*self._parse(ids, mask))
 
     def decode(self, ids, mask):
         return [str(int(row[0])) if m[0] > 0 else "" for row, m in zip(ids, mask)]

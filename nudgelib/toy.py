@@ -204,7 +204,7 @@ class ToyPolicy(torch.nn.Module):
             r = torch.rand(batch_size, K, generator=g)
             r[rows, a] = 2.0  # never excluded
             order = r.argsort(-1)
-            for k, m in ((2, 5), (3, 3)):  # exclude m wrong answers
+            for k, m in enumerate(TABLE_HINT_EXCLUDED.values(), start=2):  # m wrong answers
                 sel = rows[kind == k]
                 if len(sel):
                     x[sel[:, None], K + order[sel, :min(m, K - 1)]] = 1
@@ -216,11 +216,13 @@ class ToyPolicy(torch.nn.Module):
             losses.append(loss.item())
         return losses
 
-    def pass_rate(self) -> Tensor:
-        """Exact probability [P] that one sample answers each problem correctly."""
+    def pass_rate(self, problems: Tensor | None = None, hints: Tensor | None = None) -> Tensor:
+        """Exact probability that one sample answers each of ``problems`` (default: all [P])
+        correctly, under ``hints`` [N, H] (default: none)."""
+        problems = torch.arange(self.task.n_problems) if problems is None else problems
         with torch.no_grad():
-            probs = torch.softmax(self.answer_logits(torch.arange(self.task.n_problems)), -1)
-            return probs.gather(-1, self.task.answer[:, None]).squeeze(-1)
+            probs = torch.softmax(self.answer_logits(problems, hints), -1)
+            return probs.gather(-1, self.task.answer[problems][:, None]).squeeze(-1)
 
     def token_logp(self, problem: Tensor, answer: Tensor, n_more: Tensor,
                    stopped: Tensor, hints: Tensor | None = None) -> tuple[Tensor, Tensor]:
