@@ -10,8 +10,15 @@ them, so ``import nudgelib`` stays fast.
 
 from __future__ import annotations
 
+import sys
+
 __version__ = "0.1.0"
 
 from nudgelib.presets import Preset, env_report, get_preset, is_fast
+
+if "ipykernel" in sys.modules:  # figures that survive export (nudgelib.plots)
+    from nudgelib.plots import use_notebook_renderer
+
+    use_notebook_renderer()
 
 __all__ = ["Preset", "__version__", "env_report", "get_preset", "is_fast"]

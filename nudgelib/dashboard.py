@@ -13,10 +13,9 @@ the latest step (hint-free vs hinted rows), and a table of the latest step's rol
 their hints.
 
 Headless it is harmless: without an IPython kernel nothing is displayed and the dashboard only
-records (the data stays testable: :attr:`rows`, :attr:`snapshots`, :meth:`figure`). Executed by
-``nbconvert`` / ``nbmake`` the updates land in the notebook's outputs like any display. Updates
-use plain ``display(..., display_id=True)`` handles and plotly figures, which both JupyterLab and
-Colab render without extra widget extensions; only :meth:`browser` needs ipywidgets.
+records (the data stays testable: :attr:`rows`, :attr:`snapshots`, :meth:`figure`). In a kernel
+it is one ipywidgets box redrawn in place (:meth:`show`), plus, when the training cell ends, a
+static HTML copy of its final state for saved notebooks and exports (:meth:`static_html`).
 
 Model outputs are untrusted text: every table escapes HTML.
 """
@@ -25,6 +24,8 @@ from __future__ import annotations
 
 import html
 import math
+import sys
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,6 +73,7 @@ class TrainingDashboard:
         self.snapshots: dict[int, dict] = {}  # step -> per-group / per-row data of that step
         self.updates = 0                  # how many times the panels were redrawn
         self._handles: dict | None = None
+        self._uid, self._pending_finish, self._static = uuid.uuid4().hex[:12], False, None
 
     # ------------------------------------------------------------------ recording
     def __call__(self, trainer, row: dict, batch) -> None:
@@ -258,8 +260,9 @@ class TrainingDashboard:
                 rates = np.asarray(self.snapshots[s]["pass_rates"])
                 z.append(np.bincount(np.rint(rates * g).astype(int), minlength=g + 1) / len(rates))
             fig.add_trace(go.Heatmap(x=steps, y=[f"{k}/{g}" for k in range(g + 1)],
-                                     z=np.asarray(z).T, colorscale="Blues", showscale=False,
-                                     name="share of prompts"), row=2, col=1)
+                                     z=np.asarray(z).T, zmin=0, zmax=1, colorscale="Blues",
+                                     showscale=False, name="share of prompts"), row=2, col=1)
+            fig.update_yaxes(type="category", dtick=1, row=2, col=1)
         last = self.snapshots.get(max(self.snapshots)) if self.snapshots else None
         if last and last.get("advantages"):
             a, h = np.asarray(last["advantages"]), np.asarray(last["hinted"], dtype=bool)
@@ -291,24 +294,117 @@ class TrainingDashboard:
 
     # ------------------------------------------------------------------ display
     def show(self) -> None:
-        """Display the dashboard (a no-op outside a notebook kernel)."""
+        """Display the dashboard once (a no-op outside a notebook kernel); every later step
+        redraws it in place.
+
+        With ipywidgets (JupyterLab, Notebook 7, VS Code, Colab) it is one widget box: the
+        summary and table are HTML widgets whose value changes, the figure sits in an
+        ``ipywidgets.Output`` that is cleared and redrawn (``clear_output(wait=True)``), so the
+        cell keeps exactly one dashboard. A plotly figure shown through a display id cannot do
+        this: its renderer keeps the first graph and each update adds another. When the cell
+        that trained finishes, it also gets a static copy of the final state (summary, figure,
+        table; :meth:`static_html`), hidden while the live one is on the page: what a saved
+        notebook shows in an HTML export, nbviewer or any viewer without the kernel."""
         if not _in_notebook():
             return
-        from IPython.display import HTML, display
+        try:
+            import ipywidgets as w
+        except ImportError:  # no widgets: display handles (the text parts still update)
+            return self._show_handles()
+        from IPython.display import display
 
-        self._handles = {"summary": display(HTML(self.summary_html()), display_id=True),
-                         "figure": display(self.figure(), display_id=True),
-                         "table": display(HTML(self.rollout_html()), display_id=True)}
+        self._summary = w.HTML(self.summary_html())
+        self._figure = w.Output()
+        self._table = w.HTML(self.rollout_html())
+        self._box = w.VBox([self._summary, self._figure, self._table])
+        self._box.add_class("nudgelib-dashboard")
+        self._box.add_class(f"nudgelib-live-{self._uid}")
+        bundle = self._box._repr_mimebundle_()
+        bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+        bundle["text/plain"] = f"live dashboard {self.title!r} (its last state is shown below)"
+        display(bundle, raw=True)  # not the box's repr, which carries every table's HTML
+        self._handles = {"box": self._box}
+        self._draw_figure()
+        self._finish_when_cell_ends()
         self.updates += 1
 
     def refresh(self) -> None:
         """Redraw the shown panels with the data recorded so far."""
         if self._handles is None:
             return
+        if "box" not in self._handles:
+            return self._refresh_handles()
+        self._summary.value = self.summary_html()
+        self._table.value = self.rollout_html()
+        self._draw_figure()
+        self._finish_when_cell_ends()
+        self.updates += 1
+
+    def _draw_figure(self) -> None:
+        from IPython.display import clear_output, display
+
+        with self._figure:
+            clear_output(wait=True)  # the old figure stays until the new one is drawn
+            display(self.figure())
+
+    def static_html(self) -> str:
+        """The dashboard as it is now, as HTML that needs no kernel: what a saved notebook, an
+        HTML export or nbviewer shows. Its figure is drawn by plotly.js (the page's, else from
+        plotly's CDN); the model outputs in the table are escaped. On a page that shows the live
+        dashboard the copy hides itself (CSS ``:has``) and draws nothing."""
+        import plotly
+
+        sid, live = f"nudgelib-static-{self._uid}", f"nudgelib-live-{self._uid}"
+        fig = self.figure().to_json().replace("</", "<\\/")  # no tag can close the script
+        src = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
+        return (
+            f"<div id='{sid}' class='nudgelib-dashboard-static'>"
+            f"<style>body:has(.{live}) #{sid} {{display: none}}</style>"
+            f"<p>{self.summary_html()}</p><div id='{sid}-figure' style='height:560px'></div>"
+            f"{self.rollout_html()}<script>(function () {{"
+            f"if (document.querySelector('.{live}')) return;"
+            f"var fig = {fig};"
+            f"function draw() {{ window.Plotly.newPlot('{sid}-figure', fig.data, fig.layout); }}"
+            f"if (window.Plotly) return draw();"
+            f"var s = document.createElement('script'); s.src = '{src}'; s.onload = draw;"
+            f"document.head.appendChild(s);}})();</script></div>")
+
+    def _finish_when_cell_ends(self) -> None:
+        """Once the running cell ends, write the static copy of the dashboard's state: the first
+        time into that cell's outputs, later (training in another cell) over the same copy, so a
+        dashboard has one. Updating the widget's own display instead would rebuild its view,
+        and plotly then fails on the detached old graph. Colab draws
+        each output in its own frame, where the copy could not hide: there it is left out."""
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or self._pending_finish or "google.colab" in sys.modules:
+            return
+
+        def finish(*_):
+            from IPython.display import HTML, display
+
+            shell.events.unregister("post_execute", finish)
+            self._pending_finish = False
+            if self._static is None:
+                self._static = display(HTML(self.static_html()), display_id=True)
+            else:
+                self._static.update(HTML(self.static_html()))
+
+        self._pending_finish = True
+        shell.events.register("post_execute", finish)
+
+    def _show_handles(self) -> None:
+        from IPython.display import HTML, display
+
+        self._handles = {"summary": display(HTML(self.summary_html()), display_id=True),
+                         "table": display(HTML(self.rollout_html()), display_id=True)}
+        self.updates += 1
+
+    def _refresh_handles(self) -> None:
         from IPython.display import HTML
 
         self._handles["summary"].update(HTML(self.summary_html()))
-        self._handles["figure"].update(self.figure())
         self._handles["table"].update(HTML(self.rollout_html()))
         self.updates += 1
 

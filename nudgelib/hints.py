@@ -471,7 +471,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     problems = list(problems)
     if not problems:
         raise ValueError("generate_hints needs at least one problem")
-    from tqdm.auto import tqdm
+    from nudgelib.progress import progress_bar
 
     generator = generator or torch.Generator().manual_seed(0)
     template = templates[hint_type]
@@ -490,7 +490,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     first_leak = [False] * n
     t0 = time.perf_counter()
     todo = list(range(n))
-    bar = tqdm(total=n, desc=f"{source} {hint_type} hints", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=f"{source} {hint_type} hints", disable=not progress, leave=False)
     for attempt in range(max_attempts if needs_model else 1):
         if not todo:
             break

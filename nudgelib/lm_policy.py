@@ -18,7 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nudgelib.models import quiet_benign_warnings
 from nudgelib.policies import Policy, chunked_token_logprobs, sample_next, shared_rows
+
+quiet_benign_warnings()
 
 __all__ = ["DEFAULT_INSTRUCTION", "HFPolicy", "default_dtype", "newline_token_ids", "nf4_config"]
 
@@ -216,9 +219,10 @@ class HFPolicy(Policy):
             first, inverse = shared_rows(prompt_ids, prompt_mask)
         else:
             first = inverse = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
+        cache_arg = _cache_argument(self._causal_lm())
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=pos[first], use_cache=True, logits_to_keep=1)
-        past, logits = out.past_key_values, out.logits[:, -1]
+        past, logits = getattr(out, cache_arg), out.logits[:, -1]
         if len(first) < len(inverse):
             past.batch_select_indices(inverse)
             logits = logits[inverse]
@@ -240,8 +244,8 @@ class HFPolicy(Policy):
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
             last = last + 1
             out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=last[:, None],
-                        past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1]
+                        use_cache=True, **{cache_arg: past})
+            past, logits = getattr(out, cache_arg), out.logits[:, -1]
         return torch.stack(toks, 1), torch.stack(logps, 1)
 
     # -- scoring
@@ -252,18 +256,22 @@ class HFPolicy(Policy):
         mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], 1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         n_prompt = prompt_ids.shape[1]
-        share = self.share_prompts and not getattr(lm, "is_gradient_checkpointing", False)
+        checkpointing = getattr(lm, "is_activation_checkpointing", None)  # transformers >= 5.2x
+        if checkpointing is None:
+            checkpointing = getattr(lm, "is_gradient_checkpointing", False)
+        share = self.share_prompts and not checkpointing
         first, inverse = shared_rows(prompt_ids, prompt_mask) if share else (None, None)
         if share and len(first) < len(inverse):
             # each distinct prompt's forward once (with grad: LoRA acts on the prompt too); its
             # keys/values are indexed out to the rows and the completions attend to them
             out = body(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                        position_ids=pos[first, :n_prompt], use_cache=True)
-            cache = out.past_key_values
+            cache_arg = _cache_argument(body)
+            cache = getattr(out, cache_arg)
             cache.batch_select_indices(inverse)
             rest = body(input_ids=completion_ids, attention_mask=mask,
-                        position_ids=pos[:, n_prompt:], past_key_values=cache,
-                        use_cache=True).last_hidden_state
+                        position_ids=pos[:, n_prompt:], use_cache=True,
+                        **{cache_arg: cache}).last_hidden_state
             h = torch.cat([out.last_hidden_state[inverse, -1:], rest[:, :-1]], 1)
         else:
             ids = torch.cat([prompt_ids, completion_ids], 1)
@@ -311,3 +319,13 @@ class HFPolicy(Policy):
 
             src = AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype)
             self.model.load_state_dict(src.state_dict())
+
+
+def _cache_argument(model) -> str:
+    """The name ``model.forward`` takes the KV cache under, and its output returns it under:
+    ``cache`` from transformers 5.2x (``past_key_values`` still works there but warns), else
+    ``past_key_values``."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

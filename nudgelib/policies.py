@@ -576,7 +576,7 @@ def warm_start(policy: CharTransformerPolicy, pairs: Sequence[tuple[str, str]], 
     """
     if not pairs:
         raise ValueError("warm_start needs at least one (prompt, answer) pair")
-    from tqdm.auto import tqdm
+    from nudgelib.progress import progress_bar
 
     gen = torch.Generator().manual_seed(seed)
     enc_p = policy.encode_prompts([p for p, _ in pairs])
@@ -587,7 +587,7 @@ def warm_start(policy: CharTransformerPolicy, pairs: Sequence[tuple[str, str]], 
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     policy.train_mode(True)
     losses = []
-    for _ in tqdm(range(steps), desc="warm start", disable=not progress):
+    for _ in progress_bar(range(steps), desc="warm start", disable=not progress):
         idx = torch.randint(0, len(pairs), (batch_size,), generator=gen).tolist()
         p_ids, p_mask = left_pad([enc_p[i] for i in idx], policy.PAD)
         width = max(len(enc_a[i]) for i in idx)

@@ -379,7 +379,7 @@ def collect_rollouts(policy: Policy, problems: Sequence[Problem], scorer, *, gro
     ``prompts_per_call`` bounds how many prompts go through the policy at once (memory).
     ``template`` places the hint; it defaults to the policy's ``hint_template``.
     """
-    from tqdm.auto import tqdm
+    from nudgelib.progress import progress_bar
 
     problems = list(problems)
     if not problems:
@@ -391,7 +391,7 @@ def collect_rollouts(policy: Policy, problems: Sequence[Problem], scorer, *, gro
     per_call = prompts_per_call or len(problems)
     parts = []
     starts = range(0, len(problems), per_call)
-    for i in tqdm(starts, desc=f"rollouts (G={group_size})", disable=not progress, leave=False):
+    for i in progress_bar(starts, desc=f"rollouts (G={group_size})", disable=not progress, leave=False):
         chunk = range(i, min(i + per_call, len(problems)))
         prompts = [prompt_text(problems[j].question, hints[j], template) for j in chunk]
         s = policy.sample(prompts, group_size, temperature=temperature, top_p=top_p,

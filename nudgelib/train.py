@@ -263,7 +263,7 @@ class Trainer:
         ctx = self.sampling_context()
         batch = self.nudger.sample(problems, ctx) if nudging else None
         if batch is None:
-            batch = ctx.collect(problems, progress=self.progress)
+            batch = ctx.collect(problems)  # the step bar is progress enough: no bar inside a bar
         plain = self._plain_metrics(batch)  # before nudging: what the policy does unaided
         t1 = time.time()
         resampled = 0
@@ -390,11 +390,11 @@ class Trainer:
     # -- loop
     def train(self, until_step: int) -> pandas.DataFrame:  # noqa: F821
         """Train until ``self.step == until_step``; returns all metrics rows as a DataFrame."""
-        from tqdm.auto import tqdm
+        from nudgelib.progress import progress_bar
 
         if not isinstance(until_step, int) or until_step < 0:
             raise ConfigError(f"until_step must be an integer >= 0, got {until_step!r}")
-        bar = tqdm(total=until_step, initial=self.step, desc=f"train {self.cfg.name}",
+        bar = progress_bar(total=until_step, initial=self.step, desc=f"train {self.cfg.name}",
                    disable=not self.progress)
         start, saved = self.step, None
         while self.step < until_step:

@@ -4,7 +4,6 @@ what CI runs."""
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,10 @@ def test_notebook_is_committed_clean(path):
     first = "".join(code[0]["source"])
     assert '"google.colab" in sys.modules' in first and f"github.com/{REPO}" in first
     assert "-e " not in first and "--editable" not in first, "Colab install must not be editable"
+    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{path.name})")
+    head = nb["cells"][0]
+    assert head["cell_type"] == "markdown" and badge in "".join(head["source"]).split("\n")[:4]
     last = "".join(code[-1]["source"])
     assert "assert" in last, "a notebook ends with asserts that check its claims"
 
@@ -77,6 +80,9 @@ def test_requirements_are_lower_bounds():
         ops = {spec.operator for spec in req.specifier}
         assert ops <= {">="}, f"only lower bounds (Colab ships many of these): {line}"
     assert {"torch", "transformers", "peft", "math-verify", "datasets"} <= names
+    front_end = {"jupyterlab", "notebook", "ipykernel", "jupyter", "jupyter-server"}
+    assert not names & front_end, "the front end lives in the `notebooks` extra, so Colab's " \
+        "bootstrap (which installs requirements.txt) never replaces Colab's own Jupyter"
 
 
 # ----------------------------------------------------------------------------- structure
@@ -204,34 +210,63 @@ def test_method_guide_names_the_code_that_exists():
                 assert hasattr(getattr(owner, head), attr), name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_colab_first_cell_under_a_stubbed_colab_runs_twice(path, monkeypatch):
-    """The first cell as Colab runs it (google.colab imported, commands recorded instead of
-    run): it clones once and installs; run again (Run all after a restart) it reuses the clone
-    instead of failing on an existing folder; off Colab it does nothing."""
-    import subprocess
-    import types
-
+def _first_code_cell(path: Path) -> str:
     nb = json.loads(path.read_text(encoding="utf-8"))
-    first = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
-    calls, clones = [], set()
+    return "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
 
-    def fake_run(cmd, check=False, **kw):
-        calls.append(cmd)
-        if cmd[:2] == ["git", "clone"]:
-            if cmd[-1] in clones:  # what git does on an existing, non-empty folder
-                raise subprocess.CalledProcessError(128, cmd)
-            clones.add(cmd[-1])
-        return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
-    monkeypatch.setattr(os.path, "isdir",
-                        lambda d: any(d == f"{c}/.git" for c in clones))
-    exec(compile(first, path.name, "exec"), {})  # not on Colab: nothing runs
-    assert calls == []
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    for _ in range(2):
-        exec(compile(first, path.name, "exec"), {})
-    clone = [c for c in calls if c[:2] == ["git", "clone"]]
-    pip = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
-    assert len(clone) == 1 and len(pip) == 2, calls
+def test_every_notebook_has_the_same_colab_bootstrap_with_one_repository_address():
+    cells = {_first_code_cell(p) for p in NOTEBOOKS}
+    assert len(cells) == 1, "one bootstrap cell, the same in every notebook"
+    cell = cells.pop()
+    assert cell.count("github.com/") == 1 and 'os.environ.get("NUDGE_REPO_URL"' in cell
+
+
+def test_colab_bootstrap_runs_twice_in_one_kernel_under_a_stubbed_colab(tmp_path):
+    """The first cell in a real kernel, as Colab runs it: ``google.colab`` is stubbed in
+    ``sys.modules``, the repository address points at a local clone of this repository
+    (``NUDGE_REPO_URL``), the clone goes to a scratch folder (``NUDGE_CLONE_DIR``). The clone is
+    real; pip runs for real too, but as ``--dry-run --no-deps`` (it resolves and builds the
+    clone's metadata, installs nothing, so this environment is untouched). Run twice in one
+    kernel (Run all after a restart): the second run reuses the clone and the install."""
+    import subprocess as sp
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = tmp_path / "origin"
+    sp.run(["git", "clone", "-q", "--depth=1", f"file://{ROOT}", str(source)], check=True)
+    clone = tmp_path / "content" / "nudgelib"
+    stub = ("import subprocess, sys, types\n"
+            "sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+            "CALLS, _run = [], subprocess.run\n"
+            "def run(cmd, *a, **kw):\n"
+            "    CALLS.append(list(cmd))\n"
+            "    if cmd[1:4] == ['-m', 'pip', 'install']:\n"
+            "        cmd = [*cmd, '--dry-run', '--no-deps', '--no-build-isolation', '--no-index']\n"
+            "    return _run(cmd, *a, **kw)\n"
+            "subprocess.run = run")
+    check = ("clones = [c for c in CALLS if c[:2] == ['git', 'clone']]\n"
+             "pips = [c for c in CALLS if c[1:4] == ['-m', 'pip', 'install']]\n"
+             "assert len(clones) == 1 and len(pips) == 1, CALLS\n"
+             "import os\n"
+             "assert os.path.isfile(os.path.join(CLONE_DIR, 'pyproject.toml'))\n"
+             "print('ok', CALLS)")
+    cell = _first_code_cell(NOTEBOOKS[0])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c)
+                                         for c in (stub, cell, cell, check)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    env = dict(os.environ, NUDGE_REPO_URL=f"file://{source}", NUDGE_CLONE_DIR=str(clone))
+    client = NotebookClient(nb, timeout=300, kernel_name="python3")
+    old = dict(os.environ)
+    os.environ.update(env)  # the kernel inherits the environment of its launcher
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    errors = [o for c in nb.cells for o in c.outputs if o["output_type"] == "error"]
+    assert not errors, errors
+    assert "ok" in "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert (clone / ".git").is_dir() and (clone / ".installed").is_file()

@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -251,9 +252,9 @@ def run_seed(cfg: ToyNuRLConfig, seed: int, *, progress: bool = False) -> dict:
     task, train, heldout = make_task(cfg, seed)
     res = {"seed": seed, "k": ks, "hard": {}, "easy": {}, "hard_exact": {}, "easy_exact": {},
            "learnable_ratio": {}, "stage_switch": {}, "curves": {}, "counts": {}}
-    from tqdm.auto import tqdm
+    from nudgelib.progress import progress_bar
 
-    for arm in tqdm(cfg.arms, desc=f"seed {seed}", disable=not progress):
+    for arm in progress_bar(cfg.arms, desc=f"seed {seed}", disable=not progress):
         policy, df, switch = train_arm(cfg, arm, seed, task, train)
         ev = evaluate_arm(cfg, policy, train, heldout, seed, ks)
         for d in heldout:
@@ -467,7 +468,7 @@ def load_results(name: str = RESULTS_NAME) -> dict | None:
     here = Path.cwd()
     for folder in (here / "data" / "results", here.parent / "data" / "results",
                    Path(__file__).resolve().parents[2] / "data" / "results",
-                   Path("/content/nudgelib/data/results")):
+                   Path(os.environ.get("NUDGE_CLONE_DIR", "/content/nudgelib")) / "data" / "results"):
         if (folder / name).is_file():
             return json.loads((folder / name).read_text())
     return None
