@@ -60,15 +60,17 @@ class TrainingDashboard:
 
     ``keep_rollouts``: how many recent steps keep their full rollout tables (older steps keep
     their numbers: metrics, pass rates, advantages). ``text_width``: characters of question,
-    hint and completion shown per cell. ``live=False`` records without displaying.
+    hint and completion shown per cell; ``table_rows``: rows of the latest step shown live (all
+    of them: :meth:`rollout_table`, :meth:`browser`). ``live=False`` records without displaying.
     """
 
     def __init__(self, *, keep_rollouts: int = 50, text_width: int = 160, live: bool = True,
-                 title: str = "training"):
+                 title: str = "training", table_rows: int = 16):
         if not isinstance(keep_rollouts, int) or keep_rollouts < 1:
             raise ValueError(f"keep_rollouts must be an integer >= 1, got {keep_rollouts!r}")
         self.keep_rollouts, self.text_width, self.live, self.title = \
             keep_rollouts, text_width, live, title
+        self.table_rows = table_rows  # rows of the latest step's table shown live
         self.rows: list[dict] = []        # the trainer's metrics row of every step
         self.snapshots: dict[int, dict] = {}  # step -> per-group / per-row data of that step
         self.updates = 0                  # how many times the panels were redrawn
@@ -315,7 +317,7 @@ class TrainingDashboard:
 
         self._summary = w.HTML(self.summary_html())
         self._figure = w.Output()
-        self._table = w.HTML(self.rollout_html())
+        self._table = w.HTML(self.rollout_html(max_rows=self.table_rows))
         self._box = w.VBox([self._summary, self._figure, self._table])
         self._box.add_class("nudgelib-dashboard")
         self._box.add_class(f"nudgelib-live-{self._uid}")
@@ -335,7 +337,7 @@ class TrainingDashboard:
         if "box" not in self._handles:
             return self._refresh_handles()
         self._summary.value = self.summary_html()
-        self._table.value = self.rollout_html()
+        self._table.value = self.rollout_html(max_rows=self.table_rows)
         self._draw_figure()
         self._finish_when_cell_ends()
         self.updates += 1
@@ -361,7 +363,7 @@ class TrainingDashboard:
             f"<div id='{sid}' class='nudgelib-dashboard-static'>"
             f"<style>body:has(.{live}) #{sid} {{display: none}}</style>"
             f"<p>{self.summary_html()}</p><div id='{sid}-figure' style='height:560px'></div>"
-            f"{self.rollout_html()}<script>(function () {{"
+            f"{self.rollout_html(max_rows=self.table_rows)}<script>(function () {{"
             f"if (document.querySelector('.{live}')) return;"
             f"var fig = {fig};"
             f"function draw() {{ window.Plotly.newPlot('{sid}-figure', fig.data, fig.layout); }}"

@@ -222,7 +222,9 @@ FIGURES = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
 
 
 def _open(page, lab, name: str) -> None:
-    page.goto(f"{lab['url']}/lab/tree/notebooks/{name}?token={lab['token']}")
+    # a workspace of its own, reset: no tab of another notebook is restored beside it
+    page.goto(f"{lab['url']}/lab/workspaces/nb{name[:2]}/tree/notebooks/{name}"
+              f"?reset&token={lab['token']}")
     page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=250)
 
 
@@ -278,7 +280,7 @@ def runs(lab, chromium, artifacts):
 
     def get(name):
         if name not in done:
-            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            page = chromium.new_page(viewport={"width": 1400, "height": 2200})  # a dashboard fits
             _offline(page, lab["url"])
             console = Console(page, lab["url"])
             res = _run_notebook(page, lab, name)
@@ -383,7 +385,7 @@ def test_html_export_keeps_the_figures(runs, chromium, lab, artifacts):
 
     nb = runs("02_toy_policy_and_group_advantages.ipynb")["saved"]
     n = len(_plotly_outputs(nb))
-    body, _ = HTMLExporter().from_notebook_node(nbformat.from_dict(nb))
+    body, _ = HTMLExporter().from_notebook_node(nbformat.reads(json.dumps(nb), as_version=4))
     out = artifacts / "02-export.html"
     out.write_text(body, encoding="utf-8")
     assert body.count('class="plotly-graph-div"') == n > 0
