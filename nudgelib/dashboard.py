@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import html
 import math
-import sys
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
 
-from nudgelib.plots import figure_has_data
+from nudgelib.plots import LiveFigure, figure_has_data
 
 ROLLOUT_COLUMNS = ("group", "problem_id", "hint", "completion", "reward", "correct", "advantage")
 
@@ -75,7 +73,6 @@ class TrainingDashboard:
         self.snapshots: dict[int, dict] = {}  # step -> per-group / per-row data of that step
         self.updates = 0                  # how many times the panels were redrawn
         self._handles: dict | None = None
-        self._uid, self._pending_finish, self._static = uuid.uuid4().hex[:12], False, None
 
     # ------------------------------------------------------------------ recording
     def __call__(self, trainer, row: dict, batch) -> None:
@@ -316,18 +313,16 @@ class TrainingDashboard:
         from IPython.display import display
 
         self._summary = w.HTML(self.summary_html())
-        self._figure = w.Output()
+        self._figure = LiveFigure()
         self._table = w.HTML(self.rollout_html(max_rows=self.table_rows))
-        self._box = w.VBox([self._summary, self._figure, self._table])
+        self._box = w.VBox([self._summary, self._figure.widget, self._table])
         self._box.add_class("nudgelib-dashboard")
-        self._box.add_class(f"nudgelib-live-{self._uid}")
         bundle = self._box._repr_mimebundle_()
         bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
         bundle["text/plain"] = f"live dashboard {self.title!r} (its last state is shown below)"
         display(bundle, raw=True)  # not the box's repr, which carries every table's HTML
         self._handles = {"box": self._box}
         self._draw_figure()
-        self._finish_when_cell_ends()
         self.updates += 1
 
     def refresh(self) -> None:
@@ -339,62 +334,22 @@ class TrainingDashboard:
         self._summary.value = self.summary_html()
         self._table.value = self.rollout_html(max_rows=self.table_rows)
         self._draw_figure()
-        self._finish_when_cell_ends()
         self.updates += 1
 
     def _draw_figure(self) -> None:
-        from IPython.display import clear_output, display
-
-        with self._figure:
-            clear_output(wait=True)  # the old figure stays until the new one is drawn
-            display(self.figure())
+        self._figure.draw(self.figure(), before=f"<p>{self.summary_html()}</p>",
+                          after=self.rollout_html(max_rows=self.table_rows))
 
     def static_html(self) -> str:
-        """The dashboard as it is now, as HTML that needs no kernel: what a saved notebook, an
-        HTML export or nbviewer shows. Its figure is drawn by plotly.js (the page's, else from
-        plotly's CDN); the model outputs in the table are escaped. On a page that shows the live
-        dashboard the copy hides itself (CSS ``:has``) and draws nothing."""
-        import plotly
+        """The dashboard as it is now, as HTML that needs no kernel: what a saved notebook shows
+        in an HTML export or nbviewer (:func:`~nudgelib.plots.static_figure_html`; the model
+        outputs in the table are escaped). :meth:`show` writes it into the notebook when the
+        training cell ends, hidden on a page that shows the live dashboard."""
+        from nudgelib.plots import static_figure_html
 
-        sid, live = f"nudgelib-static-{self._uid}", f"nudgelib-live-{self._uid}"
-        fig = self.figure().to_json().replace("</", "<\\/")  # no tag can close the script
-        src = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
-        return (
-            f"<div id='{sid}' class='nudgelib-dashboard-static'>"
-            f"<style>body:has(.{live}) #{sid} {{display: none}}</style>"
-            f"<p>{self.summary_html()}</p><div id='{sid}-figure' style='height:560px'></div>"
-            f"{self.rollout_html(max_rows=self.table_rows)}<script>(function () {{"
-            f"if (document.querySelector('.{live}')) return;"
-            f"var fig = {fig};"
-            f"function draw() {{ window.Plotly.newPlot('{sid}-figure', fig.data, fig.layout); }}"
-            f"if (window.Plotly) return draw();"
-            f"var s = document.createElement('script'); s.src = '{src}'; s.onload = draw;"
-            f"document.head.appendChild(s);}})();</script></div>")
-
-    def _finish_when_cell_ends(self) -> None:
-        """Once the running cell ends, write the static copy of the dashboard's state: the first
-        time into that cell's outputs, later (training in another cell) over the same copy, so a
-        dashboard has one. Updating the widget's own display instead would rebuild its view,
-        and plotly then fails on the detached old graph. Colab draws
-        each output in its own frame, where the copy could not hide: there it is left out."""
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is None or self._pending_finish or "google.colab" in sys.modules:
-            return
-
-        def finish(*_):
-            from IPython.display import HTML, display
-
-            shell.events.unregister("post_execute", finish)
-            self._pending_finish = False
-            if self._static is None:
-                self._static = display(HTML(self.static_html()), display_id=True)
-            else:
-                self._static.update(HTML(self.static_html()))
-
-        self._pending_finish = True
-        shell.events.register("post_execute", finish)
+        return static_figure_html(self.figure(), live_class=self._figure.live_class,
+                                  before=f"<p>{self.summary_html()}</p>",
+                                  after=self.rollout_html(max_rows=self.table_rows))
 
     def _show_handles(self) -> None:
         from IPython.display import HTML, display

@@ -11,6 +11,8 @@ that load plotly.js from its CDN, a few KB per figure, not the 4 MB library).
 from __future__ import annotations
 
 import os
+import sys
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +36,117 @@ def use_notebook_renderer() -> str:
     if not os.environ.get("PLOTLY_RENDERER") and pio.renderers.default == "plotly_mimetype":
         pio.renderers.default = NOTEBOOK_RENDERER
     return pio.renderers.default
+
+
+def static_figure_html(fig, *, live_class: str, before: str = "", after: str = "",
+                       height: int | None = None) -> str:
+    """HTML that shows ``fig`` without a kernel (a saved notebook in an HTML export, nbviewer):
+    ``before``, the figure, ``after``. plotly.js is the page's, else loaded from plotly's CDN.
+    On a page where an element of class ``live_class`` is shown (the live view it copies), the
+    copy hides itself (CSS ``:has``) and draws nothing. ``before``/``after`` must be escaped."""
+    import plotly
+
+    sid = f"nudgelib-static-{uuid.uuid4().hex[:12]}"
+    data = fig.to_json().replace("</", "<\\/")  # no text in the figure can close the script
+    src = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
+    h = height or fig.layout.height or 450
+    return (f"<div id='{sid}' class='nudgelib-static'>"
+            f"<style>body:has(.{live_class}) #{sid} {{display: none}}</style>{before}"
+            f"<div id='{sid}-figure' style='height:{h}px'></div>{after}"
+            # the live view renders asynchronously: decide after a second whether it is here
+            f"<script>setTimeout(function () {{"
+            f"var live = function () {{ return document.querySelector('.{live_class}'); }};"
+            f"if (live()) return;"
+            f"var fig = {data};"
+            f"function draw() {{ if (!live()) window.Plotly.newPlot('{sid}-figure', fig.data,"
+            f" fig.layout); }}"
+            f"if (window.Plotly) return draw();"
+            f"var s = document.createElement('script'); s.src = '{src}'; s.onload = draw;"
+            f"document.head.appendChild(s);}}, 1000);</script></div>")
+
+
+def _in_cell_execution() -> bool:
+    """True while a cell runs (the kernel's current request is an ``execute_request``), False in
+    a widget callback (a ``comm_msg``) or outside a kernel."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    try:
+        parent = kernel.get_parent()  # ipykernel >= 6
+    except Exception:  # noqa: BLE001 (no kernel, or an older one: write at once)
+        return False
+    return (parent or {}).get("header", {}).get("msg_type") == "execute_request"
+
+
+class LiveFigure:
+    """One figure in a notebook that is redrawn in place, plus a static copy for exports.
+
+        live = LiveFigure()
+        ui = W.VBox([controls, live.widget])  # an ipywidgets.Output
+        live.draw(fig)                        # e.g. from a slider's callback
+
+    A plotly figure re-displayed under a display id cannot do this: its renderer keeps the
+    first graph and each update adds another. Here the Output is cleared and redrawn
+    (``clear_output(wait=True)``: the old figure stays until the new one is drawn), which
+    JupyterLab, Notebook 7, VS Code and Colab all honour.
+
+    Widget contents are not part of a saved notebook's outputs, so the last figure is also
+    written into the notebook as static HTML (:func:`static_figure_html`): one output, updated
+    in place, hidden while the live view is on the page. Within a running cell it is written
+    once, when the cell ends (after the live view was displayed, and once per cell rather than
+    per redraw); from a widget callback, at once. Colab draws each output in its own frame,
+    where the copy could not hide: there it is left out.
+    """
+
+    def __init__(self):
+        import ipywidgets as w
+
+        self.live_class = f"nudgelib-live-{uuid.uuid4().hex[:12]}"
+        self.widget = w.Output()
+        self.widget.add_class(self.live_class)
+        self.fig = None
+        self._parts = ("", "")
+        self._static = None
+        self._pending = False
+
+    def draw(self, fig, *, before: str = "", after: str = "") -> None:
+        """Show ``fig`` in place of the previous one; ``before`` / ``after`` (escaped HTML) go
+        around it in the static copy."""
+        from IPython.display import clear_output, display
+
+        self.fig, self._parts = fig, (before, after)
+        with self.widget:
+            clear_output(wait=True)
+            display(fig)
+        self._write_static()
+
+    def _write_static(self) -> None:
+        from IPython import get_ipython
+
+        if self.fig is None or "google.colab" in sys.modules:
+            return
+        shell = get_ipython()
+        if shell is None or not _in_cell_execution():
+            return self._write_static_now()
+        if not self._pending:
+            def finish(*_):
+                shell.events.unregister("post_execute", finish)
+                self._pending = False
+                self._write_static_now()
+
+            self._pending = True
+            shell.events.register("post_execute", finish)
+
+    def _write_static_now(self) -> None:
+        from IPython.display import HTML, display
+
+        before, after = self._parts
+        html = HTML(static_figure_html(self.fig, live_class=self.live_class, before=before,
+                                       after=after))
+        if self._static is None:
+            self._static = display(html, display_id=True)
+        else:
+            self._static.update(html)
 
 
 def figure_has_data(fig) -> bool:

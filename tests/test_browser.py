@@ -266,6 +266,13 @@ def _plotly_outputs(nb: dict) -> list[dict]:
             if PLOTLY_MIME in o.get("data", {})]
 
 
+def _visible_static_copies(page) -> int:
+    """Static copies of live views (for exports) that show on the live page: should be 0."""
+    return page.locator(".nudgelib-static").evaluate_all(
+        "els => els.filter(e => e.offsetParent !== null || e.querySelector('.js-plotly-plot'))"
+        ".length")
+
+
 def _screens(page, artifacts: Path, stem: str) -> None:
     for i, d in enumerate(page.locator(".nudgelib-dashboard").all()):
         d.scroll_into_view_if_needed()
@@ -331,6 +338,7 @@ def test_dashboards_redraw_in_place_while_training(runs):
         assert d["maxStep"] == step, f"the figure is not at the summary's step: {d}"
     steps = sorted(set(last.values()))
     assert steps[-1] == max(last.values()) > min(last.values()), last  # early stop, then more
+    assert _visible_static_copies(page) == 0, "the static copies hide (and draw nothing) here"
     samples = res["samples"]
     assert samples and max(s["plots"] for s in samples) <= 1, "a dashboard stacked figures"
     for cell in training_cells:
@@ -361,6 +369,24 @@ def test_rollout_browser_filters_change_the_table(runs):
     assert not res["console"].errors, res["console"].errors
 
 
+def test_interactive_figure_redraws_in_place(runs):
+    """Notebook 02's estimator / G explorer (a LiveFigure): picking another estimator redraws
+    its one figure; nothing is appended below it."""
+    from playwright.sync_api import expect
+
+    res = runs("02_toy_policy_and_group_advantages.ipynb")
+    page = res["page"]
+    cell = page.locator(".jp-Cell", has_text="live = LiveFigure()")
+    title = cell.locator(".js-plotly-plot .gtitle")
+    assert title.text_content().startswith("grpo, G=8")
+    for option in ("rloo", "dr_grpo"):
+        cell.locator("select").nth(1).select_option(option)
+        expect(title).to_have_text(re.compile(rf"^{option}, G=8"), timeout=15_000)
+        assert cell.locator(".js-plotly-plot").count() == 1
+    assert _visible_static_copies(page) == 0
+    assert not res["console"].errors, res["console"].errors
+
+
 def test_reopened_notebook_shows_no_widget_errors(runs, lab, artifacts):
     res = runs("06_lora_training_grpo_then_nurl.ipynb")
     page = res["page"]
@@ -378,25 +404,37 @@ def test_reopened_notebook_shows_no_widget_errors(runs, lab, artifacts):
     assert not res["console"].errors, res["console"].errors
 
 
-def test_html_export_keeps_the_figures(runs, chromium, lab, artifacts):
-    """Notebook 02 as saved by the browser, exported with nbconvert, opened offline."""
+def _static_copies(nb: dict) -> int:
+    return sum("nudgelib-static" in "".join(o.get("data", {}).get("text/html", ""))
+               for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("name", ["02_toy_policy_and_group_advantages.ipynb",
+                                  "06_lora_training_grpo_then_nurl.ipynb"])
+def test_html_export_keeps_the_figures(runs, chromium, lab, artifacts, name):
+    """The notebook as saved by the browser, exported with nbconvert, opened offline: every
+    plotly figure and every static copy of a live view (02's explorer, 06's dashboards) is
+    drawn, with data."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = runs("02_toy_policy_and_group_advantages.ipynb")["saved"]
-    n = len(_plotly_outputs(nb))
+    nb = runs(name)["saved"]
+    n, n_static = len(_plotly_outputs(nb)), _static_copies(nb)
+    assert n_static == (3 if name.startswith("06") else 1), "one copy per live view"
     body, _ = HTMLExporter().from_notebook_node(nbformat.reads(json.dumps(nb), as_version=4))
-    out = artifacts / "02-export.html"
+    out = artifacts / f"{name[:2]}-export.html"
     out.write_text(body, encoding="utf-8")
     assert body.count('class="plotly-graph-div"') == n > 0
     page = chromium.new_page(viewport={"width": 1200, "height": 900})
     _offline(page, "file://")
     console = Console(page, "file://")
     page.goto(out.as_uri())
-    page.wait_for_function(f"() => document.querySelectorAll('.plotly-graph-div .main-svg')"
-                           f".length >= {n}", timeout=30_000)
+    page.wait_for_function(f"() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                           f".filter(p => p.querySelector('.main-svg')).length >= {n + n_static}",
+                           timeout=30_000)
     figures = page.evaluate(FIGURES)
-    page.screenshot(path=str(artifacts / "02-export.png"), full_page=True)
+    page.screenshot(path=str(artifacts / f"{name[:2]}-export.png"), full_page=True)
     page.close()
-    assert len(figures) == n and all(f["traces"] and f["points"] and f["drawn"] for f in figures)
+    assert len(figures) == n + n_static
+    assert all(f["traces"] and f["points"] and f["drawn"] for f in figures), figures
     assert not console.errors, console.errors
