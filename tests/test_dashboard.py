@@ -1,7 +1,11 @@
 """The live dashboard: every step recorded, panels from the batch's own numbers, escaped
 tables, resume, and headless behaviour."""
 
+import base64
+import os
+
 import pytest
+import torch
 
 from nudgelib.config import get_train_config
 from nudgelib.dashboard import TrainingDashboard
@@ -143,3 +147,50 @@ def test_dashboard_in_a_real_kernel_is_one_widget_redrawn_in_place():
     assert max(steps) == 3, json.dumps(figures[0]["data"])[:500]
     html_values = [m["state"]["value"] for m in state.values() if m["model_name"] == "HTMLModel"]
     assert any("T</b> step 3" in v for v in html_values)
+
+
+def test_advantage_heatmap_labels_every_prompt_and_a_zero_batch_says_so():
+    from nudgelib.plots import advantage_heatmap
+
+    labels = [f"p{i}" for i in range(24)]
+    fig = advantage_heatmap(torch.zeros(24 * 4), torch.zeros(24 * 4), 4, labels)
+    assert list(fig.layout.yaxis.tickvals) == labels  # all 24, not every other one
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (-1.0, 1.0)  # not a 1e-9-wide scale
+    assert "every advantage is 0" in fig.layout.title.text
+    a = torch.tensor([1.5, -0.5, 0.0, -1.0])
+    fig = advantage_heatmap(a, torch.tensor([1, 0, 0, 0]), 2, ["x", "y"])
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (-1.5, 1.5)
+    assert "every advantage" not in (fig.layout.title.text or "")
+
+
+def test_figures_carry_an_html_copy_and_optionally_a_png(monkeypatch):
+    """In a kernel, `import nudgelib` switches plotly's `plotly_mimetype` (drawn by JupyterLab
+    only) to `plotly_mimetype+notebook_connected`: every figure also carries HTML, which
+    exports and nbviewer show. NUDGE_STATIC_FIGURES=png adds a real PNG (kaleido + chromium)."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from nudgelib.plots import NOTEBOOK_RENDERER, use_notebook_renderer
+
+    monkeypatch.delenv("PLOTLY_RENDERER", raising=False)
+    monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")
+    assert use_notebook_renderer() == NOTEBOOK_RENDERER
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    bundle = pio.renderers._build_mime_bundle(fig.to_dict(), pio.renderers.default)
+    assert "application/vnd.plotly.v1+json" in bundle and "plotly-graph-div" in bundle["text/html"]
+    monkeypatch.setattr(pio.renderers, "default", "colab")  # a front end's own renderer stays
+    assert use_notebook_renderer() == "colab"
+    monkeypatch.setenv("NUDGE_STATIC_FIGURES", "gif")
+    with pytest.raises(ValueError, match="png or svg"):
+        use_notebook_renderer()
+    from tests.test_browser import browser_missing
+
+    if browser_missing() and os.environ.get("NUDGE_REQUIRE_BROWSER") != "1":
+        pytest.skip(f"the PNG needs a local browser: {browser_missing()}")
+    monkeypatch.setenv("NUDGE_STATIC_FIGURES", "png")
+    monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")
+    assert use_notebook_renderer() == NOTEBOOK_RENDERER + "+png"
+    bundle = pio.renderers._build_mime_bundle(fig.to_dict(), pio.renderers.default)
+    png = bundle["image/png"]
+    png = png if isinstance(png, bytes) else base64.b64decode(png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

@@ -202,3 +202,12 @@ def test_committed_results_are_the_confirmatory_run_with_verdicts_by_the_fixed_r
         if "diff" in c:
             lo, hi = c["diff_ci95"]
             assert tn.verdict(c["relation"], lo, c["diff"], hi) == c["verdict"]
+
+
+def test_pass_at_k_band_is_clipped_to_probabilities():
+    """Issue 21: a 2-seed t-interval runs past [0, 1]; the drawn band stops at 0 and 1."""
+    agg = {"k": [1, 2], "hard": {"grpo": [0.05, 0.9]},
+           "ci95": {"hard": {"grpo": [[-1.5, 0.6], [0.2, 2.0]]}}}
+    band = tn.pass_at_k_figure(agg, arms=("grpo",)).data[1]
+    assert list(band.y) == [0.6, 1.0, 0.2, 0.0]
+    assert min(band.y) >= 0 and max(band.y) <= 1
