@@ -306,10 +306,7 @@ class TrainingDashboard:
         notebook shows in an HTML export, nbviewer or any viewer without the kernel."""
         if not _in_notebook():
             return
-        try:
-            import ipywidgets as w
-        except ImportError:  # no widgets: display handles (the text parts still update)
-            return self._show_handles()
+        import ipywidgets as w
         from IPython.display import display
 
         self._summary = w.HTML(self.summary_html())
@@ -329,16 +326,17 @@ class TrainingDashboard:
         """Redraw the shown panels with the data recorded so far."""
         if self._handles is None:
             return
-        if "box" not in self._handles:
-            return self._refresh_handles()
         self._summary.value = self.summary_html()
         self._table.value = self.rollout_html(max_rows=self.table_rows)
         self._draw_figure()
         self.updates += 1
 
     def _draw_figure(self) -> None:
-        self._figure.draw(self.figure(), before=f"<p>{self.summary_html()}</p>",
-                          after=self.rollout_html(max_rows=self.table_rows))
+        self._figure.draw(self.figure(), **self._static_parts())
+
+    def _static_parts(self) -> dict:
+        return {"before": f"<p>{self.summary_html()}</p>",
+                "after": self.rollout_html(max_rows=self.table_rows)}
 
     def static_html(self) -> str:
         """The dashboard as it is now, as HTML that needs no kernel: what a saved notebook shows
@@ -347,23 +345,8 @@ class TrainingDashboard:
         training cell ends, hidden on a page that shows the live dashboard."""
         from nudgelib.plots import static_figure_html
 
-        return static_figure_html(self.figure(), live_class=self._figure.live_class,
-                                  before=f"<p>{self.summary_html()}</p>",
-                                  after=self.rollout_html(max_rows=self.table_rows))
-
-    def _show_handles(self) -> None:
-        from IPython.display import HTML, display
-
-        self._handles = {"summary": display(HTML(self.summary_html()), display_id=True),
-                         "table": display(HTML(self.rollout_html()), display_id=True)}
-        self.updates += 1
-
-    def _refresh_handles(self) -> None:
-        from IPython.display import HTML
-
-        self._handles["summary"].update(HTML(self.summary_html()))
-        self._handles["table"].update(HTML(self.rollout_html()))
-        self.updates += 1
+        live = self._figure.live_class if self._handles else "nudgelib-live-none"
+        return static_figure_html(self.figure(), live_class=live, **self._static_parts())
 
     def browser(self, steps: Sequence[int] | None = None):
         """An ipywidgets browser over the recorded rollouts: step slider, row filter.
