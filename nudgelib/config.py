@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -158,16 +159,17 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(name, "an integer >= 0")
+        def number(v) -> bool:  # true/false are not numbers here, whatever Python says
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         for name in ("lr", "temperature", "max_grad_norm"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if not number(getattr(self, name)) or getattr(self, name) <= 0:
                 bad(name, "a finite number > 0")
         for name in ("kl_beta", "weight_decay", "format_weight", "overlong_weight", "eps_low",
                      "eps_high", "lora_dropout", "plateau_min_delta"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not number(getattr(self, name)) or getattr(self, name) < 0:
                 bad(name, "a finite number >= 0")
-        if not 0 < self.top_p <= 1:
+        if not number(self.top_p) or not 0 < self.top_p <= 1:
             bad("top_p", "a number in (0, 1]")
         if self.eps_low >= 1:
             bad("eps_low", "a number in [0, 1)")
@@ -180,7 +182,18 @@ class TrainConfig:
             bad("estimator_options", "a dict of keyword arguments for the estimator")
         if not isinstance(self.nudging_options, dict):
             bad("nudging_options", "a dict of keyword arguments for the nudging strategy")
-        if not isinstance(self.warm_start_hints, (int, float)) or not 0 <= self.warm_start_hints <= 1:
+        import inspect
+
+        for name, fn, skip in (("estimator_options", ESTIMATORS[self.estimator], 2),
+                               ("nudging_options", STRATEGIES[self.nudging], 1)):
+            params = inspect.signature(fn).parameters  # checked now, not at step 1
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                known = list(params)[skip:]
+                unknown = sorted(set(getattr(self, name)) - set(known))
+                if unknown:
+                    bad(name, f"keyword arguments of {getattr(fn, '__name__', fn)}: "
+                              f"{known or 'none'} (unknown: {unknown})")
+        if not number(self.warm_start_hints) or not 0 <= self.warm_start_hints <= 1:
             bad("warm_start_hints", "a share in [0, 1]")
         if self.stage1 == "steps" and self.stage1_steps < 1:
             bad("stage1_steps", "an integer >= 1 when stage1='steps'")
@@ -249,7 +262,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a TrainConfig is a JSON object of fields, got {type(d).__name__}")
         reject_unknown_fields(cls, d, ConfigError)
+        defaults = {f.name: f.default for f in fields(cls)}
+        for k, v in d.items():  # JSON null where the field is not optional
+            if v is None and defaults.get(k) is not None:
+                raise ConfigError(f"TrainConfig.{k}=null is invalid; expected a value like its "
+                                  f"default {defaults[k]!r}")
         return cls(**d)
 
     def with_overrides(self, **changes) -> TrainConfig:
@@ -472,7 +492,7 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
         if not path.exists():
             raise ConfigError(f"TrainConfig.hint_bank={cfg.hint_bank!r}: no such folder (save a "
                               f"bank with HintBank.save or dataset.save_to_disk)")
-        return HintBank.load(path)
+        return _rechecked(HintBank.load(path), problems, path)
     source = hint_source_of(cfg)
     if source == "builtin":
         return toy_hint
@@ -482,7 +502,16 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
                           "explanation or answer hints)")
     saved = out / "hint_bank" if out is not None else None
     if saved is not None and saved.exists():
-        return HintBank.load(saved)
+        from nudgelib.runs import MANIFEST, verify_folder
+
+        problem = verify_folder(saved)  # saved with a manifest; an older bank has none
+        if problem is None or not (saved / MANIFEST).exists():
+            try:
+                return _rechecked(HintBank.load(saved), problems, saved)
+            except Exception as err:  # noqa: BLE001 (a half-written bank: make it again)
+                problem = f"cannot be loaded ({type(err).__name__}: {err})"
+        warnings.warn(f"{saved}: {problem}; the hints are made again", stacklevel=2)
+
     def written(kind):  # answer-free contexts are the policy's own even with reference hints
         if source == "reference" and kind not in CONTEXT_TYPES:
             return reference_hints(problems, kind)
@@ -495,9 +524,20 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
     banks = [written(kind) for kind in hint_types]
     bank = HintBank.merge(banks)
     bank.stats = {kind: b.stats for kind, b in zip(hint_types, banks)}
-    if saved is not None:
+    if saved is not None:  # temp folder, manifest, rename: a kill leaves no half bank
+        from nudgelib.runs import save_folder_atomic
+
         saved.parent.mkdir(parents=True, exist_ok=True)
-        bank.save(saved)
+        save_folder_atomic(saved, bank.save)
+    return bank
+
+
+def _rechecked(bank, problems, where):
+    """A loaded bank, its hints checked against these problems' gold answers once more."""
+    flagged = bank.recheck_leaks(problems)
+    if flagged:
+        warnings.warn(f"{where}: {flagged} hint(s) leak their problem's gold answer although "
+                      f"the bank did not say so; they are flagged and not served", stacklevel=3)
     return bank
 
 

@@ -404,6 +404,21 @@ class HintBank:
                 return text
         return None
 
+    def recheck_leaks(self, problems: Iterable[Problem]) -> int:
+        """Check every stored hint of ``problems`` against their gold answers again (a bank
+        edited by hand, or made for other golds): one that leaks is flagged, so it is no
+        longer served. Returns how many rows were newly flagged."""
+        gold = {p.id: p.answer for p in problems}
+        cols = [self.dataset[c] for c in ("problem_id", "hint_type", "hint", "leak")]
+        new = [bool(lk) or (k not in LEAKS_BY_DESIGN and pid in gold
+                            and hint_leaks_answer(text, gold[pid])) for pid, k, text, lk in
+               zip(*cols)]
+        flagged = sum(new) - sum(map(bool, cols[3]))
+        if flagged:
+            self.dataset = self.dataset.remove_columns("leak").add_column("leak", new)
+            self.__post_init__()
+        return flagged
+
     def leak_rate(self, hint_type: str | None = None) -> float:
         """Share of stored hints flagged as leaking (of this type, or all)."""
         flags = [lk for lk, k in zip(self.dataset["leak"], self.dataset["hint_type"])

@@ -609,6 +609,24 @@ def strategies_for(engine: str) -> tuple[str, ...]:
     return tuple(n for n, cls in STRATEGIES.items() if engine in cls.engines)
 
 
+def warn_if_no_hints(nudger, problems: Sequence[Problem]) -> int:
+    """How many of ``problems`` have a hint of every type the strategy asks for; a warning
+    when none has (e.g. a bank made for other problems: nothing could ever be nudged). Fewer
+    than all is normal (only hard problems may have hints); the per-step metric
+    ``missing_hints`` counts the 0/G groups that found none."""
+    import warnings
+
+    if not hasattr(nudger, "hint_for"):
+        return len(problems)
+    covered = sum(all(nudger.hint_for(p, t) is not None for t in nudger.hint_types)
+                  for p in problems)
+    if problems and not covered:
+        warnings.warn(f"none of the {len(problems)} training problems has a "
+                      f"{'/'.join(nudger.hint_types)} hint: {nudger.name} can nudge no group",
+                      stacklevel=3)
+    return covered
+
+
 def make_strategy(name: str, hints=None, **options) -> NudgingStrategy:
     """``STRATEGIES[name](hints, **options)`` with an error that names what is wrong."""
     if name not in STRATEGIES:

@@ -70,7 +70,10 @@ def gsm8k_final_answer(answer_text: str) -> str:
     if "####" not in answer_text:
         raise DataFormatError("GSM8K 'answer' has no '#### <number>' line: "
                               f"{answer_text[-80:]!r}")
-    return answer_text.rsplit("####", 1)[1].strip()
+    gold = answer_text.rsplit("####", 1)[1].strip()
+    if not gold:  # would score every completion -1 (or 0): refuse it here
+        raise DataFormatError(f"GSM8K 'answer' is empty after '####': {answer_text[-80:]!r}")
+    return gold
 
 
 def _require(row: dict, field: str, where: str, kind=str):
@@ -82,7 +85,20 @@ def _require(row: dict, field: str, where: str, kind=str):
     if not isinstance(value, kind):
         raise DataFormatError(f"{where}: field {field!r} should be {getattr(kind, '__name__', kind)}, "
                               f"got {type(value).__name__} {str(value)[:60]!r}")
+    if isinstance(value, str) and not value.strip() and field in ("question", "problem",
+                                                                 "answer"):
+        raise DataFormatError(f"{where}: field {field!r} is empty")
     return value
+
+
+def _level(value, where: str) -> int:
+    """MATH's level: an integer, or a string such as "3" or "Level 3"."""
+    text = str(value).strip()
+    digits = text[len("Level"):].strip() if text.lower().startswith("level") else text
+    if isinstance(value, bool) or not digits.isdigit():
+        raise DataFormatError(f"{where}: field 'level' should be an integer 1-5 or 'Level N', "
+                              f"got {value!r}")
+    return int(digits)
 
 
 def problem_from_row(name: str, split: str, index: int, row: dict, where: str = "") -> Problem:
@@ -106,15 +122,21 @@ def problem_from_row(name: str, split: str, index: int, row: dict, where: str = 
             answer=_require(row, "answer", where),
             solution=_require(row, "solution", where),
             source="math500/test",
-            level=int(level),
+            level=_level(level, where),
             subject=_require(row, "subject", where),
         )
     raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(SPLITS)}")
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"{path}:{lineno}: not UTF-8 (byte {raw[err.start]:#04x} "
+                                      f"at column {err.start + 1}); the file must be UTF-8 "
+                                      f"JSON lines") from None
             if not line.strip():
                 continue
             try:

@@ -31,10 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,15 +54,31 @@ from nudgelib.config import (
     config_from_args,
 )
 from nudgelib.losses import microbatch_scale, policy_loss
-from nudgelib.nudging import STRATEGIES, Nudger, SamplingContext
+from nudgelib.nudging import STRATEGIES, Nudger, SamplingContext, warn_if_no_hints
 from nudgelib.policies import shared_rows
 from nudgelib.problems import Problem
 from nudgelib.rollouts import RolloutBatch, evaluate_pass_counts, length_buckets, trim_padding
+from nudgelib.runs import (
+    COMPLETE,
+    LOCK,
+    RunFolderError,
+    RunLock,
+    claim_run_folder,
+    clean_partial_checkpoints,
+    complete_checkpoints,
+    newest_verified_checkpoint,
+    read_metric_rows,
+    retire_checkpoint,
+    rng_state,
+    save_folder_atomic,
+    set_rng_state,
+    verify_folder,
+)
 from nudgelib.stages import PlateauDetector, drop_solved, feed_plateau_detectors
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-_COMPLETE = "COMPLETE"
+_COMPLETE = COMPLETE
 # fields that may differ between a run and its resumption
 _RESUMABLE_CHANGES = {"save_every", "keep_checkpoints"}
 # fields a run forked from another run's checkpoint may change (Trainer.fork_from): what to do
@@ -76,28 +92,7 @@ FORK_FILE = "fork.json"
 ADAPTER = "adapter"
 
 
-
 # ----------------------------------------------------------------------------- trainer
-
-def _rng_state() -> dict:
-    import numpy as np
-
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
 
 class Trainer:
     """Runs and checkpoints RL training for one :class:`TrainConfig`.
@@ -122,6 +117,13 @@ class Trainer:
         if not self.problems:
             raise ConfigError("the training set is empty; check n_train_problems / "
                               "difficulty_counts")
+        self.lock = None  # one writer per run folder, for this Trainer's life (nudgelib.runs)
+        if self.out is not None:  # refused here, before a warm start or step 1 is spent
+            claim_run_folder(self.out, cfg.to_dict(), self.problems)
+            self.lock = RunLock(self.out).acquire()
+            if self.lock.replaced:
+                warnings.warn(f"{self.out}: replaced the stale lock of pid "
+                              f"{self.lock.replaced.get('pid')} (no longer running)", stacklevel=2)
         self.policy = policy if policy is not None else build_policy(cfg, warm=warm,
                                                                       progress=progress)
         self.scorer = scorer or build_scorer(cfg)
@@ -130,6 +132,7 @@ class Trainer:
             nudger = build_nudger(cfg)
             nudger.use_hints(build_hints(cfg, nudger.hint_types, self.problems, self.policy,
                                          self.out, progress=progress))
+            warn_if_no_hints(nudger, self.problems)
         if nudger is not None and not isinstance(nudger, Nudger):
             raise TypeError(f"nudger={nudger!r} does not implement nudgelib.nudging.Nudger (name, "
                             f"hint_types, sets_advantages, use_hints, sample, nudge, "
@@ -159,6 +162,7 @@ class Trainer:
         self.rows: list[dict] = []
         self.last_batch: RolloutBatch | None = None
         self.fork_info: dict | None = None
+        self.resumed_from: Path | None = None  # the checkpoint resume_or_start loaded
         self._t0 = time.time()
 
     # -- data order
@@ -260,6 +264,7 @@ class Trainer:
         t0 = time.time()
         problems = self.next_problems()
         nudging = self.nudger is not None and self.stage == 2
+        missed = self._missing_hints()
         ctx = self.sampling_context()
         batch = self.nudger.sample(problems, ctx) if nudging else None
         if batch is None:
@@ -294,6 +299,7 @@ class Trainer:
             **plain,
             "frac_zero_std": batch.frac_zero_std(),
             "frac_nudged": float(batch.nudge.frac_nudged),
+            "missing_hints": self._missing_hints() - missed,  # 0/G groups with no hint to give
             "hinted_pass_rate": float(batch.correct[hinted].float().mean()) if hinted.any()
             else None,
             "adv_abs_mean": float(batch.advantages.abs().mean()),
@@ -317,6 +323,9 @@ class Trainer:
         if self.stage == 1 and cfg.stage1 != "none" and self._stage_one_done(row):
             row.update(self.enter_stage_two())
         return row
+
+    def _missing_hints(self) -> int:
+        return int(getattr(self.nudger, "totals", {}).get("missing_hints", 0))
 
     def _plain_metrics(self, batch: RolloutBatch) -> dict:
         """pass_rate (and per level) and learnable_ratio over the hint-free rollouts."""
@@ -437,26 +446,27 @@ class Trainer:
         """Write the full training state for ``self.step``; atomic (temp folder + rename)."""
         if self.out is None:
             raise ConfigError("this Trainer has no out_dir to save checkpoints in")
-        final = self.checkpoint_dir(self.step)
-        tmp = final.with_name(f".tmp-{final.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.policy.save(tmp / "policy")
-        torch.save({
+        state = {
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "sample_rng": self.sample_rng.get_state(), "rng": _rng_state(),
+            "sample_rng": self.sample_rng.get_state(), "rng": rng_state(),
             "nudger": self.nudger.state_dict() if self.nudger is not None else None,
             "stage": self.stage, "stage_switch_step": self.stage_switch_step,
             "detectors": {m: d.state_dict() for m, d in self.detectors.items()},
             "problem_ids": [p.id for p in self.problems],
             "elapsed": time.time() - self._t0,
-        }, tmp / "trainer_state.pt")
-        (tmp / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
-        (tmp / _COMPLETE).write_text(f"step {self.step}\n")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        }
+
+        def write(tmp: Path) -> None:
+            self.policy.save(tmp / "policy")
+            torch.save(state, tmp / "trainer_state.pt")
+            (tmp / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+
+        try:  # files, then their manifest, then COMPLETE; fsynced; renamed into place
+            final = save_folder_atomic(self.checkpoint_dir(self.step), write, last=_COMPLETE)
+        except OSError as err:
+            raise RunFolderError(f"cannot save the checkpoint of step {self.step} in "
+                                 f"{self.out / CHECKPOINTS}: {err.strerror or err}") from err
         self._prune_checkpoints()
         return final
 
@@ -466,7 +476,8 @@ class Trainer:
             return
         done = complete_checkpoints(self.out)
         for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            retire_checkpoint(old)  # its COMPLETE first: a kill never leaves a false one
+        clean_partial_checkpoints(self.out)
 
     def load_checkpoint(self, path: str | os.PathLike, *, fork: bool = False) -> None:
         """Restore everything :meth:`save_checkpoint` wrote; metrics rows after it are dropped.
@@ -483,13 +494,17 @@ class Trainer:
                               "config for " + ", ".join(
                                   f"{k} (checkpoint {saved.to_dict()[k]!r}, now "
                                   f"{self.cfg.to_dict()[k]!r})" for k in sorted(diff)))
-        self.policy.load(path / "policy")
-        st = torch.load(path / "trainer_state.pt", weights_only=False)
+        try:
+            self.policy.load(path / "policy")
+            st = torch.load(path / "trainer_state.pt", weights_only=False)
+        except Exception as err:  # noqa: BLE001 (whatever a damaged file raises, name it)
+            raise RunFolderError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: "
+                                 f"{err}); {verify_folder(path) or 'its files match'}") from err
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.step, self.epoch, self.cursor = st["step"], st["epoch"], st["cursor"]
         self.sample_rng.set_state(st["sample_rng"])
-        _set_rng_state(st["rng"])
+        set_rng_state(st["rng"])
         if fork:
             self._load_problem_ids(st)
             self._take_metrics(path.parent.parent / METRICS_FILE, forked_from=str(path))
@@ -520,15 +535,8 @@ class Trainer:
     def _take_metrics(self, source: Path, forked_from: str | None = None) -> None:
         """Keep the rows of ``source`` up to the loaded step as this run's history (and its
         metrics file, when it has an out_dir)."""
-        kept = []
-        if source.is_file():
-            for line in source.read_text().splitlines():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by the kill
-                if r.get("step", 0) <= self.step:
-                    kept.append({**r, "forked_from": forked_from} if forked_from else r)
+        kept = [{**r, "forked_from": forked_from} if forked_from else r
+                for r in read_metric_rows(source, self.step)]
         self.rows = kept
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -554,6 +562,11 @@ class Trainer:
         self.fork_info = info
         return info
 
+    def close(self) -> None:
+        """Release the run folder's lock (also done when the process exits)."""
+        if self.lock is not None:
+            self.lock.release()
+
     def export_adapter(self, path: str | os.PathLike | None = None) -> Path:
         """Save the current policy (a standard PEFT adapter for LoRA policies) to ``path``
         (default ``out/adapter``), atomically, with the run's config beside it."""
@@ -577,11 +590,19 @@ def resume_or_start(cfg: TrainConfig, out_dir: str | os.PathLike, **kwargs) -> T
     one (after a crash or a Colab disconnect: re-run the same cell), else a fresh one.
     ``kwargs`` go to :class:`Trainer`."""
     ckpts = complete_checkpoints(out_dir)
-    trainer = Trainer(cfg, out_dir, warm=not ckpts, **kwargs)
-    if ckpts:
-        trainer.load_checkpoint(ckpts[-1])
+    trainer = Trainer(cfg, out_dir, warm=not ckpts, **kwargs)  # claims and locks the folder
+    ckpt = newest_verified_checkpoint(out_dir, report=lambda m: warnings.warn(m, stacklevel=3))
+    if ckpts and ckpt is None:
+        raise RunFolderError(f"{out_dir}: every checkpoint is damaged (see the warning); "
+                             f"nothing was changed. Move the run folder aside to start afresh")
+    if ckpt is not None:
+        trainer.load_checkpoint(ckpt)
+        trainer.resumed_from = ckpt
     elif (Path(out_dir) / METRICS_FILE).exists():
-        (Path(out_dir) / METRICS_FILE).unlink()  # killed before its first checkpoint
+        n = len((Path(out_dir) / METRICS_FILE).read_text(errors="replace").splitlines())
+        warnings.warn(f"{out_dir}: no complete checkpoint; starting again from step 0 (the "
+                      f"{n} metric rows of the attempt before are discarded)", stacklevel=2)
+        (Path(out_dir) / METRICS_FILE).unlink()
     return trainer
 
 
@@ -595,15 +616,6 @@ def resume_or_fork(cfg: TrainConfig, out_dir: str | os.PathLike,
     trainer = Trainer(cfg, out_dir, warm=False, **kwargs)
     trainer.fork_from(checkpoint)
     return trainer
-
-
-def complete_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints under ``out_dir/checkpoints``, oldest first."""
-    root = Path(out_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir()
-                  if p.name.startswith("step-") and (p / _COMPLETE).is_file())
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -637,14 +649,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {args.steps}")
         out = Path(args.out)
+        if (out / LOCK).exists():  # a live run there: name it before anything else
+            RunLock(out).acquire().release()
         ckpts = complete_checkpoints(out)
         if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
                               f"choose another --out")
-        if args.resume:
+        if args.resume and not ckpts and not args.fork_from:
+            raise ConfigError(f"--resume: {out} has no complete checkpoint to resume; nothing "
+                              f"was changed (run without --resume to start a run there)")
+        forked = json.loads((out / FORK_FILE).read_text()).get("forked_from") \
+            if (out / FORK_FILE).is_file() else None
+        if args.resume and ckpts and args.fork_from and forked != str(Path(args.fork_from)):
+            raise ConfigError(f"--fork-from {args.fork_from}: {out} continues a run forked from "
+                              f"{forked}; resume it without --fork-from, or fork into a new --out")
+        if args.resume and ckpts:
             trainer = resume_or_start(cfg, out, progress=not args.quiet)
-            if ckpts:
-                print(f"resumed from {ckpts[-1]} (step {trainer.step})", flush=True)
+            print(f"resumed from {trainer.resumed_from} (step {trainer.step})", flush=True)
         else:
             trainer = Trainer(cfg, out, progress=not args.quiet, warm=not args.fork_from)
             if args.fork_from:
@@ -652,8 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"forked from {args.fork_from}: {json.dumps(info)}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        trainer.train(until_step=args.steps)
-        adapter = trainer.export_adapter()
+        try:
+            trainer.train(until_step=args.steps)
+            adapter = trainer.export_adapter()
+        finally:
+            trainer.close()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

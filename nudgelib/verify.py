@@ -154,6 +154,8 @@ def _extract_phrase(text: str) -> str | None:
     if last is None:
         return None
     ans = last.group(1).strip()
+    if "\\boxed" in ans or "\\fbox" in ans or ans.count("{") != ans.count("}"):
+        return None  # an unclosed box or brace: a truncated output states no answer
     # Peel wrappers and a sentence-final period ("$\\frac{1}{2}$." -> "\\frac{1}{2}");
     # a decimal point stays ("3.5." -> "3.5").
     prev = None
@@ -207,9 +209,11 @@ def extract_answer(text, *, strategies: Sequence[str] = DEFAULT_STRATEGIES) -> s
 
 # --------------------------------------------------------------------------- fast exact path
 
-_NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
+_NUM = r"[-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|[-+]?\.[0-9]+"
 NUMBER_RE = re.compile(rf"(?:{_NUM})")
-"""A plain number: optional sign, digits with optional thousands commas, optional decimals."""
+"""A plain number: optional sign, digits with optional thousands commas, optional decimals.
+ASCII digits only (``\\d`` would take ``٣`` or ``３`` too, which math-verify does not read as
+numbers): anything else is left to math-verify, so both paths decide alike."""
 _FRAC_RE = re.compile(rf"([-+]?)\\[dt]?frac\{{({_NUM})\}}\{{({_NUM})\}}")
 _SLASH_RE = re.compile(rf"({_NUM})/({_NUM})")
 _STRIP = re.compile(r"\\[!,;: ]|\\\$|\$|\\left|\\right|\s+")

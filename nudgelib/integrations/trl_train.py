@@ -161,6 +161,12 @@ def run(args) -> dict:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose "
                           f"another --out")
     problems = build_problems(cfg)
+    if state.is_main_process:  # one writer per run folder (all ranks are that one run)
+        from nudgelib.runs import RunLock, claim_run_folder
+
+        claim_run_folder(out, cfg.to_dict(), problems)
+        RunLock(out).acquire()  # held until the process exits
+    state.wait_for_everyone()
     bank, hint_type = _hints(cfg, args, problems)
     model, tok, peft_config = _load_model(cfg, args, state)
     funcs, weights = reward_functions(cfg, tok)

@@ -1,0 +1,407 @@
+"""Run folders that never lose a learner's work.
+
+A run folder is recognised by the marker nudgelib writes into it (:data:`MARKER`: the config's
+hash, the training problems' hash, when it was made); any other non-empty folder is refused
+before anything is written. One process writes a run at a time: :class:`RunLock` holds an
+exclusive lock file (pid, host, start) for the life of a run. Checkpoints and the hint bank are
+written into a temporary folder, given a manifest of every file's size and SHA-256 (written
+last, fsynced), then renamed into place; :func:`verify_folder` checks a manifest on load, so a
+damaged checkpoint is named and skipped instead of loaded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from nudgelib.config import ConfigError
+
+MARKER = "nudgelib-run.json"
+LOCK = "nudgelib-run.lock"
+MANIFEST = "MANIFEST.json"
+# what nudgelib itself writes into a run folder; nothing else there is ever deleted
+RUN_FILES = frozenset({MARKER, LOCK, "metrics.jsonl", "metrics.jsonl.tmp", "checkpoints",
+                       "config.json", "adapter", ".tmp-adapter", "hint_bank", ".tmp-hint_bank",
+                       "fork.json"})
+
+
+class RunFolderError(ConfigError):
+    """A run folder that cannot be used as asked (not a run, locked, other problems...)."""
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def problems_hash(problems: Iterable) -> str:
+    """SHA-256 over the training problems' ids, questions and gold answers, in order."""
+    return _hash([[p.id, p.question, p.answer] for p in problems])
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def claim_run_folder(out: Path, cfg_dict: dict, problems) -> dict:
+    """Make ``out`` this run's folder, or check that it already is.
+
+    - missing or empty: created, and the marker written;
+    - holding the marker: the training problems must be the ones it was made with (a changed
+      ``NUDGE_DATA_DIR`` with the same ids is refused, naming the first problem that differs);
+    - a folder of an older nudgelib (complete checkpoints but no marker): adopted;
+    - anything else: refused, before anything is written.
+
+    Returns the marker."""
+    out = Path(out)
+    problems = list(problems)
+    marker_path = out / MARKER
+    if marker_path.is_file():
+        try:
+            marker = json.loads(marker_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunFolderError(f"{marker_path}: unreadable run marker ({err}); if this is a "
+                                 f"nudgelib run folder, restore the file or start a new --out") \
+                from err
+        want = problems_hash(problems)
+        if marker.get("problems_hash") != want:
+            raise RunFolderError(
+                f"{out} was made with other training problems than this run's "
+                f"({_first_difference(marker.get('problems', []), problems)}); the data folder "
+                f"(NUDGE_DATA_DIR) or the task config changed. Resume with the same data, or "
+                f"start a new run folder")
+        return marker
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a folder: choose another run folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    legacy = out.is_dir() and (  # a run of an older nudgelib: nudgelib's or TRL's checkpoints
+        any((p / "COMPLETE").is_file() for p in out.glob("checkpoints/step-*"))
+        or any((p / "trainer_state.json").is_file() for p in out.glob("checkpoint-*")))
+    if entries and not legacy:
+        raise RunFolderError(
+            f"{out} is not empty and is not a nudgelib run folder (no {MARKER}; it holds "
+            f"{', '.join(entries[:5])}{'…' if len(entries) > 5 else ''}); nothing was written. "
+            f"Choose a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        marker = {"nudgelib_run": 1, "created": _now(), "config_hash": _hash(cfg_dict),
+                  "problems_hash": problems_hash(problems),
+                  "problems": [[p.id, _hash([p.question, p.answer])[:16]] for p in problems]}
+        write_atomic(marker_path, json.dumps(marker, indent=1))
+    except OSError as err:
+        raise RunFolderError(f"cannot write the run folder {out}: {_os_reason(err)}") from err
+    return marker
+
+
+def _first_difference(saved: list, problems: list) -> str:
+    now = {p.id: _hash([p.question, p.answer])[:16] for p in problems}
+    for pid, digest in saved:
+        if pid not in now:
+            return f"problem {pid!r} is no longer in the training set"
+        if now[pid] != digest:
+            return f"problem {pid!r} has another question or answer now"
+    if len(saved) != len(problems):
+        return f"{len(saved)} problems then, {len(problems)} now"
+    return "the same problems in another order"
+
+
+def _os_reason(err: OSError) -> str:
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        return f"no space left on the device ({err.filename or ''})"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({err.filename or ''})"
+    return str(err)
+
+
+# ----------------------------------------------------------------------------- the lock
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder: ``LOCK`` created with ``O_EXCL`` holding pid, host
+    and start time, removed on release. A lock of a process that is gone (same host, pid not
+    running) is stale: it is reported and replaced. A lock of this very process (a notebook
+    that re-runs its training cell) is taken over. Any other holder is named in the error."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK
+        self.held = False
+        self.replaced: dict | None = None  # the stale lock this one replaced, if any
+
+    def acquire(self) -> RunLock:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:
+                    continue  # released between our two looks
+                if holder.get("host") == me["host"] and (
+                        holder.get("pid") == me["pid"] or not _pid_alive(int(holder["pid"]))):
+                    if holder.get("pid") != me["pid"]:
+                        self.replaced = holder
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise RunFolderError(
+                    f"{self.path.parent} is in use by pid {holder.get('pid')} on "
+                    f"{holder.get('host')} since {holder.get('since')} (lock file {self.path}). "
+                    f"Wait for that run to end; if it is gone (a dead Colab runtime), delete "
+                    f"the lock file") from None
+            except OSError as err:
+                raise RunFolderError(f"cannot lock {self.path.parent}: {_os_reason(err)}") \
+                    from err
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            self.held = True
+            import atexit
+
+            atexit.register(self.release)  # a normal exit leaves no lock behind
+            return self
+        raise RunFolderError(f"could not take the lock {self.path}: it keeps changing hands")
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError):
+            return {"pid": "?", "host": "?", "since": "? (unreadable lock file)"}
+
+    def release(self) -> None:
+        if self.held:
+            holder = self._holder()
+            if holder and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ----------------------------------------------------------------------------- manifests
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsynced, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync_path(path.parent)
+
+
+def write_manifest(folder: Path, *, last: str | None = None) -> dict:
+    """fsync every file under ``folder``, then write ``MANIFEST`` (sizes and SHA-256 of them
+    all) and, when given, the file ``last`` (e.g. a completeness marker) after it."""
+    folder = Path(folder)
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name not in (MANIFEST, last):
+            _fsync_path(p)
+            files[p.relative_to(folder).as_posix()] = {"size": p.stat().st_size,
+                                                       "sha256": _sha256(p)}
+    manifest = {"files": files}
+    for name, text in ((MANIFEST, json.dumps(manifest, indent=1)),
+                       *(((last, "complete\n"),) if last else ())):
+        with open(folder / name, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    for d in sorted({p.parent for p in folder.rglob("*")} | {folder}, reverse=True):
+        _fsync_path(d)
+    return manifest
+
+
+def verify_folder(folder: Path) -> str | None:
+    """None when every file of ``folder``'s manifest is there with its size and checksum;
+    else what is wrong, naming the file. A folder without a manifest (written by an older
+    nudgelib) is reported as such."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"{folder / MANIFEST} is missing (written by an older nudgelib, or damaged)"
+    except (OSError, json.JSONDecodeError) as err:
+        return f"{folder / MANIFEST} is unreadable ({err})"
+    for rel, want in manifest.get("files", {}).items():
+        p = folder / rel
+        if not p.is_file():
+            return f"{p} is missing"
+        size = p.stat().st_size
+        if size != want["size"]:
+            return f"{p} has {size} bytes, its manifest says {want['size']} (truncated?)"
+        if _sha256(p) != want["sha256"]:
+            return f"{p} does not match its checksum (damaged bytes)"
+    return None
+
+
+def save_folder_atomic(final: Path, write, *, last: str | None = None) -> Path:
+    """``write(tmp)`` fills a temporary folder beside ``final``; it gets a manifest, then
+    replaces ``final`` by a rename (the parent folder fsynced). A kill at any point leaves
+    either the old ``final`` or the new one, never a half-written one."""
+    final = Path(final)
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    write_manifest(tmp, last=last)
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _fsync_path(final.parent)
+    return final
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+COMPLETE = "COMPLETE"
+
+
+def rng_state() -> dict:
+    """Every RNG a training step draws from (torch, CUDA, Python, NumPy), for a checkpoint."""
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def complete_checkpoints(out_dir) -> list[Path]:
+    """Complete checkpoints under ``out_dir/checkpoints``, oldest first."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.name.startswith("step-") and (p / COMPLETE).is_file())
+
+
+def newest_verified_checkpoint(out_dir, *, report=None) -> Path | None:
+    """The newest complete checkpoint whose files match their manifest. A damaged one is
+    reported through ``report(message)`` (naming the file and the checkpoint used instead)
+    and skipped; a checkpoint of an older nudgelib (no manifest) is used as it is."""
+    found = complete_checkpoints(out_dir)
+    damaged = []
+    for ckpt in reversed(found):
+        problem = verify_folder(ckpt)
+        if problem is None or (not (ckpt / MANIFEST).exists() and _older_layout(ckpt)):
+            if damaged and report is not None:
+                report(f"checkpoint {damaged[-1][0].name} is damaged: {damaged[-1][1]}; "
+                       f"resuming from {ckpt.name} instead")
+            return ckpt
+        damaged.append((ckpt, problem))
+    if damaged and report is not None:
+        report("; ".join(f"checkpoint {c.name} is damaged: {p}" for c, p in damaged)
+               + "; no intact checkpoint is left")
+    return None
+
+
+def _older_layout(ckpt: Path) -> bool:
+    """A checkpoint written before manifests existed: its files are all there."""
+    return (ckpt / "trainer_state.pt").is_file() and (ckpt / "policy").is_dir()
+
+
+def retire_checkpoint(ckpt: Path) -> None:
+    """Delete a checkpoint so that no kill can leave it looking complete: its completeness
+    marker goes first."""
+    (Path(ckpt) / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def clean_partial_checkpoints(out_dir) -> None:
+    """Remove what a kill left behind under ``checkpoints/``: temporary, retired and
+    incomplete ``step-*`` folders (only nudgelib's own names)."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        own = p.name.startswith(("step-", ".tmp-step-", ".old-step-"))
+        if own and p.is_dir() and not (p / COMPLETE).is_file():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def read_metric_rows(source: Path, up_to_step: int) -> list[dict]:
+    """The rows of ``metrics.jsonl`` for steps 1..``up_to_step``. A line that is not a metric
+    row (the last one cut by a kill, or a damaged one) is reported with its number, as are
+    missing or repeated steps; nothing is dropped silently."""
+    import warnings
+
+    kept, bad = [], []
+    source = Path(source)
+    if source.is_file():
+        for n, line in enumerate(source.read_text(errors="replace").splitlines(), 1):
+            try:
+                row = json.loads(line)
+                step = int(row["step"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                bad.append(n)
+                continue
+            if step <= up_to_step:
+                kept.append(row)
+    if bad:
+        warnings.warn(f"{source}: line(s) {bad} are not metric rows (cut by a kill, or damaged) "
+                      f"and were left out; {len(kept)} rows kept", stacklevel=3)
+    steps = [r["step"] for r in kept]
+    if source.is_file() and steps != list(range(1, up_to_step + 1)):
+        warnings.warn(f"{source}: the rows up to step {up_to_step} are steps {steps[:8]}"
+                      f"{'…' if len(steps) > 8 else ''}, not 1..{up_to_step}: some are missing "
+                      f"or repeated", stacklevel=3)
+    return kept
