@@ -33,6 +33,8 @@ def test_local_dir_is_used_and_parsed(tmp_path, monkeypatch):
         ({"question": "q", "answer": "no marker"}, "no '#### <number>'"),
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
+        ({"question": "q", "answer": "work\n####   "}, "empty after '####'"),  # issue 22
+        ({"question": "  ", "answer": "#### 1"}, "field 'question' is empty"),
     ],
 )
 def test_malformed_rows_name_file_line_and_field(tmp_path, monkeypatch, row, message):
@@ -64,3 +66,28 @@ def test_real_data_counts(real_data):
     assert {lvl: sum(p.level == lvl for p in m) for lvl in range(1, 6)} == {
         1: 43, 2: 90, 3: 105, 4: 128, 5: 134}  # MATH-500 problems per level (levels 1-5)
     assert len(real_data("math500", levels=[5], limit=10)) == 10
+
+
+def test_a_byte_that_is_not_utf8_names_file_line_and_column(tmp_path, monkeypatch):
+    _write(tmp_path, "gsm8k", "train", [{"question": "ok", "answer": "#### 1"}])
+    with open(tmp_path / "gsm8k" / "train.jsonl", "ab") as fh:
+        fh.write(b'{"question": "caf\xe9", "answer": "#### 2"}\n')
+    monkeypatch.setenv("NUDGE_DATA_DIR", str(tmp_path))
+    with pytest.raises(problems.DataFormatError, match=r"train\.jsonl:2: not UTF-8 \(byte 0xe9 "
+                                                       r"at column 18\)"):
+        problems.load_gsm8k("train")
+
+
+@pytest.mark.parametrize("level,expect", [(3, 3), ("3", 3), ("Level 3", 3), ("Level x", None),
+                                          (True, None)])
+def test_math500_level_as_number_or_level_n(tmp_path, monkeypatch, level, expect):
+    row = {"problem": "p", "answer": "1", "solution": "s", "subject": "Algebra",
+           "unique_id": "test/algebra/1.json", "level": level}
+    _write(tmp_path, "math500", "test", [row])
+    monkeypatch.setenv("NUDGE_DATA_DIR", str(tmp_path))
+    if expect is None:
+        with pytest.raises(problems.DataFormatError, match=r"test\.jsonl:1: field 'level' should "
+                                                           r"be an integer 1-5 or 'Level N'"):
+            problems.load_math500()
+    else:
+        assert problems.load_math500()[0].level == expect

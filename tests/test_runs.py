@@ -259,3 +259,41 @@ def test_a_half_written_hint_bank_is_made_again(tmp_path):
     with pytest.warns(UserWarning, match=r"hint_bank.*(bytes|checksum).*the hints are made again"):
         again = build_hints(cfg, ["partial_steps"], problems, None, tmp_path)
     assert again.records() == bank.records() and verify_folder(saved) is None
+
+
+def test_a_bank_for_other_problems_is_reported_and_missing_hints_are_logged(tmp_path):
+    """Issue 22: NuRL with hints for other problems used to nudge nothing, silently."""
+    from nudgelib.hints import HintBank
+
+    bank = tmp_path / "bank"
+    HintBank.from_records([{"problem_id": "elsewhere", "hint_type": "partial_steps",
+                            "hint": "not 1 2 3"}]).save(bank)
+    cfg = get_train_config("toy-table", nudging="nurl", hint_type="partial_steps", seed=1,
+                           hint_bank=str(bank))
+    with pytest.warns(UserWarning, match=r"none of the 24 training problems has a "
+                                         r"partial_steps hint: nurl can nudge no group"):
+        tr = Trainer(cfg, progress=False)
+    df = tr.train(until_step=3)
+    assert df["missing_hints"].sum() > 0 and df["frac_nudged"].max() == 0
+
+
+def test_a_loaded_bank_is_checked_for_leaks_again(tmp_path):
+    """A hand-edited row that gives the answer but says leak=False is flagged and not served."""
+    from nudgelib.arithmetic import arithmetic_problems
+    from nudgelib.config import build_hints
+    from nudgelib.hints import HintBank
+
+    problems = arithmetic_problems({"chain": 2})
+    p = problems[0]
+    bank = tmp_path / "bank"
+    HintBank.from_records([
+        {"problem_id": p.id, "hint_type": "partial_steps", "hint": f"The answer is {p.answer}.",
+         "leak": False},
+        {"problem_id": problems[1].id, "hint_type": "partial_steps", "hint": "Add them up."}],
+    ).save(bank)
+    cfg = get_train_config("cpu-fast", nudging="nurl", hint_bank=str(bank))
+    with pytest.warns(UserWarning, match=r"1 hint\(s\) leak their problem's gold answer"):
+        loaded = build_hints(cfg, ["partial_steps"], problems, None, None)
+    assert loaded.lookup(p.id, "partial_steps") is None
+    assert loaded.lookup(problems[1].id, "partial_steps") == "Add them up."
+    assert loaded.to_pandas()["leak"].tolist() == [True, False]

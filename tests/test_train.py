@@ -287,9 +287,9 @@ def test_nudging_config_errors_name_the_field():
         get_train_config("toy-fast", nudging="nrl")
     with pytest.raises(ConfigError, match="TrainConfig.stage1='plateau'.*nudging='none'"):
         get_train_config("toy-fast", stage1="plateau")
-    with pytest.raises(ConfigError, match="TrainConfig.nudging_options: nudging strategy 'nurl'"):
-        Trainer(get_train_config("toy-table", nudging="nurl", nudging_options={"tiers": [1]}),
-                progress=False)
+    with pytest.raises(ConfigError, match=r"TrainConfig.nudging_options=\{'tiers': \[1\]\} is "
+                                          r"invalid; expected keyword arguments of NuRL"):
+        get_train_config("toy-table", nudging="nurl", nudging_options={"tiers": [1]})
     with pytest.raises(ConfigError, match="hint_bank='/nope'"):
         Trainer(get_train_config("toy-table", nudging="nurl", hint_bank="/nope"), progress=False)
 
@@ -492,3 +492,27 @@ def test_real_math_validation_problems_follow_the_training_problems(real_data):
     train, val = build_problems(cfg), build_val_problems(cfg)
     assert len(val) == 5 and not {p.id for p in train} & {p.id for p in val}
     assert max(len(p.question) for p in train) <= min(len(p.question) for p in val)
+
+
+@pytest.mark.parametrize("item,expected", [
+    ("top_p=abc", r"TrainConfig\.top_p='abc' is invalid; expected a number in \(0, 1\]"),
+    ("lr=true", r"TrainConfig\.lr=True is invalid; expected a finite number > 0"),
+    ("lr=null", r"TrainConfig\.lr=null is invalid"),
+    ('estimator_options={"bogus": 1}', r"estimator_options=.*keyword arguments of grpo: "
+                                       r"\['eps', 'unbiased'\] \(unknown: \['bogus'\]\)"),
+    ('nudging_options={"nope": 1}', r"nudging_options=.*\(unknown: \['nope'\]\)"),
+])
+def test_cli_values_are_checked_when_the_config_is_built(item, expected, tmp_path):
+    """Issue 22: wrong values are named (field and expected form) before anything runs."""
+    from nudgelib.config import config_from_args
+    from nudgelib.train import build_parser
+
+    argv = ["--config", "toy-fast", "--steps", "1", "--out", str(tmp_path / "x"), "--set", item]
+    if item.startswith("nudging_options"):
+        argv += ["--nudging", "nurl"]
+    with pytest.raises(ConfigError, match=expected):
+        config_from_args(build_parser().parse_args(argv))
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text('{"lr": null}')
+    with pytest.raises(ConfigError, match=r"TrainConfig\.lr=null is invalid"):
+        TrainConfig.from_dict(json.loads(cfg_file.read_text()))

@@ -264,3 +264,21 @@ def test_benchmark_1000_gsm8k_completions_under_5s():
     elapsed = time.perf_counter() - t0
     assert elapsed < 5.0, elapsed
     assert sum(r.correct for r in res) == 600  # 3 of the 5 shapes state the right answer
+
+
+@pytest.mark.parametrize("text", ["The answer is \\boxed{2", "The answer is \\frac{4}{2",
+                                  "Final answer: \\fbox{2"])
+def test_a_truncated_box_or_brace_states_no_answer(text):
+    """Issue 22: an output cut inside its box has no well-formed answer; the phrase fallback
+    must not pick the half box up (it did, and math-verify then closed it)."""
+    assert V.extract_answer(text) is None
+    assert not V.verify("2", text)
+
+
+@pytest.mark.parametrize("digit", ["\u0663", "\uff13"])  # Arabic-Indic three, full-width three
+def test_non_ascii_digits_are_decided_as_math_verify_decides(digit):
+    """The fast path reads ASCII digits only; other digits go to math-verify, whose verdict
+    (no) the fast path used to contradict."""
+    assert V.as_number(digit) is None
+    assert not V.verify("3", f"\\boxed{{{digit}}}")
+    assert V.verify("3", "\\boxed{3}")
