@@ -405,3 +405,28 @@ def read_metric_rows(source: Path, up_to_step: int) -> list[dict]:
                       f"{'…' if len(steps) > 8 else ''}, not 1..{up_to_step}: some are missing "
                       f"or repeated", stacklevel=3)
     return kept
+
+
+def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
+    """Refuse to start when ``folder``'s device has less than ``need_bytes`` free (a run that
+    would fail at its first checkpoint, minutes in)."""
+    free = shutil.disk_usage(Path(folder)).free
+    if free < need_bytes:
+        raise RunFolderError(f"not enough space for {what} in {folder}: about "
+                             f"{need_bytes / 2**20:.1f} MB needed, {free / 2**20:.1f} MB free")
+
+
+def save_error(err: Exception, where: Path, what: str) -> RunFolderError:
+    """What a failed save says: "no space left" when the device is full (``torch.save`` then
+    raises ``RuntimeError: ... unexpected pos``, not ENOSPC), permission, else the error."""
+    import errno
+
+    reason = _os_reason(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or (
+            free is not None and free < 2**20):
+        reason = f"no space left on the device ({free if free is not None else '?'} bytes free)"
+    return RunFolderError(f"cannot save {what} in {where}: {reason}")

@@ -63,6 +63,7 @@ from nudgelib.runs import (
     LOCK,
     RunFolderError,
     RunLock,
+    check_free_space,
     claim_run_folder,
     clean_partial_checkpoints,
     complete_checkpoints,
@@ -70,6 +71,7 @@ from nudgelib.runs import (
     read_metric_rows,
     retire_checkpoint,
     rng_state,
+    save_error,
     save_folder_atomic,
     set_rng_state,
     verify_folder,
@@ -151,6 +153,9 @@ class Trainer:
         self.params = self.policy.trainable_parameters()
         if not self.params:
             raise ConfigError("the policy has no trainable parameters")
+        if self.out is not None:  # weights + two Adam moments, the new and the kept ones
+            ckpt = 3 * sum(p.numel() * p.element_size() for p in self.params) + 2**20
+            check_free_space(self.out, ckpt * (max(1, cfg.keep_checkpoints) + 1), "checkpoints")
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.99),
                                            weight_decay=cfg.weight_decay)
         warmup = cfg.warmup_steps
@@ -464,9 +469,8 @@ class Trainer:
 
         try:  # files, then their manifest, then COMPLETE; fsynced; renamed into place
             final = save_folder_atomic(self.checkpoint_dir(self.step), write, last=_COMPLETE)
-        except OSError as err:
-            raise RunFolderError(f"cannot save the checkpoint of step {self.step} in "
-                                 f"{self.out / CHECKPOINTS}: {err.strerror or err}") from err
+        except (OSError, RuntimeError) as err:  # a full disk: RuntimeError "unexpected pos"
+            raise save_error(err, self.out, f"the checkpoint of step {self.step}") from err
         self._prune_checkpoints()
         return final
 

@@ -356,7 +356,13 @@ class _Server:
         except (OSError, ValueError):
             self.pending.pop(req, None)
             return "error"
-        if slot[0].wait(timeout + _REPLY_MARGIN):
+        # The server's deadline is CPU time in the check's own process, and at most one check
+        # per CPU runs at once (the rest queue): wait for the checks ahead of this one, and
+        # for a child that is stuck without computing (killed at WALL_FACTOR x the deadline).
+        from nudgelib._verify_server import MAX_CHILDREN, WALL_FACTOR
+
+        rounds = 1 + (len(self.pending) - 1) // MAX_CHILDREN
+        if slot[0].wait(rounds * (WALL_FACTOR * timeout + 0.5) + _REPLY_MARGIN):
             return slot[1]
         self.pending.pop(req, None)
         return "timeout"
@@ -468,9 +474,12 @@ def verify(gold, completion, *, timeout: float = 2.0,
 
     ``gold`` is the answer as datasets store it (``\\frac{3}{56}``, ``18``, ``\\text{Evelyn}``,
     a tuple...). ``completion`` is a string or chat messages; ``strategies`` is how its answer
-    is found (:func:`extract_answer`). Returns within ``timeout`` seconds
-    (+ at most 0.25 s) from any thread, once the math-verify server has started (see
-    :func:`warmup`; its one-time start is not charged to the deadline).
+    is found (:func:`extract_answer`). The check may use ``timeout`` seconds of CPU time in its
+    own process (POSIX), so a machine busy with other checks cannot turn a correct answer into a
+    timeout; on an idle machine it returns within about ``timeout`` seconds (+ 0.25 s), from
+    any thread, once the math-verify server has started (see :func:`warmup`; its one-time
+    start is not charged to the deadline). A check that stops computing (stuck) is killed at
+    four times the deadline.
     """
     timeout = _check_timeout(timeout)
     t0 = time.perf_counter()
@@ -488,8 +497,9 @@ def verify_batch(golds: Sequence, completions: Sequence, *, timeout: float = 2.0
                  strategies: Sequence[str] = DEFAULT_STRATEGIES) -> list[VerifyResult]:
     """:func:`verify` over many pairs: fast path inline, the rest ``workers`` at a time.
 
-    Each item gets the same deadline, counted from when it is sent to math-verify.
-    ``workers`` defaults to min(4, CPU count).
+    Each item gets the same deadline: ``timeout`` seconds of CPU time of its own check (on
+    POSIX; measured in the worker, so other checks running at the same time cannot use it
+    up), with at most one check per CPU at once. ``workers`` defaults to min(4, CPU count).
     """
     timeout = _check_timeout(timeout)
     if len(golds) != len(completions):

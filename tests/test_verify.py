@@ -282,3 +282,19 @@ def test_non_ascii_digits_are_decided_as_math_verify_decides(digit):
     assert V.as_number(digit) is None
     assert not V.verify("3", f"\\boxed{{{digit}}}")
     assert V.verify("3", "\\boxed{3}")
+
+
+def test_load_does_not_turn_correct_answers_into_timeouts():
+    """Issue 22: 8 hostile outputs that spend their whole deadline, 8 correct answers that need
+    math-verify, 8 threads on this machine. With wall-clock deadlines and a child per request,
+    correct answers timed out (bench/verify_load.py: 13/16 before, 16/16 now); the deadline is
+    now CPU time measured in the child, with one child per CPU."""
+    hostile = ["\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{100000000!}"]
+    legit = [("x^2+7x+10", "\\boxed{(x+2)(x+5)}"), ("3\\sqrt{13}", "\\boxed{\\sqrt{117}}")]
+    golds, comps = [], []
+    for i in range(8):
+        golds += ["5", legit[i % 2][0]]
+        comps += [hostile[i % 2], legit[i % 2][1]]
+    res = V.verify_batch(golds, comps, timeout=0.5, workers=8)
+    assert [r.reason for r in res[1::2]] == ["correct"] * 8
+    assert all(r.reason == "timeout" for r in res[0::2]), [r.reason for r in res[0::2]]

@@ -324,3 +324,31 @@ def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     summary = json.loads([x for x in proc.stdout.splitlines() if x.startswith("{")][-1])
     assert summary["step"] == 2
+
+
+def test_the_trl_script_refuses_a_folder_in_use_or_not_a_run(tmp_path, capsys):
+    """Issue 22: the TRL script claims and locks its run folder like nudgelib.train, before
+    the model is loaded."""
+    from nudgelib.config import build_problems, get_train_config
+    from nudgelib.integrations import trl_train
+    from nudgelib.runs import LOCK, claim_run_folder
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    argv = ["--config", "cpu-fast", "--steps", "1", "--out"]
+    assert trl_train.main([*argv, str(user)]) == 2
+    assert "is not a nudgelib run folder" in capsys.readouterr().err
+    assert [p.name for p in user.iterdir()] == ["notes.txt"]
+    run = tmp_path / "run"
+    cfg = get_train_config("cpu-fast")
+    claim_run_folder(run, cfg.to_dict(), build_problems(cfg))  # another run's folder...
+    holder = subprocess.Popen(["sleep", "30"])  # ...whose live process holds the lock
+    try:
+        (run / LOCK).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                            "since": "earlier"}))
+        assert trl_train.main([*argv, str(run)]) == 2
+        assert f"in use by pid {holder.pid} on {socket.gethostname()}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
