@@ -611,19 +611,22 @@ def strategies_for(engine: str) -> tuple[str, ...]:
 
 def warn_if_no_hints(nudger, problems: Sequence[Problem]) -> int:
     """How many of ``problems`` have a hint of every type the strategy asks for; a warning
-    when none has (e.g. a bank made for other problems: nothing could ever be nudged). Fewer
-    than all is normal (only hard problems may have hints); the per-step metric
-    ``missing_hints`` counts the 0/G groups that found none."""
+    when none has (e.g. a bank made for other problems: nothing could ever be nudged), the
+    count on stdout when some lack one (often by design: only hard problems may have hints).
+    The per-step metric ``missing_hints`` counts the 0/G groups that found none."""
     import warnings
 
     if not hasattr(nudger, "hint_for"):
         return len(problems)
     covered = sum(all(nudger.hint_for(p, t) is not None for t in nudger.hint_types)
                   for p in problems)
+    kinds = "/".join(nudger.hint_types)
     if problems and not covered:
-        warnings.warn(f"none of the {len(problems)} training problems has a "
-                      f"{'/'.join(nudger.hint_types)} hint: {nudger.name} can nudge no group",
-                      stacklevel=3)
+        warnings.warn(f"none of the {len(problems)} training problems has a {kinds} hint: "
+                      f"{nudger.name} can nudge no group", stacklevel=3)
+    elif covered < len(problems):  # said once, on stdout: it is often by design
+        print(f"{nudger.name}: {covered} of {len(problems)} training problems have a {kinds} "
+              f"hint; 0/G groups of the others are counted per step as missing_hints")
     return covered
 
 

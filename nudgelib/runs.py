@@ -28,10 +28,6 @@ from nudgelib.config import ConfigError
 MARKER = "nudgelib-run.json"
 LOCK = "nudgelib-run.lock"
 MANIFEST = "MANIFEST.json"
-# what nudgelib itself writes into a run folder; nothing else there is ever deleted
-RUN_FILES = frozenset({MARKER, LOCK, "metrics.jsonl", "metrics.jsonl.tmp", "checkpoints",
-                       "config.json", "adapter", ".tmp-adapter", "hint_bank", ".tmp-hint_bank",
-                       "fork.json"})
 
 
 class RunFolderError(ConfigError):

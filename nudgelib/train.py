@@ -579,12 +579,15 @@ class Trainer:
                 raise ConfigError("export_adapter needs a path: this Trainer has no out_dir")
             path = self.out / ADAPTER
         path = Path(path)
+        if path.exists() and not (path / "nudgelib_config.json").is_file():
+            raise RunFolderError(f"{path} exists and is not an adapter nudgelib exported; "
+                                 f"nothing was written (choose another path)")
         tmp = path.with_name(f".tmp-{path.name}")
         shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save(tmp)
         (tmp / "nudgelib_config.json").write_text(json.dumps(
             {**self.cfg.to_dict(), "step": self.step}, indent=1))
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)  # a previous export of ours
         tmp.rename(path)
         return path
 

@@ -328,3 +328,14 @@ def test_a_full_disk_is_named_before_training_and_at_a_save(tmp_path, monkeypatc
         tr.save_checkpoint()
     monkeypatch.undo()
     assert complete_checkpoints(tmp_path / "b") == [], "nothing half-written looks complete"
+
+
+def test_export_adapter_never_replaces_a_folder_it_did_not_write(tmp_path):
+    user = _user_folder(tmp_path)
+    before = _snapshot(user)
+    tr = Trainer(_cfg(), progress=False)
+    with pytest.raises(RunFolderError, match="is not an adapter nudgelib exported"):
+        tr.export_adapter(user)
+    assert _snapshot(user) == before
+    out = tr.export_adapter(tmp_path / "adapter")
+    assert tr.export_adapter(out) == out  # its own export is replaced
