@@ -140,10 +140,15 @@ class RunLock:
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK
         self.held = False
+        self.token = ""
         self.replaced: dict | None = None  # the stale lock this one replaced, if any
 
     def acquire(self) -> RunLock:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        import uuid
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
+              "token": uuid.uuid4().hex}  # whose lock it is, even within one process
+        self.token = me["token"]
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -187,7 +192,7 @@ class RunLock:
     def release(self) -> None:
         if self.held:
             holder = self._holder()
-            if holder and holder.get("pid") == os.getpid():
+            if holder and holder.get("token") == self.token:  # not a lock taken over since
                 self.path.unlink(missing_ok=True)
             self.held = False
 

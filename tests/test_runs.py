@@ -108,10 +108,13 @@ def test_one_writer_per_run_folder(tmp_path):
     assert lock.replaced["pid"] == other.pid
     lock.release()
     assert not (tmp_path / "b" / LOCK).exists()
-    # this process again (a notebook re-running its cell): taken over
+    # this process again (a notebook re-running its cell): taken over, and the old Trainer's
+    # release no longer removes the new one's lock
     again = Trainer(_cfg(), run, progress=False)
-    again.close()
     tr.close()
+    assert (run / LOCK).exists()
+    again.close()
+    assert not (run / LOCK).exists()
 
 
 def test_two_cli_runs_on_one_folder_exactly_one_runs(tmp_path):
