@@ -28,9 +28,9 @@ import signal
 import sys
 import time
 
+from nudgelib.verify import MAX_CHILDREN, WALL_FACTOR
+
 MEMORY_LIMIT_BYTES = 2 * 2**30
-MAX_CHILDREN = max(1, os.cpu_count() or 1)
-WALL_FACTOR = 4.0
 TIMEOUT_SIGNALS = (signal.SIGPROF, signal.SIGXCPU, signal.SIGKILL)
 _WARMUP = [
     ("\\frac{14}{3}", "\\dfrac{14}{3}"),

@@ -293,6 +293,10 @@ def math_verify_check(gold: str, pred: str, seconds: int) -> str:
 
 SERVER_START_TIMEOUT = 120.0
 """Seconds to wait for the math-verify server to start (a one-time import of sympy)."""
+MAX_CHILDREN = max(1, os.cpu_count() or 1)
+"""Checks the math-verify server runs at once (one per CPU); later ones queue."""
+WALL_FACTOR = 4.0
+"""A check still running this many times its (CPU-time) deadline later is killed: stuck."""
 _REPLY_MARGIN = 0.25
 """Seconds allowed beyond the deadline for the server to kill a child and answer."""
 
@@ -359,8 +363,6 @@ class _Server:
         # The server's deadline is CPU time in the check's own process, and at most one check
         # per CPU runs at once (the rest queue): wait for the checks ahead of this one, and
         # for a child that is stuck without computing (killed at WALL_FACTOR x the deadline).
-        from nudgelib._verify_server import MAX_CHILDREN, WALL_FACTOR
-
         rounds = 1 + (len(self.pending) - 1) // MAX_CHILDREN
         if slot[0].wait(rounds * (WALL_FACTOR * timeout + 0.5) + _REPLY_MARGIN):
             return slot[1]
