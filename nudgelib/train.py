@@ -75,6 +75,7 @@ from nudgelib.runs import (
     save_folder_atomic,
     set_rng_state,
     verify_folder,
+    write_atomic,
 )
 from nudgelib.stages import PlateauDetector, drop_solved, feed_plateau_detectors
 
@@ -544,9 +545,7 @@ class Trainer:
         self.rows = kept
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            tmp = self.out / (METRICS_FILE + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.out / METRICS_FILE)
+            write_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
 
     def fork_from(self, checkpoint: str | os.PathLike) -> dict:
         """Start this run from another run's checkpoint: NuRL from the GRPO checkpoint at its
