@@ -13,6 +13,7 @@ whole batch never exist at once; ``bench/logprob_memory.py`` measures the saving
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -62,7 +63,10 @@ class HFPolicy(Policy):
     ``instruction`` and applies the tokenizer's chat template (plain text when it has none).
     ``stop_at_newline`` ends a completion at its first newline after the first token (a stop
     sequence, for short-answer tasks whose answer is the first line). Sampling is an explicit
-    KV-cached loop rather than ``generate()``: it draws with a
+    KV-cached loop rather than ``generate()``; on CPU, for Llama-family models, the lean loop
+    of :mod:`nudgelib.decode` (``fast_decode``, default on unless ``NUDGE_FAST_DECODE=0``;
+    ``compact_finished`` drops stopped rows, ``pack_weights`` uses oneDNN's packed weights),
+    else transformers' forward step by step. Either draws with a
     ``torch.Generator`` (exact, resumable runs) and keeps only the sampled tokens' log-probs
     (``generate(output_scores=True)`` would keep N x T x vocab scores).
 
@@ -76,8 +80,14 @@ class HFPolicy(Policy):
     def __init__(self, model, tokenizer, *, instruction: str = DEFAULT_INSTRUCTION,
                  system_prompt: str | None = None, logprob_chunk_tokens: int | None = None,
                  model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True,
-                 stop_at_newline: bool = False):
+                 stop_at_newline: bool = False, fast_decode: bool | None = None,
+                 compact_finished: bool = True, pack_weights: bool = True):
         self.model, self.tokenizer = model, tokenizer
+        if fast_decode is None:
+            fast_decode = os.environ.get("NUDGE_FAST_DECODE", "1") != "0"
+        self.fast_decode, self.compact_finished = fast_decode, compact_finished
+        self.pack_weights = pack_weights
+        self._decoder, self._plain_weights = False, False  # False: not built yet
         self.stop_ids = newline_token_ids(tokenizer) if stop_at_newline else ()
         self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
         self.instruction, self.system_prompt = instruction, system_prompt
@@ -150,20 +160,26 @@ class HFPolicy(Policy):
         round-off). Costs one copy of the adapted weights while sampling; skipped for quantised
         bases and with ``merge_for_sampling=False``."""
         layers = []
+        # plain: the base layers' weights are the weights the model computes with (what the
+        # lean decode loop reads); not so while an unfolded adapter is active
+        plain = not self.is_peft
         if self.is_peft and self.merge_for_sampling:
             from peft.tuners.lora import LoraLayer
 
+            plain = all(str(getattr(c, "peft_type", "")).endswith("LORA")
+                        for c in self.model.peft_config.values())
             for m in self.model.modules():
-                if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
+                if plain and isinstance(m, LoraLayer) and not getattr(m, "merged", False):
                     if getattr(m, "disable_adapters", False):
                         layers = []  # inside disable_adapter(): the base model, nothing to fold
                         break
                     base = m.get_base_layer()
                     if type(base) is not nn.Linear or not base.weight.is_floating_point():
-                        layers = []  # e.g. a 4-bit base: sample through the adapter
+                        layers, plain = [], False  # e.g. a 4-bit base: sample through the adapter
                         break
                     layers.append((m, base))
         saved = []
+        self._plain_weights = plain
         try:
             with torch.no_grad():
                 for m, base in layers:
@@ -176,8 +192,20 @@ class HFPolicy(Policy):
             else:
                 yield
         finally:
+            self._plain_weights = False
             for base, data in saved:
                 base.weight.data = data
+
+    def _lean_decoder(self):
+        """The lean decode loop (:mod:`nudgelib.decode`) when it can run this model with the
+        current weights, else None (transformers' forward samples)."""
+        if not (self.fast_decode and self._plain_weights) or self.device.type != "cpu":
+            return None  # on a GPU transformers' forward samples: the lean loop is CPU-tested
+        if self._decoder is False:
+            from nudgelib.decode import LeanDecoder
+
+            self._decoder = LeanDecoder.for_model(self._causal_lm())
+        return self._decoder
 
     def _causal_lm(self):
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -222,6 +250,14 @@ class HFPolicy(Policy):
         cache_arg = _cache_argument(self._causal_lm())
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=pos[first], use_cache=True, logits_to_keep=1)
+        lean = self._lean_decoder()
+        if lean is not None:
+            return lean.generate(out, cache_arg, prompt_mask, first, inverse,
+                                 temperature=temperature, top_p=top_p,
+                                 max_new_tokens=max_new_tokens, generator=generator,
+                                 eos_ids=self.eos_ids, stop_ids=self.stop_ids,
+                                 pad_id=self.pad_id, compact=self.compact_finished,
+                                 pack=self.pack_weights)
         past, logits = getattr(out, cache_arg), out.logits[:, -1]
         if len(first) < len(inverse):
             past.batch_select_indices(inverse)

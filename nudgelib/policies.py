@@ -292,24 +292,30 @@ class Policy(ABC):
 
 
 def sample_next(logits: Tensor, temperature: float, top_p: float,
-                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus."""
+                 generator: torch.Generator, *, uniforms: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor]:
+    """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus
+    (``uniforms``: see :func:`sample_categorical`)."""
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     probs = top_p_filter(logp_all.exp(), top_p)
-    tok = sample_categorical(probs, generator)
+    tok = sample_categorical(probs, generator, uniforms=uniforms)
     return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
 
 
-def sample_categorical(probs: Tensor, generator: torch.Generator) -> Tensor:
+def sample_categorical(probs: Tensor, generator: torch.Generator, *,
+                       uniforms: Tensor | None = None) -> Tensor:
     """One index per row, drawn with probability ``probs[i] / probs.sum()``, by inverse CDF.
 
     One uniform number per row from ``generator`` (an explicit CPU generator keeps runs
     reproducible and resumable), against a float64 cumulative sum. ``torch.multinomial`` draws
     one exponential per vocabulary entry instead, which took ~20% of a sampling step for a
-    49k-token vocabulary. A zero-probability entry is never drawn.
+    49k-token vocabulary. A zero-probability entry is never drawn. ``uniforms`` ``[rows, 1]``
+    (float64, drawn by the caller from ``generator``) replaces the draw: a loop that drops
+    finished rows still draws for every row, so the live rows get the same numbers.
     """
     cdf = probs.double().cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64)
+    u = uniforms if uniforms is not None else torch.rand(
+        probs.shape[0], 1, generator=generator, dtype=torch.float64)
     u = u.to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 

@@ -1,0 +1,164 @@
+"""nudgelib.decode: the lean decode loop against transformers' forward (the reference loop) and
+against a float64 computation, its switches, and the models it refuses."""
+
+import pytest
+import torch
+
+from nudgelib.decode import LeanDecoder
+
+# prompts of different lengths (left padding); the first twice, so one distinct prompt has
+# 4 rows and the other 2 (unequal groups share the prompt's keys/values)
+PROMPTS = ["What is 2+3?", "Name a colour, then say why you like it.", "What is 2+3?"]
+SWITCHES = {"lean": (True, False, False), "lean+compact": (True, True, False),
+            "lean+pack": (True, False, True), "lean+compact+pack": (True, True, True)}
+
+
+def _sample(pol, switches, *, tokens=24, seed=0):
+    pol.fast_decode, pol.compact_finished, pol.pack_weights = switches
+    try:
+        return pol.sample(PROMPTS, 2, max_new_tokens=tokens,
+                          generator=torch.Generator().manual_seed(seed))
+    finally:
+        pol.fast_decode, pol.compact_finished, pol.pack_weights = True, True, True
+
+
+def _common_prefix(a, b):
+    """Mask of the positions before each row's first differing token (both masked in)."""
+    t = a.completion_ids.shape[1]
+    diff = a.completion_ids != b.completion_ids
+    first = torch.where(diff.any(1), diff.float().argmax(1), torch.full((diff.shape[0],), t))
+    return (torch.arange(t)[None] < first[:, None]) & a.completion_mask.bool(), first
+
+
+@pytest.fixture(scope="module")
+def smol(offline_model_dir):
+    from nudgelib.lm_policy import HFPolicy
+
+    torch.manual_seed(0)
+    pol = HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # an adapter that acts (B starts at 0), folded in while sampling
+        for n, p in pol.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return pol
+
+
+def test_smollm2_lean_loop_samples_what_the_reference_loop_samples(smol):
+    """Same generator, every switch: the same tokens (a row may leave the reference only at a
+    token both loops give probability < 1e-3: inverse-CDF sampling over 49k tokens moves a
+    boundary between improbable neighbours under float32 round-off), and log-probs within
+    float32 round-off of the reference's."""
+    assert smol._lean_decoder() is None  # outside sampling: no decision yet
+    ref = _sample(smol, (False, False, False))
+    assert smol._decoder is False, "the reference run must not have built the lean loop"
+    for name, sw in SWITCHES.items():
+        s = _sample(smol, sw)
+        assert isinstance(smol._decoder, LeanDecoder), name
+        same, first = _common_prefix(ref, s)
+        diverged = (first < ref.completion_ids.shape[1]).nonzero().squeeze(1).tolist()
+        assert len(diverged) <= 1, (name, diverged)
+        for r in diverged:
+            c = int(first[r])
+            assert max(ref.logp[r, c], s.logp[r, c]) < -6.9, (name, r, c)
+        d = (ref.logp - s.logp).abs() * same
+        assert float(d.sum() / same.sum()) < 1e-5 and float(d.max()) < 1e-4, (name, d.max())
+        assert torch.equal(s.prompt_ids, ref.prompt_ids) and s.texts[0] and len(s.texts) == 6
+
+
+def test_compaction_draws_the_same_numbers_for_the_live_rows(smol):
+    """Dropping stopped rows changes nothing: with the (row-invariant) packed weights the
+    tokens and log-probs are bit-identical with and without compaction (rows stop at their
+    first newline here, as short-answer runs do)."""
+    from nudgelib.lm_policy import newline_token_ids
+
+    smol.stop_ids = newline_token_ids(smol.tokenizer)
+    try:
+        a = _sample(smol, (True, False, True), tokens=32, seed=3)
+        b = _sample(smol, (True, True, True), tokens=32, seed=3)
+    finally:
+        smol.stop_ids = ()
+    assert (a.completion_mask.sum(1) < 32).any(), "some row must stop early for this to test"
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.logp, b.logp)
+
+
+def test_lean_loop_is_as_close_to_float64_as_the_reference_loop(smol):
+    """Error of each loop's log-probs against a float64 scoring of its own tokens: the lean
+    loop's (packed weights included) is within 1.5x the reference's."""
+    runs = {"ref": _sample(smol, (False, False, False)),
+            "lean": _sample(smol, (True, True, True))}
+    smol.model.double()
+    try:
+        err = {}
+        for k, s in runs.items():
+            with torch.no_grad():
+                lp64 = smol.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids,
+                                     s.completion_mask).float()
+            m = s.completion_mask
+            err[k] = float(((s.logp - lp64).abs() * m).sum() / m.sum())
+    finally:
+        smol.model.float()
+    assert 0 < err["ref"] < 1e-4
+    assert err["lean"] <= 1.5 * err["ref"], err
+
+
+def test_qwen2_with_biases_and_grouped_heads(offline_model_dir):
+    """A small random Qwen2 (q/k/v biases, 4 query heads on 2 key/value heads) with the
+    SmolLM2 tokenizer: the same tokens as the reference loop."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from nudgelib.lm_policy import HFPolicy
+
+    tok = AutoTokenizer.from_pretrained(str(offline_model_dir))
+    torch.manual_seed(1)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      initializer_range=0.5, tie_word_embeddings=False)
+    pol = HFPolicy(Qwen2ForCausalLM(cfg).eval(), tok)
+    assert LeanDecoder.unsupported_reason(pol.model) is None
+    assert pol.model.model.layers[0].self_attn.q_proj.bias is not None
+    ref = _sample(pol, (False, False, False), tokens=12)
+    s = _sample(pol, (True, True, True), tokens=12)
+    assert isinstance(pol._decoder, LeanDecoder)
+    assert torch.equal(s.completion_ids, ref.completion_ids)
+    assert (s.logp - ref.logp).abs().max() < 1e-4
+
+
+def test_models_the_loop_cannot_run_exactly_are_refused_by_name(offline_model_dir):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    assert "model_type 'gpt2'" in LeanDecoder.unsupported_reason(gpt2)
+    assert LeanDecoder.for_model(gpt2) is None
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2))
+    assert LeanDecoder.unsupported_reason(llama) is None
+    llama.model.layers[1].mlp.up_proj = torch.nn.Sequential(torch.nn.Linear(32, 64))
+    assert "layer 1 up_proj is Sequential" in LeanDecoder.unsupported_reason(llama)
+    with pytest.raises(ValueError, match="LeanDecoder: layer 1 up_proj"):
+        LeanDecoder(llama)
+
+
+def test_an_unfolded_adapter_samples_through_transformers(smol):
+    """merge_for_sampling=False keeps the adapter active: its weights are not the base
+    layers', so the lean loop must not run (it would sample from the base model)."""
+    smol.merge_for_sampling = False
+    try:
+        seen = []
+        real = smol._generate
+
+        def spy(*a, **k):
+            seen.append(smol._lean_decoder())
+            return real(*a, **k)
+
+        smol._generate = spy
+        s = smol.sample(["What is 2+3?"], 2, max_new_tokens=4,
+                        generator=torch.Generator().manual_seed(0))
+    finally:
+        smol.merge_for_sampling = True
+        del smol._generate
+    assert seen == [None] and s.completion_ids.shape[0] == 2
+    with smol._sampling_weights():
+        assert isinstance(smol._lean_decoder(), LeanDecoder)
