@@ -35,19 +35,45 @@ __all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder"]
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
-def _plain_linear(m: nn.Module) -> nn.Linear | None:
-    """``m`` as a float ``nn.Linear`` (a PEFT LoRA wrapper unwrapped), or None."""
+def _base_linear(m: nn.Module) -> nn.Linear | None:
+    """The float ``nn.Linear`` under ``m`` (a PEFT LoRA wrapper unwrapped), or None."""
     if hasattr(m, "get_base_layer"):
+        if not hasattr(m, "lora_A"):
+            return None  # another PEFT method: its arithmetic is not modelled here
         m = m.get_base_layer()
     if type(m) is not nn.Linear or not m.weight.is_floating_point():
         return None
     return m
 
 
+class _Linear:
+    """``x @ W.T + b`` of one layer, plus its LoRA terms ``B(A(x)) * scaling`` as PEFT adds
+    them (adapters active and not merged at the time the plan is made), with W from oneDNN's
+    pre-packed copy when ``packed`` is given."""
+
+    def __init__(self, module: nn.Module, packed: Tensor | None):
+        base = _base_linear(module)
+        self.w, self.b, self.packed, self.lora = base.weight, base.bias, packed, []
+        if hasattr(module, "lora_A") and not module.disable_adapters and not module.merged:
+            for a in module.active_adapters:
+                if a in module.lora_A:
+                    self.lora.append((module.lora_A[a], module.lora_B[a], module.scaling[a]))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, "none", [], "")
+        else:
+            y = F.linear(x, self.w, self.b)
+        for a, b, scaling in self.lora:
+            y = y + b(a(x)) * scaling
+        return y
+
+
 class LeanDecoder:
-    """The decode loop over a causal LM's own modules (weights are read at every step, so a
-    LoRA delta folded into the base weights is used). Build with :meth:`for_model`, which says
-    why a model is not supported instead of guessing."""
+    """Prefill and decode loop over a causal LM's own modules (LoRA adapters included, as PEFT
+    computes them). Build with :meth:`for_model`, which says why a model is not supported
+    instead of guessing. oneDNN's packed copies of the weights are kept between calls and
+    made again only when a weight changed (its version counter or storage)."""
 
     def __init__(self, lm: nn.Module):
         reason = self.unsupported_reason(lm)
@@ -55,16 +81,18 @@ class LeanDecoder:
             raise ValueError(f"LeanDecoder: {reason}")
         cfg = lm.config
         self.body = getattr(lm, lm.base_model_prefix)
-        self.head = _plain_linear(lm.get_output_embeddings())
+        self.head_module = lm.get_output_embeddings()
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.scale = self.head_dim ** -0.5
-        self.layers = []
+        self.modules = []
         for layer in self.body.layers:
             a, m = layer.self_attn, layer.mlp
-            self.layers.append(tuple(_plain_linear(x) for x in (
-                a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj))
-                + (layer.input_layernorm, layer.post_attention_layernorm, m.act_fn))
+            self.modules.append(((a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj,
+                                  m.up_proj, m.down_proj),
+                                 (layer.input_layernorm, layer.post_attention_layernorm,
+                                  m.act_fn)))
+        self._packed: dict[int, tuple] = {}
 
     @staticmethod
     def unsupported_reason(lm: nn.Module) -> str | None:
@@ -80,16 +108,18 @@ class LeanDecoder:
         body = getattr(lm, getattr(lm, "base_model_prefix", ""), None)
         if body is None or not hasattr(body, "layers") or not hasattr(body, "rotary_emb"):
             return "no decoder layers / rotary embedding where transformers keeps them"
-        if _plain_linear(lm.get_output_embeddings()) is None:
+        if _base_linear(lm.get_output_embeddings()) is None:
             return "the LM head is not a float nn.Linear"
         for i, layer in enumerate(body.layers):
             a, m = layer.self_attn, layer.mlp
             for name, x in (("q_proj", a.q_proj), ("k_proj", a.k_proj), ("v_proj", a.v_proj),
                             ("o_proj", a.o_proj), ("gate_proj", m.gate_proj),
                             ("up_proj", m.up_proj), ("down_proj", m.down_proj)):
-                if _plain_linear(x) is None:
+                if _base_linear(x) is None:
                     return (f"layer {i} {name} is {type(x).__name__}, not a float nn.Linear "
-                            f"(quantised, or an adapter that is not folded in)")
+                            f"(quantised, or an adapter other than LoRA)")
+                if getattr(x, "lora_variant", None):
+                    return f"layer {i} {name} has a LoRA variant (e.g. DoRA)"
             for norm in (layer.input_layernorm, layer.post_attention_layernorm):
                 if not type(norm).__name__.endswith("RMSNorm"):
                     return f"layer {i} normalises with {type(norm).__name__}, not RMSNorm"
@@ -112,45 +142,79 @@ class LeanDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _prompt_cache(self, cache, n_layers: int) -> list[tuple[Tensor, Tensor]]:
-        if hasattr(cache, "layers"):  # transformers >= 4.5x
-            return [(cache.layers[i].keys, cache.layers[i].values) for i in range(n_layers)]
-        return [(cache.key_cache[i], cache.value_cache[i]) for i in range(n_layers)]
-
     # -- weights
-    def _linears(self, pack: bool, rows: int) -> list:
-        """Per layer: (q, k, v, o, gate, up, down) as ``f(x) -> x @ W.T + b`` and the head.
-        ``pack``: oneDNN's pre-packed weights (CPU float32; repacked at every call, as the
-        weights change between calls, ~0.1 s for SmolLM2), 2-4x faster than the plain matrix
-        product at decode's few rows (which repacks the weight at every product)."""
-        def make(lin):
-            w, b = lin.weight, lin.bias
-            if pack:
-                wp = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
-                return lambda x: torch.ops.mkldnn._linear_pointwise(x, wp, b, "none", [], "")
-            return lambda x: F.linear(x, w, b)
-
-        layers = [tuple(make(x) for x in layer[:7]) + layer[7:] for layer in self.layers]
-        return layers, make(self.head)
-
     def can_pack(self, device) -> bool:
         return (torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
                 and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-                and self.head.weight.dtype == torch.float32)
+                and _base_linear(self.head_module).weight.dtype == torch.float32)
+
+    def _pack(self, w: Tensor) -> Tensor:
+        """oneDNN's packed copy of ``w``, kept while ``w`` is unchanged."""
+        key = (w.data_ptr(), w._version, tuple(w.shape))
+        hit = self._packed.get(id(w))
+        if hit is None or hit[0] != key:
+            hit = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), 64))
+            self._packed[id(w)] = hit
+        return hit[1]
+
+    def plan(self, pack: bool) -> tuple[list, _Linear]:
+        """The linear maps as they compute now (adapters on or off, merged or not): per layer
+        (q, k, v, o, gate, up, down) and the norms and activation; then the LM head. ``pack``:
+        oneDNN's pre-packed weights (CPU float32), 2-4x faster than the plain matrix product
+        at decode's few rows (which packs the weight again at every product)."""
+        def make(m):
+            return _Linear(m, self._pack(_base_linear(m).weight) if pack else None)
+
+        if not pack:
+            self._packed.clear()
+        layers = [tuple(make(m) for m in lins) + rest for lins, rest in self.modules]
+        return layers, make(self.head_module)
 
     # -- the loop
+    def prefill(self, layers, head, ids: Tensor, mask: Tensor) -> tuple[list, Tensor]:
+        """Keys/values ``[U, kv, P, d]`` (float32) of every layer for the U prompts
+        (left-padded) and the logits ``[U, V]`` at their last position."""
+        n, length = ids.shape
+        kvh, d = self.n_kv, self.head_dim
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        x = self.body.embed_tokens(ids)  # [U, P, C]
+        cos, sin = self.body.rotary_emb(x, pos)  # [U, P, d]
+        cos, sin = cos[:, None], sin[:, None]
+        causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+        # a padding position attends to itself only (its output is never used, kept finite)
+        allowed = (causal & mask.bool()[:, None, :]) | torch.eye(length, dtype=torch.bool,
+                                                                 device=ids.device)
+        allowed = allowed[:, None]  # [U, 1, P, P]
+        x = x.reshape(n * length, -1)
+        kv = []
+        for wq, wk, wv, wo, wg, wu, wd, n_in, n_post, act in layers:
+            h = self._rms(x, n_in)
+            q = wq(h).view(n, length, -1, d).transpose(1, 2)
+            k = self._rope(wk(h).view(n, length, kvh, d).transpose(1, 2), cos, sin)
+            v = wv(h).view(n, length, kvh, d).transpose(1, 2)
+            q = self._rope(q, cos, sin)
+            kf, vf = k.float(), v.float()
+            kv.append((kf, vf))
+            out = F.scaled_dot_product_attention(q.float(), kf, vf, attn_mask=allowed,
+                                                 scale=self.scale, enable_gqa=True)
+            x = x + wo(out.to(x.dtype).transpose(1, 2).reshape(n * length, -1))
+            h = self._rms(x, n_post)
+            x = x + wd(act(wg(h)) * wu(h))
+        last = self._rms(x.view(n, length, -1)[:, -1], self.body.norm)
+        return kv, head(last)
+
     @torch.no_grad()
-    def generate(self, prefill_out, cache_arg: str, prompt_mask: Tensor, first: Tensor,
-                 inverse: Tensor, *, temperature: float, top_p: float, max_new_tokens: int,
+    def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, first: Tensor, inverse: Tensor,
+                 *, temperature: float, top_p: float, max_new_tokens: int,
                  generator: torch.Generator, eos_ids, stop_ids, pad_id: int,
                  compact: bool = True, pack: bool = True) -> tuple[Tensor, Tensor]:
-        """Tokens and their log-probs ``[N, T]`` for the N rows, continuing transformers'
-        prefill of the U distinct prompts (``prefill_out``, with ``logits_to_keep=1``)."""
+        """Tokens and their log-probs ``[N, T]`` for the N prompt rows; ``first``/``inverse``
+        (:func:`nudgelib.policies.shared_rows`) name the U distinct prompts, prefilled once."""
         dev = prompt_mask.device
         n_rows = inverse.shape[0]
-        kv = self._prompt_cache(getattr(prefill_out, cache_arg), len(self.layers))
-        dtype = kv[0][0].dtype
-        pk = [(k.float(), v.float()) for k, v in kv]  # [U, kv, P, d], attended in float32
+        layers, head = self.plan(pack and self.can_pack(dev))
+        pk, logits = self.prefill(layers, head, prompt_ids[first], prompt_mask[first])
+        dtype = self.body.embed_tokens.weight.dtype
         prompt_pad = ~prompt_mask[first].bool()  # [U, P]
         # row -> (prompt, slot among that prompt's rows): a prompt's rows are its queries
         counts = torch.bincount(inverse, minlength=len(first))
@@ -163,17 +227,16 @@ class LeanDecoder:
         n_slots = len(first) * g_max
 
         last = (prompt_mask.cumsum(-1) - 1).clamp(min=0)[:, -1]
-        logits = prefill_out.logits[:, -1][inverse]
+        logits = logits[inverse]
         rows = torch.arange(n_rows, device=dev)  # original index of each live row
         done = torch.zeros(n_rows, dtype=torch.bool, device=dev)
         shape = (n_rows, self.n_kv, max_new_tokens, self.head_dim)
-        ck = [torch.empty(shape, dtype=dtype, device=dev) for _ in self.layers]
-        cv = [torch.empty(shape, dtype=dtype, device=dev) for _ in self.layers]
+        ck = [torch.empty(shape, dtype=dtype, device=dev) for _ in layers]
+        cv = [torch.empty(shape, dtype=dtype, device=dev) for _ in layers]
         toks = torch.full((n_rows, max_new_tokens), pad_id, dtype=torch.long, device=dev)
         logps = torch.zeros((n_rows, max_new_tokens), dtype=torch.float32, device=dev)
         eos = torch.tensor(eos_ids, device=dev)
         stop = torch.tensor(stop_ids, dtype=torch.long, device=dev)
-        layers, head = self._linears(pack and self.can_pack(dev), n_rows)
         steps = 0
         for t in range(max_new_tokens):
             u = torch.rand(n_rows, 1, generator=generator, dtype=torch.float64).to(dev)

@@ -87,7 +87,7 @@ class HFPolicy(Policy):
             fast_decode = os.environ.get("NUDGE_FAST_DECODE", "1") != "0"
         self.fast_decode, self.compact_finished = fast_decode, compact_finished
         self.pack_weights = pack_weights
-        self._decoder, self._plain_weights = False, False  # False: not built yet
+        self._decoder, self._lean = False, None  # _decoder False: not built yet
         self.stop_ids = newline_token_ids(tokenizer) if stop_at_newline else ()
         self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
         self.instruction, self.system_prompt = instruction, system_prompt
@@ -154,32 +154,36 @@ class HFPolicy(Policy):
 
     @contextlib.contextmanager
     def _sampling_weights(self):
-        """Sample with each LoRA delta added into its base weight and the adapter switched off:
-        one matmul per layer instead of three plus PEFT's bookkeeping (~15% of a CPU sampling
-        step). The original weight tensors are put back untouched afterwards (no merge/unmerge
-        round-off). Costs one copy of the adapted weights while sampling; skipped for quantised
-        bases and with ``merge_for_sampling=False``."""
+        """The weights to sample with. The lean loop (:mod:`nudgelib.decode`) computes the
+        adapter's terms itself, on base weights packed once while they are unchanged: nothing
+        to do. Transformers' forward samples with each LoRA delta added into its base weight
+        and the adapter switched off: one matmul per layer instead of three plus PEFT's
+        bookkeeping (~15% of a CPU sampling step). The original weight tensors are put back
+        untouched afterwards (no merge/unmerge round-off). Costs one copy of the adapted
+        weights while sampling; skipped for quantised bases and with
+        ``merge_for_sampling=False``."""
+        self._lean = self._lean_decoder()
+        if self._lean is not None:
+            try:
+                yield
+            finally:
+                self._lean = None
+            return
         layers = []
-        # plain: the base layers' weights are the weights the model computes with (what the
-        # lean decode loop reads); not so while an unfolded adapter is active
-        plain = not self.is_peft
         if self.is_peft and self.merge_for_sampling:
             from peft.tuners.lora import LoraLayer
 
-            plain = all(str(getattr(c, "peft_type", "")).endswith("LORA")
-                        for c in self.model.peft_config.values())
             for m in self.model.modules():
-                if plain and isinstance(m, LoraLayer) and not getattr(m, "merged", False):
+                if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
                     if getattr(m, "disable_adapters", False):
                         layers = []  # inside disable_adapter(): the base model, nothing to fold
                         break
                     base = m.get_base_layer()
                     if type(base) is not nn.Linear or not base.weight.is_floating_point():
-                        layers, plain = [], False  # e.g. a 4-bit base: sample through the adapter
+                        layers = []  # e.g. a 4-bit base: sample through the adapter
                         break
                     layers.append((m, base))
         saved = []
-        self._plain_weights = plain
         try:
             with torch.no_grad():
                 for m, base in layers:
@@ -192,15 +196,17 @@ class HFPolicy(Policy):
             else:
                 yield
         finally:
-            self._plain_weights = False
             for base, data in saved:
                 base.weight.data = data
 
     def _lean_decoder(self):
-        """The lean decode loop (:mod:`nudgelib.decode`) when it can run this model with the
-        current weights, else None (transformers' forward samples)."""
-        if not (self.fast_decode and self._plain_weights) or self.device.type != "cpu":
-            return None  # on a GPU transformers' forward samples: the lean loop is CPU-tested
+        """The lean loop (:mod:`nudgelib.decode`) when it can run this model exactly, else None
+        (transformers' forward samples). CPU only: on a GPU it is untested here."""
+        if not self.fast_decode or self.device.type != "cpu":
+            return None
+        if self.is_peft and not all(str(getattr(c, "peft_type", "")).endswith("LORA")
+                                    for c in self.model.peft_config.values()):
+            return None
         if self._decoder is False:
             from nudgelib.decode import LeanDecoder
 
@@ -247,17 +253,17 @@ class HFPolicy(Policy):
             first, inverse = shared_rows(prompt_ids, prompt_mask)
         else:
             first = inverse = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
-        cache_arg = _cache_argument(self._causal_lm())
-        out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
-                    position_ids=pos[first], use_cache=True, logits_to_keep=1)
-        lean = self._lean_decoder()
+        lean = self._lean  # set while sampling (_sampling_weights)
         if lean is not None:
-            return lean.generate(out, cache_arg, prompt_mask, first, inverse,
+            return lean.generate(prompt_ids, prompt_mask, first, inverse,
                                  temperature=temperature, top_p=top_p,
                                  max_new_tokens=max_new_tokens, generator=generator,
                                  eos_ids=self.eos_ids, stop_ids=self.stop_ids,
                                  pad_id=self.pad_id, compact=self.compact_finished,
                                  pack=self.pack_weights)
+        cache_arg = _cache_argument(self._causal_lm())
+        out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
+                    position_ids=pos[first], use_cache=True, logits_to_keep=1)
         past, logits = getattr(out, cache_arg), out.logits[:, -1]
         if len(first) < len(inverse):
             past.batch_select_indices(inverse)
