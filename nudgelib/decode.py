@@ -24,13 +24,16 @@ the same. ``HFPolicy(fast_decode=False)`` samples through transformers' forward 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nudgelib.policies import sample_next
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -44,6 +47,73 @@ def _base_linear(m: nn.Module) -> nn.Linear | None:
     if type(m) is not nn.Linear or not m.weight.is_floating_point():
         return None
     return m
+
+
+class _FrozenPacked(torch.autograd.Function):
+    """``x @ W.T + b`` for a frozen W through oneDNN's packed copies of W (forward) and of
+    W.T (the input's gradient); no gradient for W or b."""
+
+    @staticmethod
+    def forward(ctx, x, w_packed, wt_packed, bias):
+        ctx.wt = wt_packed
+        return torch.ops.mkldnn._linear_pointwise(x, w_packed, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, gy):
+        gx = torch.ops.mkldnn._linear_pointwise(gy.contiguous(), ctx.wt, None, "none", [], "")
+        return gx, None, None, None
+
+
+def _packed_apply(w_packed, wt_packed, bias, x):
+    return _FrozenPacked.apply(x, w_packed, wt_packed, bias)
+
+
+def can_pack(w: Tensor) -> bool:
+    """oneDNN packs ``w``: a float32 CPU weight, with oneDNN in this torch build."""
+    return (w.device.type == "cpu" and w.dtype == torch.float32
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+class PackedWeights:
+    """oneDNN's packed copies of weights, kept while a weight is unchanged (same storage and
+    version counter) and made again when it changed."""
+
+    def __init__(self):
+        self._packs: dict[tuple, tuple] = {}
+
+    def get(self, w: Tensor, transposed: bool = False) -> Tensor:
+        key = (w.data_ptr(), w._version, tuple(w.shape))
+        hit = self._packs.get((id(w), transposed))
+        if hit is None or hit[0] != key:
+            src = w.detach().t().contiguous() if transposed else w.detach()
+            hit = (key, torch.ops.mkldnn._reorder_linear_weight(src, 64))
+            self._packs[(id(w), transposed)] = hit
+        return hit[1]
+
+    def clear(self):
+        self._packs.clear()
+
+    def __len__(self):
+        return len(self._packs)
+
+    @contextlib.contextmanager
+    def frozen_linears(self, modules):
+        """Within: every frozen float32 CPU ``nn.Linear`` among ``modules`` (weight and bias
+        without gradients, e.g. the base under a LoRA adapter) computes through the packed
+        weights, the backward to its input included. Its forward is put back afterwards."""
+        patched = []
+        for m in modules:
+            if (type(m) is nn.Linear and not m.weight.requires_grad and can_pack(m.weight)
+                    and (m.bias is None or not m.bias.requires_grad)):
+                w, wt = self.get(m.weight), self.get(m.weight, transposed=True)
+                m.forward = functools.partial(_packed_apply, w, wt, m.bias)
+                patched.append(m)
+        try:
+            yield len(patched)
+        finally:
+            for m in patched:
+                del m.forward
 
 
 class _Linear:
@@ -75,7 +145,7 @@ class LeanDecoder:
     instead of guessing. oneDNN's packed copies of the weights are kept between calls and
     made again only when a weight changed (its version counter or storage)."""
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, packs: PackedWeights | None = None):
         reason = self.unsupported_reason(lm)
         if reason:
             raise ValueError(f"LeanDecoder: {reason}")
@@ -92,7 +162,7 @@ class LeanDecoder:
                                   m.up_proj, m.down_proj),
                                  (layer.input_layernorm, layer.post_attention_layernorm,
                                   m.act_fn)))
-        self._packed: dict[int, tuple] = {}
+        self.packs = packs if packs is not None else PackedWeights()
 
     @staticmethod
     def unsupported_reason(lm: nn.Module) -> str | None:
@@ -126,8 +196,8 @@ class LeanDecoder:
         return None
 
     @classmethod
-    def for_model(cls, lm: nn.Module) -> LeanDecoder | None:
-        return None if cls.unsupported_reason(lm) else cls(lm)
+    def for_model(cls, lm: nn.Module, packs: PackedWeights | None = None) -> LeanDecoder | None:
+        return None if cls.unsupported_reason(lm) else cls(lm, packs)
 
     # -- the arithmetic of transformers' Llama / Qwen2 layers
     @staticmethod
@@ -143,30 +213,16 @@ class LeanDecoder:
         return x * cos + rotated * sin
 
     # -- weights
-    def can_pack(self, device) -> bool:
-        return (torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
-                and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-                and _base_linear(self.head_module).weight.dtype == torch.float32)
-
-    def _pack(self, w: Tensor) -> Tensor:
-        """oneDNN's packed copy of ``w``, kept while ``w`` is unchanged."""
-        key = (w.data_ptr(), w._version, tuple(w.shape))
-        hit = self._packed.get(id(w))
-        if hit is None or hit[0] != key:
-            hit = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), 64))
-            self._packed[id(w)] = hit
-        return hit[1]
-
     def plan(self, pack: bool) -> tuple[list, _Linear]:
         """The linear maps as they compute now (adapters on or off, merged or not): per layer
         (q, k, v, o, gate, up, down) and the norms and activation; then the LM head. ``pack``:
         oneDNN's pre-packed weights (CPU float32), 2-4x faster than the plain matrix product
         at decode's few rows (which packs the weight again at every product)."""
-        def make(m):
-            return _Linear(m, self._pack(_base_linear(m).weight) if pack else None)
+        pack = pack and can_pack(_base_linear(self.head_module).weight)
 
-        if not pack:
-            self._packed.clear()
+        def make(m):
+            return _Linear(m, self.packs.get(_base_linear(m).weight) if pack else None)
+
         layers = [tuple(make(m) for m in lins) + rest for lins, rest in self.modules]
         return layers, make(self.head_module)
 
@@ -212,7 +268,7 @@ class LeanDecoder:
         (:func:`nudgelib.policies.shared_rows`) name the U distinct prompts, prefilled once."""
         dev = prompt_mask.device
         n_rows = inverse.shape[0]
-        layers, head = self.plan(pack and self.can_pack(dev))
+        layers, head = self.plan(pack)
         pk, logits = self.prefill(layers, head, prompt_ids[first], prompt_mask[first])
         dtype = self.body.embed_tokens.weight.dtype
         prompt_pad = ~prompt_mask[first].bool()  # [U, P]

@@ -88,6 +88,7 @@ class HFPolicy(Policy):
         self.fast_decode, self.compact_finished = fast_decode, compact_finished
         self.pack_weights = pack_weights
         self._decoder, self._lean = False, None  # _decoder False: not built yet
+        self._packs = None  # nudgelib.decode.PackedWeights, made at first use
         self.stop_ids = newline_token_ids(tokenizer) if stop_at_newline else ()
         self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
         self.instruction, self.system_prompt = instruction, system_prompt
@@ -210,8 +211,29 @@ class HFPolicy(Policy):
         if self._decoder is False:
             from nudgelib.decode import LeanDecoder
 
-            self._decoder = LeanDecoder.for_model(self._causal_lm())
+            self._decoder = LeanDecoder.for_model(self._causal_lm(), self._packed_weights())
         return self._decoder
+
+    def _packed_weights(self):
+        if self._packs is None:
+            from nudgelib.decode import PackedWeights
+
+            self._packs = PackedWeights()
+        return self._packs
+
+    def _frozen_packed(self):
+        """Training passes through oneDNN's packed copies of the frozen base weights (CPU
+        float32, ``pack_weights``): the forward and the backward to the activations; the
+        adapter's products and everything with a gradient stay as they are. Not with
+        gradient checkpointing: it recomputes the forward during the backward, after this
+        context has ended (and it is for saving memory, which the packed copies cost)."""
+        from nudgelib.decode import can_pack
+
+        lm = self._causal_lm()
+        if not (self.pack_weights and self.is_peft and not _checkpointing(lm)
+                and can_pack(lm.get_output_embeddings().weight)):
+            return contextlib.nullcontext(0)
+        return self._packed_weights().frozen_linears(lm.modules())
 
     def _causal_lm(self):
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -293,15 +315,18 @@ class HFPolicy(Policy):
     # -- scoring
     def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
                  temperature=1.0):
+        with self._frozen_packed():
+            return self._logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                  temperature=temperature)
+
+    def _logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                  temperature=1.0):
         lm = self._causal_lm()
         body = getattr(lm, lm.base_model_prefix)
         mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], 1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         n_prompt = prompt_ids.shape[1]
-        checkpointing = getattr(lm, "is_activation_checkpointing", None)  # transformers >= 5.2x
-        if checkpointing is None:
-            checkpointing = getattr(lm, "is_gradient_checkpointing", False)
-        share = self.share_prompts and not checkpointing
+        share = self.share_prompts and not _checkpointing(lm)
         first, inverse = shared_rows(prompt_ids, prompt_mask) if share else (None, None)
         if share and len(first) < len(inverse):
             # each distinct prompt's forward once (with grad: LoRA acts on the prompt too); its
@@ -371,3 +396,9 @@ def _cache_argument(model) -> str:
 
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def _checkpointing(lm) -> bool:
+    """Whether ``lm`` recomputes activations in the backward (gradient checkpointing)."""
+    on = getattr(lm, "is_activation_checkpointing", None)  # transformers >= 5.2x
+    return bool(on if on is not None else getattr(lm, "is_gradient_checkpointing", False))

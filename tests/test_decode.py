@@ -153,7 +153,36 @@ def test_the_lean_loop_computes_the_adapter_or_not_as_peft_does(smol):
     assert (off.logp - ref_off.logp).abs().max() < 1e-4
     same, _ = _common_prefix(on, off)
     assert ((on.logp - off.logp).abs() * same).max() > 1e-3, "the adapter must act"
-    packed = {k: v[1] for k, v in smol._decoder._packed.items()}
+    packs = smol._decoder.packs._packs
+    packed = {k: v[1] for k, v in packs.items() if not k[1]}
     _sample(smol, (True, True, True), tokens=4)
-    assert all(smol._decoder._packed[k][1] is v for k, v in packed.items()), "repacked"
+    assert all(packs[k][1] is v for k, v in packed.items()), "repacked"
     assert len(packed) == 7 * len(smol._decoder.modules) + 1
+
+
+def test_training_through_packed_frozen_weights_gives_the_plain_gradients(smol):
+    """``pack_weights``: log-probs and the adapter's gradients through oneDNN's packed frozen
+    base weights equal the plain path's to float32 round-off; the modules' own forward is
+    back afterwards."""
+    s = _sample(smol, (True, True, True), tokens=10)
+    args = (s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    weights = torch.randn(s.completion_ids.shape, generator=torch.Generator().manual_seed(2))
+    params = {n: p for n, p in smol.model.named_parameters() if p.requires_grad}
+    runs = {}
+    for pack in (False, True):
+        smol.pack_weights = pack
+        for p in params.values():
+            p.grad = None
+        with smol._frozen_packed() as n_patched:
+            assert (n_patched > 0) == pack
+        lp = smol.logprobs(*args)
+        (lp * weights).sum().backward()
+        runs[pack] = lp.detach(), {n: p.grad.clone() for n, p in params.items()}
+    smol.pack_weights = True
+    for p in params.values():
+        p.grad = None
+    torch.testing.assert_close(runs[True][0], runs[False][0], atol=1e-4, rtol=1e-4)
+    for n in params:
+        g, ref = runs[True][1][n], runs[False][1][n]
+        assert (g - ref).norm() / ref.norm().clamp(min=1e-12) < 1e-4, n
+    assert not any("forward" in vars(m) for m in smol.model.modules())
