@@ -121,13 +121,19 @@ class _Linear:
     them (adapters active and not merged at the time the plan is made), with W from oneDNN's
     pre-packed copy when ``packed`` is given."""
 
-    def __init__(self, module: nn.Module, packed: Tensor | None):
+    def __init__(self, module: nn.Module, packs: PackedWeights | None):
         base = _base_linear(module)
-        self.w, self.b, self.packed, self.lora = base.weight, base.bias, packed, []
+        self.w, self.b, self.lora = base.weight, base.bias, []
+        self.packed = packs.get(base.weight) if packs is not None else None
         if hasattr(module, "lora_A") and not module.disable_adapters and not module.merged:
             for a in module.active_adapters:
                 if a in module.lora_A:
-                    self.lora.append((module.lora_A[a], module.lora_B[a], module.scaling[a]))
+                    la, lb = module.lora_A[a], module.lora_B[a]
+                    if packs is not None:  # the adapter's products packed too (remade when
+                        # training changed them)
+                        la = _packed_fn(packs.get(la.weight), la.bias)
+                        lb = _packed_fn(packs.get(lb.weight), lb.bias)
+                    self.lora.append((la, lb, module.scaling[a]))
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed is not None:
@@ -137,6 +143,10 @@ class _Linear:
         for a, b, scaling in self.lora:
             y = y + b(a(x)) * scaling
         return y
+
+
+def _packed_fn(packed: Tensor, bias: Tensor | None):
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 class LeanDecoder:
@@ -221,7 +231,7 @@ class LeanDecoder:
         pack = pack and can_pack(_base_linear(self.head_module).weight)
 
         def make(m):
-            return _Linear(m, self.packs.get(_base_linear(m).weight) if pack else None)
+            return _Linear(m, self.packs if pack else None)
 
         layers = [tuple(make(m) for m in lins) + rest for lins, rest in self.modules]
         return layers, make(self.head_module)

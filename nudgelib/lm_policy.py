@@ -65,8 +65,10 @@ class HFPolicy(Policy):
     sequence, for short-answer tasks whose answer is the first line). Sampling is an explicit
     KV-cached loop rather than ``generate()``; on CPU, for Llama-family models, the lean loop
     of :mod:`nudgelib.decode` (``fast_decode``, default on unless ``NUDGE_FAST_DECODE=0``;
-    ``compact_finished`` drops stopped rows, ``pack_weights`` uses oneDNN's packed weights),
-    else transformers' forward step by step. Either draws with a
+    ``compact_finished`` drops stopped rows), else transformers' forward step by step.
+    ``pack_weights`` (default on unless ``NUDGE_PACK_WEIGHTS=0``) runs the frozen float32 CPU
+    weights through oneDNN's pre-packed copies, in sampling and training. Either loop draws
+    with a
     ``torch.Generator`` (exact, resumable runs) and keeps only the sampled tokens' log-probs
     (``generate(output_scores=True)`` would keep N x T x vocab scores).
 
@@ -81,10 +83,12 @@ class HFPolicy(Policy):
                  system_prompt: str | None = None, logprob_chunk_tokens: int | None = None,
                  model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True,
                  stop_at_newline: bool = False, fast_decode: bool | None = None,
-                 compact_finished: bool = True, pack_weights: bool = True):
+                 compact_finished: bool = True, pack_weights: bool | None = None):
         self.model, self.tokenizer = model, tokenizer
         if fast_decode is None:
             fast_decode = os.environ.get("NUDGE_FAST_DECODE", "1") != "0"
+        if pack_weights is None:
+            pack_weights = os.environ.get("NUDGE_PACK_WEIGHTS", "1") != "0"
         self.fast_decode, self.compact_finished = fast_decode, compact_finished
         self.pack_weights = pack_weights
         self._decoder, self._lean = False, None  # _decoder False: not built yet

@@ -296,7 +296,10 @@ def sample_next(logits: Tensor, temperature: float, top_p: float,
                  ) -> tuple[Tensor, Tensor]:
     """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus
     (``uniforms``: see :func:`sample_categorical`)."""
-    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    if temperature != 1.0:  # x / 1.0 is x: skip a pass over [rows, vocab]
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
     probs = top_p_filter(logp_all.exp(), top_p)
     tok = sample_categorical(probs, generator, uniforms=uniforms)
     return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
