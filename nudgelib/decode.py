@@ -36,6 +36,9 @@ from nudgelib.policies import sample_next
 __all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+PACK_LORA_ROWS = 128
+"""From this many rows a call packs the LoRA matrices as well (measured: packed thin products
+are 2-3x faster at 512 rows, 2x slower at 32)."""
 
 
 def _base_linear(m: nn.Module) -> nn.Linear | None:
@@ -121,7 +124,7 @@ class _Linear:
     them (adapters active and not merged at the time the plan is made), with W from oneDNN's
     pre-packed copy when ``packed`` is given."""
 
-    def __init__(self, module: nn.Module, packs: PackedWeights | None):
+    def __init__(self, module: nn.Module, packs: PackedWeights | None, pack_lora: bool):
         base = _base_linear(module)
         self.w, self.b, self.lora = base.weight, base.bias, []
         self.packed = packs.get(base.weight) if packs is not None else None
@@ -129,7 +132,8 @@ class _Linear:
             for a in module.active_adapters:
                 if a in module.lora_A:
                     la, lb = module.lora_A[a], module.lora_B[a]
-                    if packs is not None:  # the adapter's products packed too (remade when
+                    if packs is not None and pack_lora:  # many rows: the adapter's thin
+                        # products packed too (2-3x at 512 rows, slower at 32; remade when
                         # training changed them)
                         la = _packed_fn(packs.get(la.weight), la.bias)
                         lb = _packed_fn(packs.get(lb.weight), lb.bias)
@@ -223,7 +227,7 @@ class LeanDecoder:
         return x * cos + rotated * sin
 
     # -- weights
-    def plan(self, pack: bool) -> tuple[list, _Linear]:
+    def plan(self, pack: bool, rows: int = 0) -> tuple[list, _Linear]:
         """The linear maps as they compute now (adapters on or off, merged or not): per layer
         (q, k, v, o, gate, up, down) and the norms and activation; then the LM head. ``pack``:
         oneDNN's pre-packed weights (CPU float32), 2-4x faster than the plain matrix product
@@ -231,7 +235,7 @@ class LeanDecoder:
         pack = pack and can_pack(_base_linear(self.head_module).weight)
 
         def make(m):
-            return _Linear(m, self.packs if pack else None)
+            return _Linear(m, self.packs if pack else None, rows >= PACK_LORA_ROWS)
 
         layers = [tuple(make(m) for m in lins) + rest for lins, rest in self.modules]
         return layers, make(self.head_module)
@@ -278,7 +282,7 @@ class LeanDecoder:
         (:func:`nudgelib.policies.shared_rows`) name the U distinct prompts, prefilled once."""
         dev = prompt_mask.device
         n_rows = inverse.shape[0]
-        layers, head = self.plan(pack)
+        layers, head = self.plan(pack, n_rows)
         pk, logits = self.prefill(layers, head, prompt_ids[first], prompt_mask[first])
         dtype = self.body.embed_tokens.weight.dtype
         prompt_pad = ~prompt_mask[first].bool()  # [U, P]
