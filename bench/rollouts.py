@@ -7,12 +7,20 @@ linear layers (as during training: unmerged), 4 GSM8K prompts x G=8, 64 new toke
 fp32, CPU. Three samplers, alternating within each round after a warm-up:
 
 * ``generate``: ``model.generate(do_sample=True)`` on the 32 prompt rows (what TRL does);
-* ``nudgelib-unshared``: nudgelib's KV-cached loop, every row prefilled on its own;
-* ``nudgelib``: the same loop prefilling each distinct prompt once (the default).
+* ``nudgelib-hf-forward``: nudgelib's loop through transformers' forward step by step, each
+  distinct prompt prefilled once, LoRA folded in (the sampler before issue 24;
+  ``fast_decode=False, pack_weights=False``);
+* ``nudgelib``: the default, :mod:`nudgelib.decode`'s lean loop on oneDNN-packed weights.
 
-Tokens/s counts completion tokens up to and including EOS. For context, the compute-bound limit:
-FLOPs per generated token (2 x the matmul parameters touched, LM head included, + attention
-over the context) against the fp32 matmul FLOP/s measured on this machine.
+Tokens/s counts completion tokens up to and including EOS. The limits, in the same unit:
+
+* compute-bound: FLOPs per generated token (2 x the matmul parameters touched, LM head
+  included, + attention over the context) against the fp32 matmul FLOP/s of torch's default
+  product (MKL) on a 1024^2 product -- the issue's definition; and the same against oneDNN's
+  packed product, which on this AMD CPU runs at ~2.3x MKL's rate (MKL takes a slower path on
+  non-Intel CPUs);
+* memory-bound: every decode step reads every weight once; its bytes over the measured read
+  bandwidth give the fastest a step of ``rows`` rows can be.
 """
 
 from __future__ import annotations
@@ -32,6 +40,25 @@ def matmul_flops(n: int = 1024, repeats: int = 10) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def packed_matmul_flops(n: int = 1024, repeats: int = 10) -> float:
+    a, w = torch.randn(n, n), torch.randn(n, n)
+    wp = torch.ops.mkldnn._reorder_linear_weight(w, n)
+    torch.ops.mkldnn._linear_pointwise(a, wp, None, "none", [], "")
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch.ops.mkldnn._linear_pointwise(a, wp, None, "none", [], "")
+    return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def read_bandwidth(mb: int = 512, repeats: int = 5) -> float:
+    x = torch.ones(mb * 2**20 // 4)
+    x.sum()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        x.sum()
+    return x.numel() * 4 * repeats / (time.perf_counter() - t)
 
 
 def flops_per_token(model, context: int) -> float:
@@ -82,15 +109,15 @@ def main(argv=None) -> int:
         comp = out[:, ids.shape[1]:]
         return int(completion_mask(comp, pol.eos_ids)[0].sum())
 
-    def run_nudgelib(seed, share):
-        pol.share_prompts = share
+    def run_nudgelib(seed, lean):
+        pol.fast_decode = pol.pack_weights = lean
         s = pol.sample(texts, args.group, temperature=1.0, max_new_tokens=args.tokens,
                        generator=torch.Generator().manual_seed(seed))
-        pol.share_prompts = True
+        pol.fast_decode = pol.pack_weights = True
         return int(s.completion_mask.sum())
 
     samplers = {"generate": run_generate,
-                "nudgelib-unshared": lambda seed: run_nudgelib(seed, False),
+                "nudgelib-hf-forward": lambda seed: run_nudgelib(seed, False),
                 "nudgelib": lambda seed: run_nudgelib(seed, True)}
     rates = {k: [] for k in samplers}
     for r in range(args.rounds + 1):  # round 0: warm-up
@@ -102,23 +129,40 @@ def main(argv=None) -> int:
                 rates[name].append(n / dt)
             print(f"{'warm-up' if r == 0 else f'round {r}'} {name:18s} {n:5d} tokens "
                   f"{dt:6.2f} s  {n / dt:7.1f} tokens/s", flush=True)
-    flops = matmul_flops()
+    flops, flops_packed, bandwidth = matmul_flops(), packed_matmul_flops(), read_bandwidth()
     context = int(mask.sum(1).float().mean()) + args.tokens // 2
     per_token = flops_per_token(pol.model, context)
-    limit = flops / per_token
+    limit, limit_packed = flops / per_token, flops_packed / per_token
+    weight_bytes = sum(p.numel() * p.element_size() for p in pol.model.parameters())
+    limit_memory = ids.shape[0] / (weight_bytes / bandwidth)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print("\n| sampler | median tokens/s | vs generate | share of compute limit |")
-    print("|---|---|---|---|")
+    print("\n| sampler | median tokens/s | vs generate | share of compute limit (MKL rate) "
+          "| share of compute limit (oneDNN rate) | share of memory limit |")
+    print("|---|---|---|---|---|---|")
     for k, v in med.items():
-        print(f"| {k} | {v:.1f} | {v / med['generate']:.2f} | {v / limit:.2f} |")
-    print(f"\nlimit: {flops / 1e9:.1f} GFLOP/s (fp32 matmul, {torch.get_num_threads()} threads) / "
-          f"{per_token / 1e6:.0f} MFLOP per token (context {context}) = {limit:.0f} tokens/s")
+        print(f"| {k} | {v:.1f} | {v / med['generate']:.2f} | {v / limit:.2f} | "
+              f"{v / limit_packed:.2f} | {v / limit_memory:.2f} |")
+    print(f"\ncompute limit: {flops / 1e9:.1f} GFLOP/s (fp32 MKL matmul, "
+          f"{torch.get_num_threads()} threads) / {per_token / 1e6:.0f} MFLOP per token "
+          f"(context {context}) = {limit:.0f} tokens/s; at oneDNN's {flops_packed / 1e9:.1f} "
+          f"GFLOP/s: {limit_packed:.0f} tokens/s")
+    print(f"memory limit: {weight_bytes / 1e6:.0f} MB of weights per step at "
+          f"{bandwidth / 1e9:.1f} GB/s read, {ids.shape[0]} rows = {limit_memory:.0f} tokens/s")
     if args.json:
         print(json.dumps({"tokens_per_s": {k: round(v, 1) for k, v in med.items()},
                           "ratio_vs_generate": round(med["nudgelib"] / med["generate"], 3),
+                          "ratio_vs_hf_forward": round(med["nudgelib"]
+                                                       / med["nudgelib-hf-forward"], 3),
+                          "share_of_compute_limit": round(med["nudgelib"] / limit, 3),
+                          "share_of_compute_limit_onednn": round(med["nudgelib"] / limit_packed, 3),
+                          "share_of_memory_limit": round(med["nudgelib"] / limit_memory, 3),
                           "matmul_gflops": round(flops / 1e9, 1),
+                          "onednn_matmul_gflops": round(flops_packed / 1e9, 1),
+                          "read_gb_per_s": round(bandwidth / 1e9, 1),
                           "mflop_per_token": round(per_token / 1e6, 1),
-                          "compute_limit_tokens_per_s": round(limit, 1)}))
+                          "compute_limit_tokens_per_s": round(limit, 1),
+                          "compute_limit_onednn_tokens_per_s": round(limit_packed, 1),
+                          "memory_limit_tokens_per_s": round(limit_memory, 1)}))
     return 0
 
 

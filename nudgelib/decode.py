@@ -36,9 +36,6 @@ from nudgelib.policies import sample_next
 __all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-PACK_LORA_ROWS = 128
-"""From this many rows a call packs the LoRA matrices as well (measured: packed thin products
-are 2-3x faster at 512 rows, 2x slower at 32)."""
 
 
 def _base_linear(m: nn.Module) -> nn.Linear | None:
@@ -85,13 +82,24 @@ class PackedWeights:
     def __init__(self):
         self._packs: dict[tuple, tuple] = {}
 
-    def get(self, w: Tensor, transposed: bool = False) -> Tensor:
-        key = (w.data_ptr(), w._version, tuple(w.shape))
-        hit = self._packs.get((id(w), transposed))
+    def get(self, w: Tensor, transposed: bool = False, fold=None) -> Tensor:
+        """The packed ``w`` (``transposed``: of ``w.T``); ``fold=(lora_module, [(A, B, scaling,
+        adapter), ...])``: of ``w`` plus those adapters' deltas."""
+        def version(t):
+            return (t.data_ptr(), t._version, tuple(t.shape))
+
+        key = (version(w), tuple((version(a.weight), version(b.weight), sc)
+                                 for a, b, sc, _ in fold[1]) if fold else ())
+        slot = (id(w), transposed, fold is not None)
+        hit = self._packs.get(slot)
         if hit is None or hit[0] != key:
             src = w.detach().t().contiguous() if transposed else w.detach()
-            hit = (key, torch.ops.mkldnn._reorder_linear_weight(src, 64))
-            self._packs[(id(w), transposed)] = hit
+            if fold:
+                module, adapters = fold
+                with torch.no_grad():
+                    delta = sum(module.get_delta_weight(a) for *_, a in adapters)
+                    src = src + delta.to(src.dtype)
+            self._packs[slot] = hit = (key, torch.ops.mkldnn._reorder_linear_weight(src, 64))
         return hit[1]
 
     def clear(self):
@@ -120,37 +128,29 @@ class PackedWeights:
 
 
 class _Linear:
-    """``x @ W.T + b`` of one layer, plus its LoRA terms ``B(A(x)) * scaling`` as PEFT adds
-    them (adapters active and not merged at the time the plan is made), with W from oneDNN's
-    pre-packed copy when ``packed`` is given."""
+    """``x @ W.T + b`` of one layer as PEFT computes it now (adapters active and not merged
+    when the plan is made: plus ``B(A(x)) * scaling``). With ``packs``, one oneDNN-packed
+    matrix: W with the LoRA deltas added in (PEFT's ``get_delta_weight``, as the reference
+    loop folds them), kept until W, A or B change."""
 
-    def __init__(self, module: nn.Module, packs: PackedWeights | None, pack_lora: bool):
+    def __init__(self, module: nn.Module, packs: PackedWeights | None):
         base = _base_linear(module)
         self.w, self.b, self.lora = base.weight, base.bias, []
-        self.packed = packs.get(base.weight) if packs is not None else None
         if hasattr(module, "lora_A") and not module.disable_adapters and not module.merged:
-            for a in module.active_adapters:
-                if a in module.lora_A:
-                    la, lb = module.lora_A[a], module.lora_B[a]
-                    if packs is not None and pack_lora:  # many rows: the adapter's thin
-                        # products packed too (2-3x at 512 rows, slower at 32; remade when
-                        # training changed them)
-                        la = _packed_fn(packs.get(la.weight), la.bias)
-                        lb = _packed_fn(packs.get(lb.weight), lb.bias)
-                    self.lora.append((la, lb, module.scaling[a]))
+            self.lora = [(module.lora_A[a], module.lora_B[a], module.scaling[a], a)
+                         for a in module.active_adapters if a in module.lora_A]
+        self.packed = None
+        if packs is not None:
+            self.packed = packs.get(base.weight, fold=(module, self.lora) if self.lora else None)
+            self.lora = []
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, "none", [], "")
-        else:
-            y = F.linear(x, self.w, self.b)
-        for a, b, scaling in self.lora:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, "none", [], "")
+        y = F.linear(x, self.w, self.b)
+        for a, b, scaling, _ in self.lora:
             y = y + b(a(x)) * scaling
         return y
-
-
-def _packed_fn(packed: Tensor, bias: Tensor | None):
-    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 class LeanDecoder:
@@ -227,7 +227,7 @@ class LeanDecoder:
         return x * cos + rotated * sin
 
     # -- weights
-    def plan(self, pack: bool, rows: int = 0) -> tuple[list, _Linear]:
+    def plan(self, pack: bool) -> tuple[list, _Linear]:
         """The linear maps as they compute now (adapters on or off, merged or not): per layer
         (q, k, v, o, gate, up, down) and the norms and activation; then the LM head. ``pack``:
         oneDNN's pre-packed weights (CPU float32), 2-4x faster than the plain matrix product
@@ -235,7 +235,7 @@ class LeanDecoder:
         pack = pack and can_pack(_base_linear(self.head_module).weight)
 
         def make(m):
-            return _Linear(m, self.packs if pack else None, rows >= PACK_LORA_ROWS)
+            return _Linear(m, self.packs if pack else None)
 
         layers = [tuple(make(m) for m in lins) + rest for lins, rest in self.modules]
         return layers, make(self.head_module)
@@ -282,7 +282,7 @@ class LeanDecoder:
         (:func:`nudgelib.policies.shared_rows`) name the U distinct prompts, prefilled once."""
         dev = prompt_mask.device
         n_rows = inverse.shape[0]
-        layers, head = self.plan(pack, n_rows)
+        layers, head = self.plan(pack)
         pk, logits = self.prefill(layers, head, prompt_ids[first], prompt_mask[first])
         dtype = self.body.embed_tokens.weight.dtype
         prompt_pad = ~prompt_mask[first].bool()  # [U, P]

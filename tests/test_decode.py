@@ -154,10 +154,12 @@ def test_the_lean_loop_computes_the_adapter_or_not_as_peft_does(smol):
     same, _ = _common_prefix(on, off)
     assert ((on.logp - off.logp).abs() * same).max() > 1e-3, "the adapter must act"
     packs = smol._decoder.packs._packs
-    packed = {k: v[1] for k, v in packs.items() if not k[1]}
+    packed = {k: v[1] for k, v in packs.items()}
     _sample(smol, (True, True, True), tokens=4)
     assert all(packs[k][1] is v for k, v in packed.items()), "repacked"
-    assert len(packed) == 7 * len(smol._decoder.modules) + 1  # few rows: base weights only
+    # per adapted linear: W alone (adapter off) and W with its delta (on); and the head
+    assert len([k for k in packed if k[2]]) == 7 * len(smol._decoder.modules)
+    assert len([k for k in packed if not k[2]]) == 7 * len(smol._decoder.modules) + 1
 
 
 def test_training_through_packed_frozen_weights_gives_the_plain_gradients(smol):
@@ -188,16 +190,26 @@ def test_training_through_packed_frozen_weights_gives_the_plain_gradients(smol):
     assert not any("forward" in vars(m) for m in smol.model.modules())
 
 
-def test_packed_adapter_products_many_rows_path(smol, monkeypatch):
-    """From PACK_LORA_ROWS rows the LoRA matrices are packed too (here from 1 row): the same
-    log-probs as the reference loop to round-off, and the packs hold them."""
-    import nudgelib.decode as dec
-
-    ref = _sample(smol, (False, False, False), tokens=12)
-    monkeypatch.setattr(dec, "PACK_LORA_ROWS", 1)
-    s = _sample(smol, (True, True, True), tokens=12)
-    same, _ = _common_prefix(ref, s)
-    d = (ref.logp - s.logp).abs() * same
-    assert float(d.sum() / same.sum()) < 1e-5 and float(d.max()) < 1e-4
-    n_layers = len(smol._decoder.modules)
-    assert len([k for k in smol._decoder.packs._packs if not k[1]]) >= 3 * 7 * n_layers
+def test_a_changed_adapter_is_packed_again(smol):
+    """The packed matrices hold the LoRA deltas folded in; an optimizer-like in-place change
+    of the adapter makes them be packed again, and sampling follows the new adapter as the
+    reference loop does."""
+    lora_b = [p for n, p in smol.model.named_parameters() if "lora_B" in n]
+    _sample(smol, (True, True, True), tokens=4)
+    packs = smol._decoder.packs._packs
+    before = {k: v[1] for k, v in packs.items()}
+    with torch.no_grad():
+        for p in lora_b:
+            p.mul_(-1.0)  # in place: the version counter moves, as an optimizer step's does
+    try:
+        ref = _sample(smol, (False, False, False), tokens=12)
+        s = _sample(smol, (True, True, True), tokens=12)
+        assert all(packs[k][1] is not v for k, v in before.items() if k[2]), "not repacked"
+        assert any(k[2] for k in before)
+        same, _ = _common_prefix(ref, s)
+        d = (ref.logp - s.logp).abs() * same
+        assert float(d.sum() / same.sum()) < 1e-5 and float(d.max()) < 1e-4
+    finally:
+        with torch.no_grad():
+            for p in lora_b:
+                p.mul_(-1.0)
