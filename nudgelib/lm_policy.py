@@ -159,9 +159,9 @@ class HFPolicy(Policy):
 
     @contextlib.contextmanager
     def _sampling_weights(self):
-        """The weights to sample with. The lean loop (:mod:`nudgelib.decode`) computes the
-        adapter's terms itself, on base weights packed once while they are unchanged: nothing
-        to do. Transformers' forward samples with each LoRA delta added into its base weight
+        """The weights to sample with. The lean loop (:mod:`nudgelib.decode`) folds the LoRA
+        deltas into its own packed copies (remade only when a weight changed): nothing to do
+        here. Transformers' forward samples with each LoRA delta added into its base weight
         and the adapter switched off: one matmul per layer instead of three plus PEFT's
         bookkeeping (~15% of a CPU sampling step). The original weight tensors are put back
         untouched afterwards (no merge/unmerge round-off). Costs one copy of the adapted
