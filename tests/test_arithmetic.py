@@ -159,3 +159,19 @@ def test_cpu_preset_policy_stops_at_the_first_newline(offline_model_dir):
         kept = [t for t, k in zip(row, m) if k]
         assert not any(t in pol.stop_ids for t in kept[1:-1]), text  # no newline inside
         assert "\n" not in text.strip()
+
+
+def test_newline_stop_set_is_kept_per_tokenizer_and_redone_for_a_changed_vocabulary(
+        offline_model_dir):
+    from transformers import AutoTokenizer
+
+    from nudgelib.lm_policy import newline_token_ids
+
+    tok = AutoTokenizer.from_pretrained(offline_model_dir)
+    by_hand = tuple(i for i in range(len(tok)) if "\n" in tok.decode([i]))
+    assert newline_token_ids(tok) == by_hand and len(by_hand) > 10
+    again = AutoTokenizer.from_pretrained(offline_model_dir)  # a new object, the same files
+    assert newline_token_ids(again) == by_hand
+    again.add_tokens(["<line>\n<end>"])  # a new token with a newline: the set is decoded again
+    assert newline_token_ids(again) == (*by_hand, len(again) - 1)
+    assert newline_token_ids(tok) == by_hand
