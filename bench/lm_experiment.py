@@ -3,6 +3,9 @@ after issue 24's sampler and packed weights, alternating, in one run.
 
     python bench/lm_experiment.py [--rounds 1] [--json]
 
+The speed-up is the fastest before over the fastest after (the least disturbed run of each),
+with each round's own ratio beside it.
+
 "before": ``NUDGE_FAST_DECODE=0 NUDGE_PACK_WEIGHTS=0`` (transformers' forward step by step,
 LoRA folded for sampling, plain float32 products: the code paths before the issue); "after":
 the defaults (:mod:`nudgelib.decode`). Each job runs in a fresh process:
@@ -93,9 +96,11 @@ def main(argv=None) -> int:
     for job in jobs:
         b = min(x["wall"] for x in res[job]["before"])
         a = min(x["wall"] for x in res[job]["after"])
+        per_round = [round(x["wall"] / y["wall"], 2)
+                     for x, y in zip(res[job]["before"], res[job]["after"])]
         summary[job] = {"before_s": round(b, 1), "after_s": round(a, 1),
-                        "speedup": round(b / a, 2)}
-        print(f"| {job} | {b:.1f} | {a:.1f} | {b / a:.2f}x |")
+                        "speedup": round(b / a, 2), "speedup_per_round": per_round}
+        print(f"| {job} | {b:.1f} | {a:.1f} | {b / a:.2f}x (rounds: {per_round}) |")
     if "experiment" in jobs:
         before, after = res["experiment"]["before"][0], res["experiment"]["after"][0]
         print("\nheld-out metrics, before -> after:")

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from nudgelib.policies import sample_next
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack", "with_lora_delta"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -75,6 +75,13 @@ def can_pack(w: Tensor) -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+def with_lora_delta(w: Tensor, module, adapters) -> Tensor:
+    """``w`` plus the deltas of the named LoRA ``adapters`` of ``module`` (PEFT's
+    ``get_delta_weight``: B @ A times the scaling, fan-in/fan-out handled), in ``w``'s dtype: the
+    folded weight both samplers use. A new tensor; ``w`` is left as it was."""
+    return w + sum(module.get_delta_weight(a) for a in adapters).to(w.dtype)
+
+
 class PackedWeights:
     """oneDNN's packed copies of weights, kept while a weight is unchanged (same storage and
     version counter) and made again when it changed."""
@@ -97,8 +104,7 @@ class PackedWeights:
             if fold:
                 module, adapters = fold
                 with torch.no_grad():
-                    delta = sum(module.get_delta_weight(a) for *_, a in adapters)
-                    src = src + delta.to(src.dtype)
+                    src = with_lora_delta(src, module, [a for *_, a in adapters])
             self._packs[slot] = hit = (key, torch.ops.mkldnn._reorder_linear_weight(src, 64))
         return hit[1]
 

@@ -189,6 +189,8 @@ class HFPolicy(Policy):
         if self.is_peft and self.merge_for_sampling:
             from peft.tuners.lora import LoraLayer
 
+            from nudgelib.decode import with_lora_delta
+
             for m in self.model.modules():
                 if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
                     if getattr(m, "disable_adapters", False):
@@ -203,9 +205,9 @@ class HFPolicy(Policy):
         try:
             with torch.no_grad():
                 for m, base in layers:
-                    delta = sum(m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A)
                     saved.append((base, base.weight.data))
-                    base.weight.data = base.weight.data + delta.to(base.weight.dtype)
+                    base.weight.data = with_lora_delta(
+                        base.weight.data, m, [a for a in m.active_adapters if a in m.lora_A])
             if saved:
                 with self.model.disable_adapter():
                     yield
@@ -284,7 +286,6 @@ class HFPolicy(Policy):
     def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
                   generator):
         model = self.model
-        pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         # prefill each distinct prompt once, then give every row its own copy of the cache
         if self.share_prompts:
             first, inverse = shared_rows(prompt_ids, prompt_mask)
@@ -298,6 +299,7 @@ class HFPolicy(Policy):
                                  eos_ids=self.eos_ids, stop_ids=self.stop_ids,
                                  pad_id=self.pad_id, compact=self.compact_finished,
                                  pack=self.pack_weights)
+        pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         cache_arg = _cache_argument(self._causal_lm())
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=pos[first], use_cache=True, logits_to_keep=1)
