@@ -12,6 +12,9 @@ the defaults (:mod:`nudgelib.decode`). Each job runs in a fresh process:
 
 * ``experiment``: ``python -m nudgelib.experiments.lm_nurl --fast --seed 3`` (four arms, 5
   steps, evaluations, the hint-lift table);
+* ``full`` (not run by default: about 25 min): the full-size experiment for one seed,
+  ``python -m nudgelib.experiments.lm_nurl --seed 10`` (30 steps, the committed run's sizes; the
+  committed three-seed run is three of these plus one base-model evaluation);
 * ``evaluation``: hint-free pass counts of the base model (SmolLM2-135M with the experiment's
   LoRA r=8, untrained) on 64 held-out arithmetic problems, n = 64 samples each, 12 new tokens,
   T = 1, 512 rows per call.
@@ -62,6 +65,9 @@ def run_job(job: str, mode: str, tmp: Path) -> dict:
     if job == "experiment":
         cmd = [sys.executable, "-m", "nudgelib.experiments.lm_nurl", "--fast", "--seed", "3",
                "--out", str(out)]
+    elif job == "full":
+        cmd = [sys.executable, "-m", "nudgelib.experiments.lm_nurl", "--seed", "10",
+               "--out", str(out)]
     else:
         cmd = [sys.executable, __file__, "--worker", str(out)]
     t = time.perf_counter()
@@ -101,14 +107,19 @@ def main(argv=None) -> int:
         summary[job] = {"before_s": round(b, 1), "after_s": round(a, 1),
                         "speedup": round(b / a, 2), "speedup_per_round": per_round}
         print(f"| {job} | {b:.1f} | {a:.1f} | {b / a:.2f}x (rounds: {per_round}) |")
-    if "experiment" in jobs:
-        before, after = res["experiment"]["before"][0], res["experiment"]["after"][0]
-        print("\nheld-out metrics, before -> after:")
+    for job in ("experiment", "full"):
+        if job not in jobs:
+            continue
+        before, after = res[job]["before"][0], res[job]["after"][0]
+        print(f"\n{job}: held-out metrics, before -> after:")
         for arm in before["metrics"]:
             pairs = {k: (round(v, 3), round(after["metrics"][arm][k], 3))
                      for k, v in before["metrics"][arm].items()}
             print(f"  {arm}: {pairs}")
-        summary["base_metrics_equal"] = before["metrics"]["base"] == after["metrics"]["base"]
+        summary[job]["base_metrics_equal"] = before["metrics"]["base"] == after["metrics"]["base"]
+        summary[job]["metrics"] = {m: {a: {k: round(v, 3) for k, v in r["metrics"][a].items()}
+                                       for a in r["metrics"]}
+                                   for m, r in (("before", before), ("after", after))}
     if "evaluation" in jobs:
         cb = res["evaluation"]["before"][0]["counts"]
         ca = res["evaluation"]["after"][0]["counts"]
