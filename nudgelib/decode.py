@@ -78,7 +78,10 @@ def can_pack(w: Tensor) -> bool:
 def with_lora_delta(w: Tensor, module, adapters) -> Tensor:
     """``w`` plus the deltas of the named LoRA ``adapters`` of ``module`` (PEFT's
     ``get_delta_weight``: B @ A times the scaling, fan-in/fan-out handled), in ``w``'s dtype: the
-    folded weight both samplers use. A new tensor; ``w`` is left as it was."""
+    folded weight both samplers use. A new tensor (a copy of ``w`` when no adapter is named, e.g.
+    a layer the active adapter does not reach); ``w`` is left as it was."""
+    if not adapters:
+        return w.clone()
     return w + sum(module.get_delta_weight(a) for a in adapters).to(w.dtype)
 
 

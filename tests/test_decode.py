@@ -213,3 +213,27 @@ def test_a_changed_adapter_is_packed_again(smol):
         with torch.no_grad():
             for p in lora_b:
                 p.mul_(-1.0)
+
+
+def test_the_lora_fold_is_w_plus_scaling_times_b_a_by_hand():
+    """with_lora_delta (both samplers' fold) on a 5 -> 3 layer, r = 2, alpha = 4 (scaling 2):
+    W + 2 * B @ A from the matrices themselves; no adapter named: a copy of W."""
+    from peft import LoraConfig, get_peft_model
+
+    from nudgelib.decode import with_lora_delta
+
+    torch.manual_seed(0)
+    net = get_peft_model(torch.nn.Sequential(torch.nn.Linear(5, 3)),
+                         LoraConfig(r=2, lora_alpha=4, target_modules=["0"]))
+    layer = net.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    w = layer.get_base_layer().weight.detach().clone()
+    a, b = layer.lora_A["default"].weight.detach(), layer.lora_B["default"].weight.detach()
+    expected = [[float(w[i, j]) + 2 * sum(float(b[i, k]) * float(a[k, j]) for k in range(2))
+                 for j in range(5)] for i in range(3)]
+    with torch.no_grad():
+        got = with_lora_delta(w, layer, ["default"])
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6) and not torch.equal(got, w)
+    same = with_lora_delta(w, layer, [])
+    assert torch.equal(same, w) and same.data_ptr() != w.data_ptr()
