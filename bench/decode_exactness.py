@@ -19,24 +19,13 @@ import torch
 
 
 def main(argv=None) -> int:
-    from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig, build_problems
-    from nudgelib.lm_policy import HFPolicy
-    from nudgelib.presets import OFFLINE_SMOLLM2
+    from rollouts import benchmark_policy  # bench/ is the script's folder: on sys.path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    cfg = TrainConfig(policy="hf", task="gsm8k", model_id=OFFLINE_SMOLLM2, n_train_problems=4,
-                      problem_selection="shortest")
-    texts = [p.question for p in build_problems(cfg)]
-    torch.manual_seed(0)
-    pol = HFPolicy.from_pretrained(OFFLINE_SMOLLM2, lora_rank=16,
-                                   instruction=SHORT_ANSWER_INSTRUCTION)
-    with torch.no_grad():
-        for n, p in pol.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.01)
+    pol, texts = benchmark_policy(4)
 
     def sample(seed, lean):
         pol.fast_decode = pol.pack_weights = lean

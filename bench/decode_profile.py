@@ -1,7 +1,7 @@
 """Where one decode step's time goes: transformers' forward step by step (the sampler before
 issue 24) vs nudgelib's lean loop, per op category, from torch.profiler.
 
-    python bench/decode_profile.py [--rows-prompts 4] [--group 8] [--tokens 64]
+    python bench/decode_profile.py [--prompts 4] [--group 8] [--tokens 64]
 
 Settings of bench/rollouts.py (SmolLM2-135M offline, LoRA r=16 with a non-zero B, 4 GSM8K
 prompts x G=8 = 32 rows, 64 new tokens, T=1, fp32, CPU). One warm-up call, then one profiled
@@ -35,25 +35,14 @@ ORDER = ["matrix products", "LM head", "attention", "KV cache growth (concatenat
 
 
 def main(argv=None) -> int:
-    from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig, build_problems
-    from nudgelib.lm_policy import HFPolicy
-    from nudgelib.presets import OFFLINE_SMOLLM2
+    from rollouts import benchmark_policy  # bench/ is the script's folder: on sys.path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args(argv)
-    cfg = TrainConfig(policy="hf", task="gsm8k", model_id=OFFLINE_SMOLLM2,
-                      n_train_problems=args.prompts, problem_selection="shortest")
-    texts = [p.question for p in build_problems(cfg)]
-    torch.manual_seed(0)
-    pol = HFPolicy.from_pretrained(OFFLINE_SMOLLM2, lora_rank=16,
-                                   instruction=SHORT_ANSWER_INSTRUCTION)
-    with torch.no_grad():
-        for n, p in pol.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.01)
+    pol, texts = benchmark_policy(args.prompts)
     vocab = pol.model.get_output_embeddings().weight.shape[0]
     table = {}
     for name, lean in (("transformers forward (before)", False), ("lean loop (now)", True)):

@@ -72,11 +72,30 @@ def flops_per_token(model, context: int) -> float:
     return 2 * linear + attention
 
 
-def main(argv=None) -> int:
+def benchmark_policy(prompts: int = 4, rank: int = 16):
+    """The policy and prompt texts of these settings (also bench/decode_profile.py's and
+    bench/decode_exactness.py's): SmolLM2-135M offline, LoRA ``rank`` on every linear layer
+    with B drawn non-zero (a trained-looking adapter: its products still run), the short-answer
+    instruction, the ``prompts`` shortest GSM8K train questions."""
     from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig, build_problems
     from nudgelib.lm_policy import HFPolicy
-    from nudgelib.policies import completion_mask, left_pad
     from nudgelib.presets import OFFLINE_SMOLLM2
+
+    cfg = TrainConfig(policy="hf", task="gsm8k", model_id=OFFLINE_SMOLLM2,
+                      n_train_problems=prompts, problem_selection="shortest")
+    texts = [p.question for p in build_problems(cfg)]
+    torch.manual_seed(0)
+    pol = HFPolicy.from_pretrained(OFFLINE_SMOLLM2, lora_rank=rank,
+                                   instruction=SHORT_ANSWER_INSTRUCTION)
+    with torch.no_grad():
+        for n, p in pol.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.01)
+    return pol, texts
+
+
+def main(argv=None) -> int:
+    from nudgelib.policies import completion_mask, left_pad
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -86,17 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    cfg = TrainConfig(policy="hf", task="gsm8k", model_id=OFFLINE_SMOLLM2,
-                      n_train_problems=args.prompts, problem_selection="shortest")
-    problems = build_problems(cfg)
-    torch.manual_seed(0)
-    pol = HFPolicy.from_pretrained(OFFLINE_SMOLLM2, lora_rank=args.rank,
-                                   instruction=SHORT_ANSWER_INSTRUCTION)
-    with torch.no_grad():  # a trained-looking adapter (B starts at 0): its matmuls still run
-        for n, p in pol.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.01)
-    texts = [p.question for p in problems]
+    pol, texts = benchmark_policy(args.prompts, args.rank)
     encoded = pol.encode_prompts(texts)
     ids, mask = left_pad([e for e in encoded for _ in range(args.group)], pol.pad_id)
 
