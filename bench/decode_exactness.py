@@ -1,21 +1,103 @@
 """How close the lean loop's log-probs are to the reference loop's, token by token, on
 ``bench/rollouts.py``'s settings (SmolLM2-135M, LoRA r=16 with non-zero B, 4 GSM8K prompts x
-G = 8, 64 tokens, T = 1), over several generator seeds.
+G = 8, 64 tokens, T = 1), over several generator seeds; and, as the yardstick, how close the
+reference loop (the code before issue 24) comes to itself.
 
     python bench/decode_exactness.py [--seeds 4] [--json]
 
-For the tokens both loops drew (each row up to its first differing token): the share within
-1e-5 of the reference, the largest difference overall and among tokens of probability >= 0.01,
-and for each row that diverged, the two loops' log-probs of the token where it did.
+Three comparisons, each over the tokens both sides drew (each row up to its first differing
+token), with the share within 1e-5, the mean and largest difference, and the rows that
+diverged:
+
+* ``lean_vs_reference``: the lean loop against the reference loop, same generator;
+* ``lean_unpacked_vs_reference``: the same with the lean loop's weights unpacked
+  (``pack_weights=False``: torch's own product instead of oneDNN's packed one);
+* ``reference_32_vs_16``: the reference loop on the 32 rows at once against the same rows as
+  two calls of 16 (the same uniform number for each row and step: the draw is replaced by a
+  table for both), i.e. the old code under a change of batch size only;
+* ``reference_vs_scoring``: the reference loop's sampling log-probs against the same tokens
+  scored by the old code's own training forward (``logprobs``, unpacked), i.e. the two
+  computations of one log-prob that a GRPO step's ratio compares;
+* ``lean_vs_scoring``: the same for the code now: the lean loop's log-probs against its tokens
+  scored by the training forward as it runs now (packed weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 
 import torch
+import torch.nn.functional as F
+
+
+def compare(a, b, la=None, lb=None) -> dict:
+    """Per-token |logp difference| of two Samples of the same rows, up to each row's first
+    differing token (``la``/``lb`` replace the log-probs, e.g. by a scoring pass's)."""
+    la = a.logp if la is None else la
+    lb = b.logp if lb is None else lb
+    width = min(a.completion_ids.shape[1], b.completion_ids.shape[1])
+    diffs, logps, diverged = [], [], []
+    for r in range(a.completion_ids.shape[0]):
+        m = (a.completion_mask[r, :width] * b.completion_mask[r, :width]).bool()
+        differ = ((a.completion_ids[r, :width] != b.completion_ids[r, :width]) & m).nonzero()
+        n = int(differ[0]) if len(differ) else int(m.sum())
+        if len(differ):
+            diverged.append((float(la[r, n]), float(lb[r, n])))
+        diffs.append((la[r, :n] - lb[r, :n]).abs())
+        logps.append(la[r, :n])
+    return {"diffs": torch.cat(diffs), "logps": torch.cat(logps), "diverged": diverged,
+            "rows": a.completion_ids.shape[0]}
+
+
+def summary(parts: list[dict]) -> dict:
+    d = torch.cat([p["diffs"] for p in parts])
+    lp = torch.cat([p["logps"] for p in parts])
+    diverged = [x for p in parts for x in p["diverged"]]
+    likely = lp >= math.log(0.01)
+    return {"tokens": int(d.numel()), "within_1e-5": round(float((d <= 1e-5).float().mean()), 5),
+            "mean_abs": float(d.mean()), "max_abs": float(d.max()),
+            "logp_at_max": float(lp[d.argmax()]),
+            "max_abs_p_ge_0.01": float(d[likely].max()), "tokens_p_ge_0.01": int(likely.sum()),
+            "within_1e-5_p_ge_0.01": round(float((d[likely] <= 1e-5).float().mean()), 5),
+            "rows": sum(p["rows"] for p in parts), "diverged_rows": len(diverged),
+            "diverged_at_logp": [[round(x, 2), round(y, 2)] for x, y in diverged]}
+
+
+@contextlib.contextmanager
+def tabled_draws(table: torch.Tensor, rows: torch.Tensor):
+    """The reference loop draws row ``rows[i]``'s number of step t from ``table[rows[i], t]``
+    instead of from its generator (nothing else of the loop changes)."""
+    import nudgelib.lm_policy as lm_policy
+
+    real, step = lm_policy.sample_next, [0]
+
+    def tabled(logits, temperature, top_p, generator, uniforms=None):
+        u = table[rows, step[0]][:, None]
+        step[0] += 1
+        return real(logits, temperature, top_p, generator, uniforms=u)
+
+    lm_policy.sample_next = tabled
+    try:
+        yield
+    finally:
+        lm_policy.sample_next = real
+
+
+def joined(parts):
+    """Samples of disjoint rows stacked into one (completions right-padded to one width)."""
+    from types import SimpleNamespace
+
+    width = max(p.completion_ids.shape[1] for p in parts)
+
+    def cat(name):
+        return torch.cat([F.pad(getattr(p, name), (0, width - getattr(p, name).shape[1]))
+                          for p in parts])
+
+    return SimpleNamespace(completion_ids=cat("completion_ids"), logp=cat("logp"),
+                           completion_mask=cat("completion_mask"))
 
 
 def main(argv=None) -> int:
@@ -26,39 +108,51 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     pol, texts = benchmark_policy(4)
+    group, tokens = 8, 64
 
-    def sample(seed, lean):
-        pol.fast_decode = pol.pack_weights = lean
+    def sample(seed, lean, prompts=(0, 1, 2, 3), gen=None, pack=None):
+        pol.fast_decode = lean
+        pol.pack_weights = lean if pack is None else pack
         try:
-            return pol.sample(texts, 8, temperature=1.0, max_new_tokens=64,
-                              generator=torch.Generator().manual_seed(seed))
+            return pol.sample([texts[i] for i in prompts], group, temperature=1.0,
+                              max_new_tokens=tokens,
+                              generator=gen or torch.Generator().manual_seed(seed))
         finally:
             pol.fast_decode = pol.pack_weights = True
 
-    diffs, logps, diverged = [], [], []
+    out = {"lean_vs_reference": [], "lean_unpacked_vs_reference": [], "reference_32_vs_16": [], "reference_vs_scoring": [],
+           "lean_vs_scoring": []}
     for seed in range(args.seeds):
         ref, lean = sample(seed, False), sample(seed, True)
-        a, b = ref.completion_ids, lean.completion_ids
-        width = min(a.shape[1], b.shape[1])
-        for r in range(a.shape[0]):
-            m = (ref.completion_mask[r, :width] * lean.completion_mask[r, :width]).bool()
-            differ = ((a[r, :width] != b[r, :width]) & m).nonzero()
-            n = int(differ[0]) if len(differ) else int(m.sum())
-            if len(differ):
-                diverged.append((seed, r, n, float(ref.logp[r, n]), float(lean.logp[r, n])))
-            diffs.append((ref.logp[r, :n] - lean.logp[r, :n]).abs())
-            logps.append(ref.logp[r, :n])
-    d, lp = torch.cat(diffs), torch.cat(logps)
-    likely = lp >= math.log(0.01)
-    out = {"tokens": int(d.numel()), "within_1e-5": round(float((d <= 1e-5).float().mean()), 5),
-           "mean_abs": float(d.mean()), "max_abs": float(d.max()),
-           "logp_at_max": float(lp[d.argmax()]),
-           "max_abs_p_ge_0.01": float(d[likely].max()), "tokens_p_ge_0.01": int(likely.sum()),
-           "within_1e-5_p_ge_0.01": round(float((d[likely] <= 1e-5).float().mean()), 5),
-           "rows": args.seeds * 32, "diverged_rows": len(diverged),
-           "diverged_at_logp": [[round(x, 2), round(y, 2)] for *_, x, y in diverged]}
-    for k, v in out.items():
-        print(f"{k}: {v}")
+        out["lean_vs_reference"].append(compare(ref, lean))
+        out["lean_unpacked_vs_reference"].append(compare(ref, sample(seed, True, pack=False)))
+        table = torch.rand(len(texts) * group, tokens, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(1_000 + seed))
+        with tabled_draws(table, torch.arange(len(texts) * group)):
+            whole = sample(seed, False)
+        halves = []
+        for pair in ((0, 1), (2, 3)):
+            rows = torch.arange(pair[0] * group, (pair[-1] + 1) * group)
+            with tabled_draws(table, rows):
+                halves.append(sample(seed, False, prompts=pair))
+        out["reference_32_vs_16"].append(compare(whole, joined(halves)))
+        pol.pack_weights = False  # the old code's scoring pass (unpacked weights)
+        try:
+            with torch.no_grad():
+                scored = pol.logprobs(ref.prompt_ids, ref.prompt_mask, ref.completion_ids,
+                                      ref.completion_mask)
+        finally:
+            pol.pack_weights = True
+        out["reference_vs_scoring"].append(compare(ref, ref, lb=scored))
+        with torch.no_grad():
+            scored = pol.logprobs(lean.prompt_ids, lean.prompt_mask, lean.completion_ids,
+                                  lean.completion_mask)
+        out["lean_vs_scoring"].append(compare(lean, lean, lb=scored))
+    out = {k: summary(v) for k, v in out.items()}
+    for name, s in out.items():
+        print(f"-- {name}")
+        for k, v in s.items():
+            print(f"   {k}: {v}")
     if args.json:
         print(json.dumps(out))
     return 0

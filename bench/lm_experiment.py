@@ -22,6 +22,11 @@ the defaults (:mod:`nudgelib.decode`). Each job runs in a fresh process:
 Results are compared too: the base model's metrics and pass counts (no training in between)
 should be the same; trained arms may drift, as one token drawn differently in training (see
 ``nudgelib.decode``: improbable neighbours under float32 round-off) changes what follows.
+
+``--modes before,after,unshared`` adds a third mode, timed but not part of the speed-up: "before" with
+``HFPolicy(share_prompts=False)`` (each row runs its own prompt: the same arithmetic, only
+batched differently). How far it moves "before"'s metrics is how far the old code's results
+move under a change of summation order alone: the yardstick for "same results".
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ from pathlib import Path
 
 MODES = {"before": {"NUDGE_FAST_DECODE": "0", "NUDGE_PACK_WEIGHTS": "0"},
          "after": {"NUDGE_FAST_DECODE": "1", "NUDGE_PACK_WEIGHTS": "1"}}
+CONTROL = "unshared"  # "before" with share_prompts=False (--control)
+
+
+def unshared_worker(argv: list[str]) -> int:
+    """``lm_nurl.main(argv)`` with every HFPolicy built with ``share_prompts=False``."""
+    from nudgelib.experiments import lm_nurl
+    from nudgelib.lm_policy import HFPolicy
+
+    HFPolicy.__init__.__kwdefaults__["share_prompts"] = False
+    return lm_nurl.main(argv)
 EVAL_COUNTS = {"sum": 22, "product": 21, "chain": 21}
 
 
@@ -61,13 +76,14 @@ def evaluation_worker(out: str) -> None:
 
 def run_job(job: str, mode: str, tmp: Path) -> dict:
     out = tmp / f"{job}-{mode}.json"
-    env = {**os.environ, **MODES[mode]}
-    if job == "experiment":
-        cmd = [sys.executable, "-m", "nudgelib.experiments.lm_nurl", "--fast", "--seed", "3",
-               "--out", str(out)]
-    elif job == "full":
-        cmd = [sys.executable, "-m", "nudgelib.experiments.lm_nurl", "--seed", "10",
-               "--out", str(out)]
+    env = {**os.environ, **MODES["before" if mode == CONTROL else mode]}
+    if job in ("experiment", "full"):
+        argv = ["--fast", "--seed", "3"] if job == "experiment" else ["--seed", "10"]
+        lead = ([__file__, "--unshared"] if mode == CONTROL
+                else ["-m", "nudgelib.experiments.lm_nurl"])
+        cmd = [sys.executable, *lead, *argv, "--out", str(out)]
+    elif mode == CONTROL:
+        raise SystemExit("--control applies to the experiment and full jobs")
     else:
         cmd = [sys.executable, __file__, "--worker", str(out)]
     t = time.perf_counter()
@@ -83,44 +99,59 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--jobs", default="experiment,evaluation")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--modes", default="before,after",
+                    help=f"of before, after and {CONTROL} ('before' with share_prompts=False)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--unshared"]:  # the control's worker: the rest is lm_nurl's command line
+        return unshared_worker(argv[1:])
     args = ap.parse_args(argv)
     if args.worker:
         evaluation_worker(args.worker)
         return 0
     jobs = args.jobs.split(",")
-    res = {j: {m: [] for m in MODES} for j in jobs}
+    modes = args.modes.split(",")
+    if set(modes) - {*MODES, CONTROL}:
+        raise SystemExit(f"--modes: each of before, after, {CONTROL}; got {args.modes}")
+    res = {j: {m: [] for m in modes} for j in jobs}
     with tempfile.TemporaryDirectory() as d:
         for r in range(args.rounds):
             for job in jobs:
-                for mode in MODES:
+                for mode in modes:
+                    if mode == CONTROL and job == "evaluation":
+                        continue
                     x = run_job(job, mode, Path(d))
                     res[job][mode].append(x)
                     print(f"round {r + 1} {job:10s} {mode:6s} {x['wall']:7.1f} s", flush=True)
-    summary = {}
-    print("\n| job | before s | after s | speed-up |\n|---|---|---|---|")
-    for job in jobs:
-        b = min(x["wall"] for x in res[job]["before"])
-        a = min(x["wall"] for x in res[job]["after"])
-        per_round = [round(x["wall"] / y["wall"], 2)
-                     for x, y in zip(res[job]["before"], res[job]["after"])]
-        summary[job] = {"before_s": round(b, 1), "after_s": round(a, 1),
-                        "speedup": round(b / a, 2), "speedup_per_round": per_round}
-        print(f"| {job} | {b:.1f} | {a:.1f} | {b / a:.2f}x (rounds: {per_round}) |")
+    summary = {job: {} for job in jobs}
+    if {"before", "after"} <= set(modes):
+        print("\n| job | before s | after s | speed-up |\n|---|---|---|---|")
+        for job in jobs:
+            b = min(x["wall"] for x in res[job]["before"])
+            a = min(x["wall"] for x in res[job]["after"])
+            per_round = [round(x["wall"] / y["wall"], 2)
+                         for x, y in zip(res[job]["before"], res[job]["after"])]
+            summary[job] = {"before_s": round(b, 1), "after_s": round(a, 1),
+                            "speedup": round(b / a, 2), "speedup_per_round": per_round}
+            print(f"| {job} | {b:.1f} | {a:.1f} | {b / a:.2f}x (rounds: {per_round}) |")
     for job in ("experiment", "full"):
         if job not in jobs:
             continue
-        before, after = res[job]["before"][0], res[job]["after"][0]
-        print(f"\n{job}: held-out metrics, before -> after:")
-        for arm in before["metrics"]:
-            pairs = {k: (round(v, 3), round(after["metrics"][arm][k], 3))
-                     for k, v in before["metrics"][arm].items()}
-            print(f"  {arm}: {pairs}")
-        summary[job]["base_metrics_equal"] = before["metrics"]["base"] == after["metrics"]["base"]
+        runs = {m: res[job][m][0] for m in modes}
+        summary[job]["wall_s"] = {m: [round(x["wall"], 1) for x in res[job][m]] for m in modes}
         summary[job]["metrics"] = {m: {a: {k: round(v, 3) for k, v in r["metrics"][a].items()}
                                        for a in r["metrics"]}
-                                   for m, r in (("before", before), ("after", after))}
-    if "evaluation" in jobs:
+                                   for m, r in runs.items()}
+        for x, y in (("before", "after"), ("before", CONTROL)):
+            if x not in runs or y not in runs:
+                continue
+            mx, my = runs[x]["metrics"], runs[y]["metrics"]
+            print(f"\n{job}: held-out metrics, {x} -> {y}:")
+            for arm in mx:
+                pairs = {k: (round(v, 3), round(my[arm][k], 3)) for k, v in mx[arm].items()}
+                print(f"  {arm}: {pairs}")
+            summary[job][f"base_metrics_equal_{y}"] = mx["base"] == my["base"]
+    if "evaluation" in jobs and {"before", "after"} <= set(modes):
         cb = res["evaluation"]["before"][0]["counts"]
         ca = res["evaluation"]["after"][0]["counts"]
         same = sum(x == y for x, y in zip(cb, ca))
