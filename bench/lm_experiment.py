@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                         continue
                     x = run_job(job, mode, Path(d))
                     res[job][mode].append(x)
-                    print(f"round {r + 1} {job:10s} {mode:6s} {x['wall']:7.1f} s", flush=True)
+                    print(f"round {r + 1} {job:10s} {mode:8s} {x['wall']:7.1f} s", flush=True)
     summary = {job: {} for job in jobs}
     if {"before", "after"} <= set(modes):
         print("\n| job | before s | after s | speed-up |\n|---|---|---|---|")
