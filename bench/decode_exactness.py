@@ -5,7 +5,7 @@ reference loop (the code before issue 24) comes to itself.
 
     python bench/decode_exactness.py [--seeds 4] [--json]
 
-Three comparisons, each over the tokens both sides drew (each row up to its first differing
+Five comparisons, each over the tokens both sides drew (each row up to its first differing
 token), with the share within 1e-5, the mean and largest difference, and the rows that
 diverged:
 
@@ -110,18 +110,18 @@ def main(argv=None) -> int:
     pol, texts = benchmark_policy(4)
     group, tokens = 8, 64
 
-    def sample(seed, lean, prompts=(0, 1, 2, 3), gen=None, pack=None):
+    def sample(seed, lean, prompts=(0, 1, 2, 3), pack=None):
         pol.fast_decode = lean
         pol.pack_weights = lean if pack is None else pack
         try:
             return pol.sample([texts[i] for i in prompts], group, temperature=1.0,
                               max_new_tokens=tokens,
-                              generator=gen or torch.Generator().manual_seed(seed))
+                              generator=torch.Generator().manual_seed(seed))
         finally:
             pol.fast_decode = pol.pack_weights = True
 
-    out = {"lean_vs_reference": [], "lean_unpacked_vs_reference": [], "reference_32_vs_16": [], "reference_vs_scoring": [],
-           "lean_vs_scoring": []}
+    out = {name: [] for name in ("lean_vs_reference", "lean_unpacked_vs_reference",
+                                 "reference_32_vs_16", "reference_vs_scoring", "lean_vs_scoring")}
     for seed in range(args.seeds):
         ref, lean = sample(seed, False), sample(seed, True)
         out["lean_vs_reference"].append(compare(ref, lean))

@@ -23,10 +23,10 @@ Results are compared too: the base model's metrics and pass counts (no training 
 should be the same; trained arms may drift, as one token drawn differently in training (see
 ``nudgelib.decode``: improbable neighbours under float32 round-off) changes what follows.
 
-``--modes before,after,unshared`` adds a third mode, timed but not part of the speed-up: "before" with
-``HFPolicy(share_prompts=False)`` (each row runs its own prompt: the same arithmetic, only
-batched differently). How far it moves "before"'s metrics is how far the old code's results
-move under a change of summation order alone: the yardstick for "same results".
+``--modes before,after,unshared`` adds a third mode, timed but not part of the speed-up:
+"before" with ``HFPolicy(share_prompts=False)`` (each row runs its own prompt: the same
+arithmetic, only batched differently). How far it moves "before"'s metrics is how far the old
+code's results move under a change of summation order alone: the yardstick for "same results".
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 
 MODES = {"before": {"NUDGE_FAST_DECODE": "0", "NUDGE_PACK_WEIGHTS": "0"},
          "after": {"NUDGE_FAST_DECODE": "1", "NUDGE_PACK_WEIGHTS": "1"}}
-CONTROL = "unshared"  # "before" with share_prompts=False (--control)
+CONTROL = "unshared"  # "before" with share_prompts=False (--modes ...,unshared)
 
 
 def unshared_worker(argv: list[str]) -> int:
@@ -52,6 +52,8 @@ def unshared_worker(argv: list[str]) -> int:
 
     HFPolicy.__init__.__kwdefaults__["share_prompts"] = False
     return lm_nurl.main(argv)
+
+
 EVAL_COUNTS = {"sum": 22, "product": 21, "chain": 21}
 
 
@@ -83,7 +85,7 @@ def run_job(job: str, mode: str, tmp: Path) -> dict:
                 else ["-m", "nudgelib.experiments.lm_nurl"])
         cmd = [sys.executable, *lead, *argv, "--out", str(out)]
     elif mode == CONTROL:
-        raise SystemExit("--control applies to the experiment and full jobs")
+        raise SystemExit(f"mode {CONTROL!r} applies to the experiment and full jobs")
     else:
         cmd = [sys.executable, __file__, "--worker", str(out)]
     t = time.perf_counter()
