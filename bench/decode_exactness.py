@@ -30,7 +30,6 @@ import json
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def compare(a, b, la=None, lb=None) -> dict:
@@ -90,11 +89,12 @@ def joined(parts):
     """Samples of disjoint rows stacked into one (completions right-padded to one width)."""
     from types import SimpleNamespace
 
+    from nudgelib.policies import right_pad
+
     width = max(p.completion_ids.shape[1] for p in parts)
 
     def cat(name):
-        return torch.cat([F.pad(getattr(p, name), (0, width - getattr(p, name).shape[1]))
-                          for p in parts])
+        return torch.cat([right_pad(getattr(p, name), width, 0) for p in parts])
 
     return SimpleNamespace(completion_ids=cat("completion_ids"), logp=cat("logp"),
                            completion_mask=cat("completion_mask"))
@@ -110,15 +110,27 @@ def main(argv=None) -> int:
     pol, texts = benchmark_policy(4)
     group, tokens = 8, 64
 
-    def sample(seed, lean, prompts=(0, 1, 2, 3), pack=None):
-        pol.fast_decode = lean
-        pol.pack_weights = lean if pack is None else pack
+    @contextlib.contextmanager
+    def loop(lean, pack):
+        """The policy with the lean loop on or off and its weights packed or not (then back
+        to the defaults: both on)."""
+        pol.fast_decode, pol.pack_weights = lean, pack
         try:
+            yield
+        finally:
+            pol.fast_decode = pol.pack_weights = True
+
+    def sample(seed, lean, prompts=(0, 1, 2, 3), pack=None):
+        with loop(lean, lean if pack is None else pack):
             return pol.sample([texts[i] for i in prompts], group, temperature=1.0,
                               max_new_tokens=tokens,
                               generator=torch.Generator().manual_seed(seed))
-        finally:
-            pol.fast_decode = pol.pack_weights = True
+
+    def scored(s, pack):
+        """``s``'s tokens scored by the training forward (packed weights or not)."""
+        with loop(True, pack), torch.no_grad():
+            return pol.logprobs(s.prompt_ids, s.prompt_mask, s.completion_ids,
+                                s.completion_mask)
 
     out = {name: [] for name in ("lean_vs_reference", "lean_unpacked_vs_reference",
                                  "reference_32_vs_16", "reference_vs_scoring", "lean_vs_scoring")}
@@ -136,18 +148,9 @@ def main(argv=None) -> int:
             with tabled_draws(table, rows):
                 halves.append(sample(seed, False, prompts=pair))
         out["reference_32_vs_16"].append(compare(whole, joined(halves)))
-        pol.pack_weights = False  # the old code's scoring pass (unpacked weights)
-        try:
-            with torch.no_grad():
-                scored = pol.logprobs(ref.prompt_ids, ref.prompt_mask, ref.completion_ids,
-                                      ref.completion_mask)
-        finally:
-            pol.pack_weights = True
-        out["reference_vs_scoring"].append(compare(ref, ref, lb=scored))
-        with torch.no_grad():
-            scored = pol.logprobs(lean.prompt_ids, lean.prompt_mask, lean.completion_ids,
-                                  lean.completion_mask)
-        out["lean_vs_scoring"].append(compare(lean, lean, lb=scored))
+        # the old code scores unpacked; the code now, packed
+        out["reference_vs_scoring"].append(compare(ref, ref, lb=scored(ref, pack=False)))
+        out["lean_vs_scoring"].append(compare(lean, lean, lb=scored(lean, pack=True)))
     out = {k: summary(v) for k, v in out.items()}
     for name, s in out.items():
         print(f"-- {name}")
