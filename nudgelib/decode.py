@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nudgelib.policies import sample_next
+from nudgelib.policies import draws_per_row, sample_next
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack", "with_lora_delta"]
 
@@ -286,7 +286,8 @@ class LeanDecoder:
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, first: Tensor, inverse: Tensor,
                  *, temperature: float, top_p: float, max_new_tokens: int,
                  generator: torch.Generator, eos_ids, stop_ids, pad_id: int,
-                 compact: bool = True, pack: bool = True) -> tuple[Tensor, Tensor]:
+                 compact: bool = True, pack: bool = True, method: str = "cdf"
+                 ) -> tuple[Tensor, Tensor]:
         """Tokens and their log-probs ``[N, T]`` for the N prompt rows; ``first``/``inverse``
         (:func:`nudgelib.policies.shared_rows`) name the U distinct prompts, prefilled once."""
         dev = prompt_mask.device
@@ -316,10 +317,11 @@ class LeanDecoder:
         logps = torch.zeros((n_rows, max_new_tokens), dtype=torch.float32, device=dev)
         eos = torch.tensor(eos_ids, device=dev)
         stop = torch.tensor(stop_ids, dtype=torch.long, device=dev)
-        steps = 0
+        steps, n_draws = 0, draws_per_row(method, logits.shape[-1])
         for t in range(max_new_tokens):
-            u = torch.rand(n_rows, 1, generator=generator, dtype=torch.float64).to(dev)
-            tok, lp = sample_next(logits, temperature, top_p, generator, uniforms=u[rows])
+            u = torch.rand(n_rows, n_draws, generator=generator, dtype=torch.float64).to(dev)
+            tok, lp = sample_next(logits, temperature, top_p, generator, uniforms=u[rows],
+                                  method=method)
             tok = torch.where(done, torch.full_like(tok, pad_id), tok)
             toks[rows, t], logps[rows, t] = tok, lp
             steps = t + 1

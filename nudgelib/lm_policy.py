@@ -20,7 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from nudgelib.models import quiet_benign_warnings
-from nudgelib.policies import Policy, chunked_token_logprobs, sample_next, shared_rows
+from nudgelib.policies import (
+    Policy,
+    chunked_token_logprobs,
+    draws_per_row,
+    sample_next,
+    shared_rows,
+)
 
 quiet_benign_warnings()
 
@@ -79,9 +85,11 @@ class HFPolicy(Policy):
     ``compact_finished`` drops stopped rows), else transformers' forward step by step.
     ``pack_weights`` (default on unless ``NUDGE_PACK_WEIGHTS=0``) runs the frozen float32 CPU
     weights through oneDNN's pre-packed copies, in sampling and training. Either loop draws
-    with a
-    ``torch.Generator`` (exact, resumable runs) and keeps only the sampled tokens' log-probs
-    (``generate(output_scores=True)`` would keep N x T x vocab scores).
+    with a ``torch.Generator`` (exact, resumable runs) by ``sampler`` (default ``"race"``
+    unless ``NUDGE_SAMPLER=cdf``; see :func:`nudgelib.policies.sample_next`: ``"cdf"`` is the
+    draw before issue 24's follow-up, which float32 round-off moves far more often) and keeps
+    only the sampled tokens' log-probs (``generate(output_scores=True)`` would keep N x T x
+    vocab scores).
 
     A group's G rows share one prompt, and both passes use that: sampling prefills each
     distinct prompt once and copies its cache to the rows; :meth:`logprobs` runs each distinct
@@ -94,8 +102,11 @@ class HFPolicy(Policy):
                  system_prompt: str | None = None, logprob_chunk_tokens: int | None = None,
                  model_id: str = "", share_prompts: bool = True, merge_for_sampling: bool = True,
                  stop_at_newline: bool = False, fast_decode: bool | None = None,
-                 compact_finished: bool = True, pack_weights: bool | None = None):
+                 compact_finished: bool = True, pack_weights: bool | None = None,
+                 sampler: str | None = None):
         self.model, self.tokenizer = model, tokenizer
+        self.sampler = sampler or os.environ.get("NUDGE_SAMPLER", "race")
+        draws_per_row(self.sampler, 1)  # names a bad sampler now, not at the first draw
         if fast_decode is None:
             fast_decode = os.environ.get("NUDGE_FAST_DECODE", "1") != "0"
         if pack_weights is None:
@@ -298,7 +309,7 @@ class HFPolicy(Policy):
                                  max_new_tokens=max_new_tokens, generator=generator,
                                  eos_ids=self.eos_ids, stop_ids=self.stop_ids,
                                  pad_id=self.pad_id, compact=self.compact_finished,
-                                 pack=self.pack_weights)
+                                 pack=self.pack_weights, method=self.sampler)
         pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         cache_arg = _cache_argument(self._causal_lm())
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
@@ -313,7 +324,7 @@ class HFPolicy(Policy):
         done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
         toks, logps = [], []
         for t in range(max_new_tokens):
-            tok, lp = sample_next(logits, temperature, top_p, generator)
+            tok, lp = sample_next(logits, temperature, top_p, generator, method=self.sampler)
             tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
             toks.append(tok)
             logps.append(lp)

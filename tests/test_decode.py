@@ -44,24 +44,51 @@ def smol(offline_model_dir):
     return pol
 
 
-def test_smollm2_lean_loop_samples_what_the_reference_loop_samples(smol):
-    """Same generator, every switch: the same tokens (a row may leave the reference only at a
-    token both loops give probability < 1e-3: inverse-CDF sampling over 49k tokens moves a
-    boundary between improbable neighbours under float32 round-off), and log-probs within
-    float32 round-off of the reference's."""
-    ref = _sample(smol, (False, False, False))
-    for name, sw in SWITCHES.items():
-        s = _sample(smol, sw)
-        assert isinstance(smol._decoder, LeanDecoder) and smol._lean is None, name
+@pytest.mark.parametrize("sampler", ["race", "cdf"])
+def test_smollm2_lean_loop_samples_what_the_reference_loop_samples(smol, sampler):
+    """Same generator, every switch: the same tokens, and log-probs within float32 round-off
+    of the reference's. With the inverse-CDF sampler (``cdf``) a row may leave the reference
+    at a token both loops give probability < 1e-3: it moves a boundary between improbable
+    neighbours under float32 round-off; the race (the default) does not."""
+    smol.sampler = sampler
+    try:
+        ref = _sample(smol, (False, False, False))
+        runs = {name: _sample(smol, sw) for name, sw in SWITCHES.items()}
+    finally:
+        smol.sampler = "race"
+    for name, s in runs.items():
         same, first = _common_prefix(ref, s)
         diverged = (first < ref.completion_ids.shape[1]).nonzero().squeeze(1).tolist()
-        assert len(diverged) <= 1, (name, diverged)
+        assert len(diverged) <= (1 if sampler == "cdf" else 0), (name, diverged)
         for r in diverged:
             c = int(first[r])
             assert max(ref.logp[r, c], s.logp[r, c]) < -6.9, (name, r, c)
         d = (ref.logp - s.logp).abs() * same
         assert float(d.sum() / same.sum()) < 1e-5 and float(d.max()) < 1e-4, (name, d.max())
         assert torch.equal(s.prompt_ids, ref.prompt_ids) and s.texts[0] and len(s.texts) == 6
+    assert isinstance(smol._decoder, LeanDecoder) and smol._lean is None
+
+
+def test_the_sampler_is_chosen_by_name_or_environment(smol, monkeypatch):
+    from nudgelib.lm_policy import HFPolicy
+
+    monkeypatch.setenv("NUDGE_SAMPLER", "cdf")
+    assert HFPolicy(smol.model, smol.tokenizer).sampler == "cdf"
+    monkeypatch.delenv("NUDGE_SAMPLER")
+    assert HFPolicy(smol.model, smol.tokenizer).sampler == "race"
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        HFPolicy(smol.model, smol.tokenizer, sampler="greedy")
+    # the two samplers draw differently from one generator (so the switch switches)
+    a, b = (_sample_with(smol, m) for m in ("race", "cdf"))
+    assert not torch.equal(a.completion_ids, b.completion_ids)
+
+
+def _sample_with(pol, sampler):
+    pol.sampler = sampler
+    try:
+        return _sample(pol, (True, True, True))
+    finally:
+        pol.sampler = "race"
 
 
 def test_compaction_draws_the_same_numbers_for_the_live_rows(smol):
