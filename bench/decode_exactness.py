@@ -3,7 +3,10 @@
 G = 8, 64 tokens, T = 1), over several generator seeds; and, as the yardstick, how close the
 reference loop (the code before issue 24) comes to itself.
 
-    python bench/decode_exactness.py [--seeds 4] [--json]
+    python bench/decode_exactness.py [--seeds 4] [--samplers race,cdf] [--json]
+
+for each of HFPolicy's samplers (``race``, the default since the follow-up to issue 24, and
+``cdf``, the inverse CDF before it).
 
 Five comparisons, each over the tokens both sides drew (each row up to its first differing
 token), with the share within 1e-5, the mean and largest difference, and the rows that
@@ -67,16 +70,16 @@ def summary(parts: list[dict]) -> dict:
 
 @contextlib.contextmanager
 def tabled_draws(table: torch.Tensor, rows: torch.Tensor):
-    """The reference loop draws row ``rows[i]``'s number of step t from ``table[rows[i], t]``
+    """The reference loop draws row ``rows[i]``'s numbers of step t from ``table[rows[i], t]``
     instead of from its generator (nothing else of the loop changes)."""
     import nudgelib.lm_policy as lm_policy
 
     real, step = lm_policy.sample_next, [0]
 
-    def tabled(logits, temperature, top_p, generator, uniforms=None):
-        u = table[rows, step[0]][:, None]
+    def tabled(logits, temperature, top_p, generator, uniforms=None, method="cdf"):
+        u = table[rows, step[0]]
         step[0] += 1
-        return real(logits, temperature, top_p, generator, uniforms=u)
+        return real(logits, temperature, top_p, generator, uniforms=u, method=method)
 
     lm_policy.sample_next = tabled
     try:
@@ -105,10 +108,30 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--samplers", default="race,cdf",
+                    help="HFPolicy samplers to measure, each on its own (comma-separated)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     pol, texts = benchmark_policy(4)
+    results = {}
+    for sampler in args.samplers.split(","):
+        pol.sampler = sampler
+        results[sampler] = measure(pol, texts, args.seeds, sampler)
+        for name, s in results[sampler].items():
+            print(f"-- {sampler}: {name}")
+            for k, v in s.items():
+                print(f"   {k}: {v}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+def measure(pol, texts, seeds: int, sampler: str) -> dict:
+    """The five comparisons over ``seeds`` generator seeds with ``pol.sampler`` = ``sampler``."""
+    from nudgelib.policies import draws_per_row
+
     group, tokens = 8, 64
+    vocab = pol.model.get_output_embeddings().out_features
 
     @contextlib.contextmanager
     def loop(lean, pack):
@@ -134,11 +157,12 @@ def main(argv=None) -> int:
 
     out = {name: [] for name in ("lean_vs_reference", "lean_unpacked_vs_reference",
                                  "reference_32_vs_16", "reference_vs_scoring", "lean_vs_scoring")}
-    for seed in range(args.seeds):
+    for seed in range(seeds):
         ref, lean = sample(seed, False), sample(seed, True)
         out["lean_vs_reference"].append(compare(ref, lean))
         out["lean_unpacked_vs_reference"].append(compare(ref, sample(seed, True, pack=False)))
-        table = torch.rand(len(texts) * group, tokens, dtype=torch.float64,
+        table = torch.rand(len(texts) * group, tokens, draws_per_row(sampler, vocab),
+                           dtype=torch.float64,
                            generator=torch.Generator().manual_seed(1_000 + seed))
         with tabled_draws(table, torch.arange(len(texts) * group)):
             whole = sample(seed, False)
@@ -151,14 +175,7 @@ def main(argv=None) -> int:
         # the old code scores unpacked; the code now, packed
         out["reference_vs_scoring"].append(compare(ref, ref, lb=scored(ref, pack=False)))
         out["lean_vs_scoring"].append(compare(lean, lean, lb=scored(lean, pack=True)))
-    out = {k: summary(v) for k, v in out.items()}
-    for name, s in out.items():
-        print(f"-- {name}")
-        for k, v in s.items():
-            print(f"   {k}: {v}")
-    if args.json:
-        print(json.dumps(out))
-    return 0
+    return {k: summary(v) for k, v in out.items()}
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ after issue 24's sampler and packed weights, alternating, in one run.
 The speed-up is the fastest before over the fastest after (the least disturbed run of each),
 with each round's own ratio beside it.
 
-"before": ``NUDGE_FAST_DECODE=0 NUDGE_PACK_WEIGHTS=0`` (transformers' forward step by step,
-LoRA folded for sampling, plain float32 products: the code paths before the issue); "after":
-the defaults (:mod:`nudgelib.decode`). Each job runs in a fresh process:
+"before": ``NUDGE_FAST_DECODE=0 NUDGE_PACK_WEIGHTS=0 NUDGE_SAMPLER=cdf`` (transformers' forward
+step by step, LoRA folded for sampling, plain float32 products, inverse-CDF draws: the code
+paths before the issue); "after": the defaults (:mod:`nudgelib.decode`, packed weights, the
+race sampler); ``--modes ...,reference``: the old loops with the race sampler
+(``NUDGE_SAMPLER=race``), what "after" must reproduce: the two draw the same tokens from the
+same numbers up to round-off, where "before" and "after" draw with different samplers.
+Each job runs in a fresh process:
 
 * ``experiment``: ``python -m nudgelib.experiments.lm_nurl --fast --seed 3`` (four arms, 5
   steps, evaluations, the hint-lift table);
@@ -19,9 +23,11 @@ the defaults (:mod:`nudgelib.decode`). Each job runs in a fresh process:
   LoRA r=8, untrained) on 64 held-out arithmetic problems, n = 64 samples each, 12 new tokens,
   T = 1, 512 rows per call.
 
-Results are compared too: the base model's metrics and pass counts (no training in between)
-should be the same; trained arms may drift, as one token drawn differently in training (see
-``nudgelib.decode``: improbable neighbours under float32 round-off) changes what follows.
+Results are compared too (reference -> after, before -> after, before -> unshared): with the
+same sampler the base model's metrics and pass counts (no training in between) should be the
+same; trained arms may drift, as one token drawn differently in training changes what follows.
+With ``--rounds 2`` or more each mode's results are also compared with its own first round
+(the same command in a fresh process).
 
 ``--modes before,after,unshared`` adds a third mode, timed but not part of the speed-up:
 "before" with ``HFPolicy(share_prompts=False)`` (each row runs its own prompt: the same
@@ -40,8 +46,12 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = {"before": {"NUDGE_FAST_DECODE": "0", "NUDGE_PACK_WEIGHTS": "0"},
-         "after": {"NUDGE_FAST_DECODE": "1", "NUDGE_PACK_WEIGHTS": "1"}}
+MODES = {"before": {"NUDGE_FAST_DECODE": "0", "NUDGE_PACK_WEIGHTS": "0", "NUDGE_SAMPLER": "cdf"},
+         "after": {"NUDGE_FAST_DECODE": "1", "NUDGE_PACK_WEIGHTS": "1", "NUDGE_SAMPLER": "race"},
+         "reference": {"NUDGE_FAST_DECODE": "0", "NUDGE_PACK_WEIGHTS": "0",
+                       "NUDGE_SAMPLER": "race"}}
+# results are compared along these pairs (speed only along before -> after)
+COMPARED = (("reference", "after"), ("before", "after"), ("before", "unshared"))
 CONTROL = "unshared"  # "before" with share_prompts=False (--modes ...,unshared)
 
 
@@ -100,7 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", default="experiment,evaluation")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--modes", default="before,after",
-                    help=f"of before, after and {CONTROL} ('before' with share_prompts=False)")
+                    help=f"of {', '.join(MODES)} and {CONTROL} ('before' with "
+                         "share_prompts=False)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--unshared"]:  # the control's worker: the rest is lm_nurl's command line
@@ -112,7 +123,7 @@ def main(argv=None) -> int:
     jobs = args.jobs.split(",")
     modes = args.modes.split(",")
     if set(modes) - {*MODES, CONTROL}:
-        raise SystemExit(f"--modes: each of before, after, {CONTROL}; got {args.modes}")
+        raise SystemExit(f"--modes: each of {', '.join(MODES)}, {CONTROL}; got {args.modes}")
     res = {j: {m: [] for m in modes} for j in jobs}
     with tempfile.TemporaryDirectory() as d:
         for r in range(args.rounds):
@@ -142,7 +153,7 @@ def main(argv=None) -> int:
         summary[job]["metrics"] = {m: {a: {k: round(v, 3) for k, v in r["metrics"][a].items()}
                                        for a in r["metrics"]}
                                    for m, r in runs.items()}
-        for x, y in (("before", "after"), ("before", CONTROL)):
+        for x, y in COMPARED:
             if x not in runs or y not in runs:
                 continue
             mx, my = runs[x]["metrics"], runs[y]["metrics"]
@@ -150,15 +161,21 @@ def main(argv=None) -> int:
             for arm in mx:
                 pairs = {k: (round(v, 3), round(my[arm][k], 3)) for k, v in mx[arm].items()}
                 print(f"  {arm}: {pairs}")
-            summary[job][f"base_metrics_equal_{y}"] = mx["base"] == my["base"]
-    if "evaluation" in jobs and {"before", "after"} <= set(modes):
-        cb = res["evaluation"]["before"][0]["counts"]
-        ca = res["evaluation"]["after"][0]["counts"]
-        same = sum(x == y for x, y in zip(cb, ca))
-        summary["eval_counts_equal"] = f"{same}/{len(cb)} problems"
-        summary["eval_correct"] = {"before": sum(cb), "after": sum(ca), "of": 64 * len(cb)}
-        print(f"\nevaluation: pass counts equal on {same}/{len(cb)} problems; correct samples "
-              f"{sum(cb)} before, {sum(ca)} after, of {64 * len(cb)}")
+            summary[job][f"base_metrics_equal_{x}_{y}"] = mx["base"] == my["base"]
+            summary[job][f"arms_metrics_equal_{x}_{y}"] = {a: mx[a] == my[a] for a in mx}
+        for m in modes:  # the same command twice in fresh processes: the same results?
+            later = [x["metrics"] == runs[m]["metrics"] for x in res[job][m][1:]]
+            if later:
+                summary[job][f"{m}_rounds_equal_round_1"] = later
+    for x, y in COMPARED[:2]:
+        if "evaluation" not in jobs or not {x, y} <= set(modes):
+            continue
+        cb, ca = (res["evaluation"][m][0]["counts"] for m in (x, y))
+        same = sum(i == j for i, j in zip(cb, ca))
+        summary[f"eval_counts_equal_{x}_{y}"] = f"{same}/{len(cb)} problems"
+        summary[f"eval_correct_{x}_{y}"] = {x: sum(cb), y: sum(ca), "of": 64 * len(cb)}
+        print(f"\nevaluation, {x} -> {y}: pass counts equal on {same}/{len(cb)} problems; "
+              f"correct samples {sum(cb)} and {sum(ca)} of {64 * len(cb)}")
     if args.json:
         print(json.dumps(summary))
     return 0
