@@ -28,6 +28,10 @@ CATEGORIES = {  # op name -> category (ops not listed: "other ops, Python")
     "aten::_log_softmax": "sampling (vocabulary)", "aten::exp": "sampling (vocabulary)",
     "aten::cumsum": "sampling (vocabulary)", "aten::searchsorted": "sampling (vocabulary)",
     "aten::div": "sampling (vocabulary)",
+    # the race sampler (NUDGE_SAMPLER=race, the default): block sums, log E, the two argmaxes
+    "aten::log1p": "sampling (vocabulary)", "aten::log": "sampling (vocabulary)",
+    "aten::argmax": "sampling (vocabulary)", "aten::max": "sampling (vocabulary)",
+    "aten::constant_pad_nd": "sampling (vocabulary)", "aten::sum": "sampling (vocabulary)",
     "mkldnn::_reorder_linear_weight": "weight packing",
 }
 ORDER = ["matrix products", "LM head", "attention", "KV cache growth (concatenation)",

@@ -86,10 +86,10 @@ class HFPolicy(Policy):
     ``pack_weights`` (default on unless ``NUDGE_PACK_WEIGHTS=0``) runs the frozen float32 CPU
     weights through oneDNN's pre-packed copies, in sampling and training. Either loop draws
     with a ``torch.Generator`` (exact, resumable runs) by ``sampler`` (default ``"race"``
-    unless ``NUDGE_SAMPLER=cdf``; see :func:`nudgelib.policies.sample_next`: ``"cdf"`` is the
-    draw before issue 24's follow-up, which float32 round-off moves far more often) and keeps
-    only the sampled tokens' log-probs (``generate(output_scores=True)`` would keep N x T x
-    vocab scores).
+    unless ``NUDGE_SAMPLER=cdf``; see :func:`nudgelib.policies.sample_next`: ``"cdf"``, the
+    inverse CDF that was the default before, changes its token under float32 round-off far
+    more often) and keeps only the sampled tokens' log-probs (``generate(output_scores=True)``
+    would keep N x T x vocab scores).
 
     A group's G rows share one prompt, and both passes use that: sampling prefills each
     distinct prompt once and copies its cache to the rows; :meth:`logprobs` runs each distinct

@@ -313,12 +313,13 @@ def sample_next(logits: Tensor, temperature: float, top_p: float,
                  method: str = "cdf") -> tuple[Tensor, Tensor]:
     """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus.
 
-    ``method``: ``"cdf"`` (:func:`sample_categorical`: inverse CDF in vocabulary order) or
+    ``method``: ``"cdf"`` (:func:`sample_categorical`: inverse CDF in vocabulary order; the
+    default here, so the toy policies' small vocabularies draw as they always did) or
     ``"race"`` (:func:`race_categorical`: the same distribution, drawn so that float32
-    round-off in the logits almost never changes the token). ``uniforms`` ``[rows,
-    draws_per_row(method, vocab)]`` (float64, drawn by the caller from ``generator``) replaces
-    the draw: a loop that drops finished rows still draws for every row, so the live rows get
-    the same numbers."""
+    round-off in the logits almost never changes the token; ``HFPolicy``'s default).
+    ``uniforms`` ``[rows, draws_per_row(method, vocab)]`` (float64, drawn by the caller from
+    ``generator``) replaces the draw: a loop that drops finished rows still draws for every
+    row, so the live rows get the same numbers."""
     logits = logits.float()
     if temperature != 1.0:  # x / 1.0 is x: skip a pass over [rows, vocab]
         logits = logits / temperature
