@@ -17,7 +17,7 @@ Each job runs in a fresh process:
 * ``experiment``: ``python -m nudgelib.experiments.lm_nurl --fast --seed 3`` (four arms, 5
   steps, evaluations, the hint-lift table);
 * ``full`` (not run by default: about 25 min): the full-size experiment for one seed,
-  ``python -m nudgelib.experiments.lm_nurl --seed 10`` (30 steps, the committed run's sizes; the
+  ``python -m nudgelib.experiments.lm_nurl --seed 10`` (``--full-seed``; 30 steps, the committed run's sizes; the
   committed three-seed run is three of these plus one base-model evaluation);
 * ``evaluation``: hint-free pass counts of the base model (SmolLM2-135M with the experiment's
   LoRA r=8, untrained) on 64 held-out arithmetic problems, n = 64 samples each, 12 new tokens,
@@ -86,11 +86,11 @@ def evaluation_worker(out: str) -> None:
                                      "counts": [int(c) for c in counts]}))
 
 
-def run_job(job: str, mode: str, tmp: Path) -> dict:
+def run_job(job: str, mode: str, tmp: Path, full_seed: int = 10) -> dict:
     out = tmp / f"{job}-{mode}.json"
     env = {**os.environ, **MODES["before" if mode == CONTROL else mode]}
     if job in ("experiment", "full"):
-        argv = ["--fast", "--seed", "3"] if job == "experiment" else ["--seed", "10"]
+        argv = ["--fast", "--seed", "3"] if job == "experiment" else ["--seed", str(full_seed)]
         lead = ([__file__, "--unshared"] if mode == CONTROL
                 else ["-m", "nudgelib.experiments.lm_nurl"])
         cmd = [sys.executable, *lead, *argv, "--out", str(out)]
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="before,after",
                     help=f"of {', '.join(MODES)} and {CONTROL} ('before' with "
                          "share_prompts=False)")
+    ap.add_argument("--full-seed", type=int, default=10, help="the full job's seed")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--unshared"]:  # the control's worker: the rest is lm_nurl's command line
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
                 for mode in modes:
                     if mode == CONTROL and job == "evaluation":
                         continue  # the control is for trained results; evaluation has none
-                    x = run_job(job, mode, Path(d))
+                    x = run_job(job, mode, Path(d), args.full_seed)
                     res[job][mode].append(x)
                     print(f"round {r + 1} {job:10s} {mode:8s} {x['wall']:7.1f} s", flush=True)
     summary = {job: {} for job in jobs}
