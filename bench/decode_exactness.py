@@ -115,7 +115,6 @@ def main(argv=None) -> int:
     pol, texts = benchmark_policy(4)
     results = {}
     for sampler in args.samplers.split(","):
-        pol.sampler = sampler
         results[sampler] = measure(pol, texts, args.seeds, sampler)
         for name, s in results[sampler].items():
             print(f"-- {sampler}: {name}")
@@ -127,9 +126,10 @@ def main(argv=None) -> int:
 
 
 def measure(pol, texts, seeds: int, sampler: str) -> dict:
-    """The five comparisons over ``seeds`` generator seeds with ``pol.sampler`` = ``sampler``."""
+    """The five comparisons over ``seeds`` generator seeds, ``pol`` drawing with ``sampler``."""
     from nudgelib.policies import draws_per_row
 
+    pol.sampler = sampler
     group, tokens = 8, 64
     vocab = pol.model.get_output_embeddings().out_features
 

@@ -17,8 +17,9 @@ Each job runs in a fresh process:
 * ``experiment``: ``python -m nudgelib.experiments.lm_nurl --fast --seed 3`` (four arms, 5
   steps, evaluations, the hint-lift table);
 * ``full`` (not run by default: about 25 min): the full-size experiment for one seed,
-  ``python -m nudgelib.experiments.lm_nurl --seed 10`` (``--full-seed``; 30 steps, the committed run's sizes; the
-  committed three-seed run is three of these plus one base-model evaluation);
+  ``python -m nudgelib.experiments.lm_nurl --seed 10`` (another seed: ``--full-seed``; 30
+  steps, the committed run's sizes; the committed three-seed run is three of these plus one
+  base-model evaluation);
 * ``evaluation``: hint-free pass counts of the base model (SmolLM2-135M with the experiment's
   LoRA r=8, untrained) on 64 held-out arithmetic problems, n = 64 samples each, 12 new tokens,
   T = 1, 512 rows per call.
