@@ -28,6 +28,7 @@ from nudgelib.advantages import ESTIMATORS
 from nudgelib.hints import HINT_TYPES
 from nudgelib.losses import AGGREGATIONS, KL_ESTIMATORS, SURROGATES
 from nudgelib.nudging import CONDITION_ON, STRATEGIES, Nudger, make_strategy
+from nudgelib.policies import SAMPLERS, lm_switch_defaults
 from nudgelib.problems import Problem
 from nudgelib.rollouts import ExactMatchScorer, MathScorer
 
@@ -74,6 +75,11 @@ class TrainConfig:
     top_p: float = 1.0
     stop_at_newline: bool = False  # LM: a completion ends at its first newline (short answers)
     prompts_per_call: int = 0  # 0: all prompts of a step in one sampling call
+    # --- switches that change which tokens are drawn or how numbers are computed; left
+    # unset they are resolved on creation by policy (resolve_switches) and recorded resolved
+    sampler: str = ""  # hf, char-transformer: "race" | "cdf"; toy-table: "multinomial"
+    fast_decode: bool | None = None  # hf: the lean CPU decode loop (nudgelib.decode)
+    pack_weights: bool | None = None  # hf: oneDNN-packed frozen CPU weights
     # --- RL objective (docs/method.md §4)
     estimator: str = "grpo"
     estimator_options: dict = field(default_factory=dict)
@@ -136,6 +142,8 @@ class TrainConfig:
         def bad(name, expected):
             raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid; "
                               f"expected {expected}")
+
+        resolve_switches(self)
 
         for name, choices in (("policy", POLICIES), ("task", TASKS),
                               ("problem_selection", ("random", "shortest")),
@@ -256,6 +264,14 @@ class TrainConfig:
                 f"another estimator")
         if self.kl_beta > 0 and self.policy != "hf":
             bad("kl_beta", "0 for toy policies (the KL reference is the LoRA base model)")
+        allowed = ("multinomial",) if self.policy == "toy-table" else SAMPLERS
+        if self.sampler not in allowed:
+            bad("sampler", f"one of {list(allowed)} for policy={self.policy!r}")
+        for name in ("fast_decode", "pack_weights"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True or False")
+            if getattr(self, name) and self.policy != "hf":
+                bad(name, "False for toy policies (a switch of the language-model policy)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -273,7 +289,37 @@ class TrainConfig:
         return cls(**d)
 
     def with_overrides(self, **changes) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        d = self.to_dict()
+        if changes.get("policy", self.policy) != self.policy:  # resolved again for the new one
+            d.update((k, v) for k, v in UNRESOLVED_SWITCHES.items() if k not in changes)
+        return TrainConfig.from_dict({**d, **changes})
+
+    def sampling(self) -> dict:
+        """The resolved switches that decide sampled tokens and numerics (results files)."""
+        return {k: getattr(self, k) for k in UNRESOLVED_SWITCHES}
+
+
+UNRESOLVED_SWITCHES = {"sampler": "", "fast_decode": None, "pack_weights": None}
+"""TrainConfig's switch fields and the value that means "resolve by policy"."""
+
+
+def resolve_switches(cfg: TrainConfig) -> None:
+    """Fill the unset switches of ``cfg`` in place: for ``policy="hf"`` the language-model
+    defaults (:func:`nudgelib.policies.lm_switch_defaults`: ``race``, on, on, or what the
+    environment variables ``NUDGE_SAMPLER``, ``NUDGE_FAST_DECODE``, ``NUDGE_PACK_WEIGHTS``
+    say); the char transformer draws by inverse CDF (``cdf``), the toy table by
+    ``multinomial``; the lean loop and packing are off for toy policies."""
+    if cfg.policy == "hf":
+        try:
+            defaults = lm_switch_defaults()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    else:
+        defaults = {"sampler": "multinomial" if cfg.policy == "toy-table" else "cdf",
+                    "fast_decode": False, "pack_weights": False}
+    for k, unset in UNRESOLVED_SWITCHES.items():
+        if getattr(cfg, k) in (None, ""):
+            setattr(cfg, k, defaults[k])
 
 
 SHORT_ANSWER_INSTRUCTION = "Answer with the final number in \\boxed{}."
@@ -437,7 +483,7 @@ def build_policy(cfg: TrainConfig, *, warm: bool = True, progress: bool = False)
 
         pol = CharTransformerPolicy(CharTransformerConfig(
             d_model=cfg.char_d_model, n_layers=cfg.char_layers, n_heads=cfg.char_heads),
-            seed=cfg.seed)
+            seed=cfg.seed, sampler=cfg.sampler)
         if warm and cfg.warm_start_steps:
             warm_start(pol, warm_start_pairs(cfg), steps=cfg.warm_start_steps, seed=cfg.seed,
                        progress=progress)
@@ -455,7 +501,8 @@ def build_policy(cfg: TrainConfig, *, warm: bool = True, progress: bool = False)
         cfg.model_id, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha or None,
         lora_dropout=cfg.lora_dropout, load_in_4bit=cfg.load_in_4bit, dtype=cfg.dtype or None,
         device=cfg.device or None, gradient_checkpointing=cfg.gradient_checkpointing,
-        instruction=cfg.instruction, stop_at_newline=cfg.stop_at_newline)
+        instruction=cfg.instruction, stop_at_newline=cfg.stop_at_newline, sampler=cfg.sampler,
+        fast_decode=cfg.fast_decode, pack_weights=cfg.pack_weights)
 
 
 def build_scorer(cfg: TrainConfig):

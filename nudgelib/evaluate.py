@@ -162,7 +162,8 @@ def evaluate_pass_at_k(policy, problems: Sequence[Problem], scorer=None, *, n_sa
             "counts": counts, "problem_ids": [p.id for p in problems], "n_samples": n_samples,
             "seconds": round(seconds, 2), "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
-            "truncated_frac": float(batch.truncated.float().mean())}
+            "truncated_frac": float(batch.truncated.float().mean()),
+            "sampling": policy.sampling_info()}
 
 
 def compare(suite: ModelSuite, datasets: Mapping[str, Sequence[Problem]], *,

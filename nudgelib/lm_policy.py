@@ -13,7 +13,6 @@ whole batch never exist at once; ``bench/logprob_memory.py`` measures the saving
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from nudgelib.policies import (
     Policy,
     chunked_token_logprobs,
     draws_per_row,
+    lm_switch_defaults,
     sample_next,
     shared_rows,
 )
@@ -81,15 +81,17 @@ class HFPolicy(Policy):
     ``stop_at_newline`` ends a completion at its first newline after the first token (a stop
     sequence, for short-answer tasks whose answer is the first line). Sampling is an explicit
     KV-cached loop rather than ``generate()``; on CPU, for Llama-family models, the lean loop
-    of :mod:`nudgelib.decode` (``fast_decode``, default on unless ``NUDGE_FAST_DECODE=0``;
-    ``compact_finished`` drops stopped rows), else transformers' forward step by step.
-    ``pack_weights`` (default on unless ``NUDGE_PACK_WEIGHTS=0``) runs the frozen float32 CPU
+    of :mod:`nudgelib.decode` (``fast_decode``; ``compact_finished`` drops stopped rows), else
+    transformers' forward step by step. ``pack_weights`` runs the frozen float32 CPU
     weights through oneDNN's pre-packed copies, in sampling and training. Either loop draws
-    with a ``torch.Generator`` (exact, resumable runs) by ``sampler`` (default ``"race"``
-    unless ``NUDGE_SAMPLER=cdf``; see :func:`nudgelib.policies.sample_next`: ``"cdf"``, the
+    with a ``torch.Generator`` (exact, resumable runs) by ``sampler`` (``"race"`` or ``"cdf"``;
+    see :func:`nudgelib.policies.sample_next`: ``"cdf"``, the
     inverse CDF that was the default before, changes its token under float32 round-off far
     more often) and keeps only the sampled tokens' log-probs (``generate(output_scores=True)``
-    would keep N x T x vocab scores).
+    would keep N x T x vocab scores). ``sampler``, ``fast_decode`` and ``pack_weights`` left
+    at None take :func:`nudgelib.policies.lm_switch_defaults` (``race``, on, on, unless the
+    environment variables ``NUDGE_SAMPLER``, ``NUDGE_FAST_DECODE``, ``NUDGE_PACK_WEIGHTS``
+    say otherwise); :meth:`sampling_info` reports what was resolved, for results files.
 
     A group's G rows share one prompt, and both passes use that: sampling prefills each
     distinct prompt once and copies its cache to the rows; :meth:`logprobs` runs each distinct
@@ -105,12 +107,13 @@ class HFPolicy(Policy):
                  compact_finished: bool = True, pack_weights: bool | None = None,
                  sampler: str | None = None):
         self.model, self.tokenizer = model, tokenizer
-        self.sampler = sampler or os.environ.get("NUDGE_SAMPLER", "race")
+        defaults = lm_switch_defaults()
+        self.sampler = sampler if sampler is not None else defaults["sampler"]
         draws_per_row(self.sampler, 1)  # names a bad sampler now, not at the first draw
         if fast_decode is None:
-            fast_decode = os.environ.get("NUDGE_FAST_DECODE", "1") != "0"
+            fast_decode = defaults["fast_decode"]
         if pack_weights is None:
-            pack_weights = os.environ.get("NUDGE_PACK_WEIGHTS", "1") != "0"
+            pack_weights = defaults["pack_weights"]
         self.fast_decode, self.compact_finished = fast_decode, compact_finished
         self.pack_weights = pack_weights
         self._decoder, self._lean = False, None  # _decoder False: not built yet
@@ -174,6 +177,20 @@ class HFPolicy(Policy):
             # PEFT + checkpointing: the frozen embeddings must still pass gradients on
             model.enable_input_require_grads()
         return cls(model, tok, model_id=str(model_id), **kwargs)
+
+    def sampling_info(self) -> dict:
+        """Every switch that decides which tokens are drawn or how the numbers are computed,
+        as resolved for this policy (written into results files): the sampler, the decode
+        loop actually used (``"lean"``, or ``"transformers"`` when switched off, on a GPU, or
+        when the lean loop declines this model), weight packing, prompt sharing."""
+        lean = self._lean_decoder() is not None
+        return {"policy": type(self).__name__, "sampler": self.sampler,
+                "fast_decode": bool(self.fast_decode),
+                "decode_loop": "lean" if lean else "transformers",
+                "compact_finished": bool(self.compact_finished),
+                "pack_weights": bool(self.pack_weights), "share_prompts": bool(self.share_prompts),
+                "merge_for_sampling": bool(self.merge_for_sampling),
+                "device": str(self.device)}
 
     @property
     def is_peft(self) -> bool:

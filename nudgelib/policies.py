@@ -45,6 +45,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nudgelib.presets import env_choice, env_flag
+
 __all__ = ["CategoricalPolicy", "CharTransformerPolicy", "Policy", "Samples",
            "chunked_token_logprobs", "completion_mask", "left_pad", "right_pad", "warm_start"]
 
@@ -251,6 +253,12 @@ class Policy(ABC):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def sampling_info(self) -> dict:
+        """The switches that decide which tokens this policy draws, as resolved (results files
+        record them): at least the policy's class and its sampler."""
+        return {"policy": type(self).__name__, "sampler": getattr(self, "sampler", "cdf"),
+                "device": str(self.device)}
+
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], group_size: int = 1, *, temperature: float = 1.0,
                top_p: float = 1.0, max_new_tokens: int = 64,
@@ -292,6 +300,19 @@ class Policy(ABC):
 
 
 SAMPLERS = ("cdf", "race")
+SAMPLER_ENV, FAST_DECODE_ENV, PACK_WEIGHTS_ENV = (
+    "NUDGE_SAMPLER", "NUDGE_FAST_DECODE", "NUDGE_PACK_WEIGHTS")
+
+
+def lm_switch_defaults() -> dict:
+    """The language-model policy's defaults for the switches that change sampled tokens or
+    numerics: ``sampler`` ``"race"``, ``fast_decode`` and ``pack_weights`` on, each overridden
+    by its environment variable (``NUDGE_SAMPLER=cdf``, ``NUDGE_FAST_DECODE=0``,
+    ``NUDGE_PACK_WEIGHTS=off``...), parsed strictly: a value that is not a sampler name or a
+    boolean is an error naming the variable."""
+    return {"sampler": env_choice(SAMPLER_ENV, SAMPLERS, "race"),
+            "fast_decode": env_flag(FAST_DECODE_ENV, True),
+            "pack_weights": env_flag(PACK_WEIGHTS_ENV, True)}
 
 
 def race_blocks(vocab: int) -> tuple[int, int]:
@@ -425,6 +446,9 @@ class CategoricalPolicy(_ModulePolicy):
         self.eos_ids, self.pad_id = (k + 1,), k + 1
 
     hint_template = "{question}|{hint}"
+
+    def sampling_info(self):
+        return {"policy": type(self).__name__, "sampler": "multinomial", "device": "cpu"}
 
     def encode_prompts(self, prompts):
         """``p<i>`` -> [i]; ``p<i>|<hint>`` -> [i, P + t1, P + t2, ...] for the hint's tokens."""
@@ -582,7 +606,10 @@ class CharTransformerPolicy(_ModulePolicy):
     hint_template = "{hint}|{question}"
     """Hints go before the question so the answer still follows ``=``: ``H6..|345+278=``."""
 
-    def __init__(self, cfg: CharTransformerConfig | None = None, *, seed: int = 0):
+    def __init__(self, cfg: CharTransformerConfig | None = None, *, seed: int = 0,
+                 sampler: str = "cdf"):
+        draws_per_row(sampler, 1)  # names a bad sampler now
+        self.sampler = sampler
         torch.manual_seed(seed)
         self.net = CharTransformer(cfg)
         self.eos_ids, self.pad_id = (self.EOS,), self.PAD
@@ -608,7 +635,7 @@ class CharTransformerPolicy(_ModulePolicy):
         done = torch.zeros(ids.shape[0], dtype=torch.bool)
         for _ in range(budget):
             logits = self.net(ids, mask)[:, -1]
-            tok, lp = sample_next(logits, temperature, top_p, generator)
+            tok, lp = sample_next(logits, temperature, top_p, generator, method=self.sampler)
             tok = torch.where(done, torch.full_like(tok, self.PAD), tok)
             toks.append(tok)
             logps.append(lp)

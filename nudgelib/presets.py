@@ -20,17 +20,36 @@ OFFLINE_SMOLLM2 = "offline:smollm2-135m-instruct"
 """Model id that :func:`nudgelib.models.resolve_model_path` maps to the offline checkpoint."""
 
 
-def is_fast() -> bool:
-    """True when ``NUDGE_FAST`` asks for tiny settings (CI, tests)."""
-    raw = os.environ.get(FAST_ENV, "").strip().lower()
+def env_flag(name: str, default: bool) -> bool:
+    """A boolean switch from environment variable ``name``: 1/true/yes/on or 0/false/no/off
+    (any case); unset or empty gives ``default``. Anything else is an error naming the
+    variable, never a silent "on"."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
     if raw in _TRUE:
         return True
     if raw in _FALSE:
         return False
-    raise ValueError(
-        f"environment variable {FAST_ENV}={os.environ[FAST_ENV]!r} is not understood; "
-        f"expected one of 1/true/yes/on or 0/false/no/off (or unset)"
-    )
+    raise ValueError(f"environment variable {name}={os.environ[name]!r} is not understood; "
+                     f"expected one of 1/true/yes/on or 0/false/no/off (or unset)")
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices`` from environment variable ``name`` (unset or empty: ``default``);
+    anything else is an error naming the variable and the choices."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ValueError(f"environment variable {name}={raw!r} is not understood; expected "
+                         f"one of {', '.join(choices)} (or unset)")
+    return raw
+
+
+def is_fast() -> bool:
+    """True when ``NUDGE_FAST`` asks for tiny settings (CI, tests)."""
+    return env_flag(FAST_ENV, False)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ def test_fast_run_schema(fast_run):
             assert len(curve) == len(fast_run["k"]) and curve == sorted(curve)  # rises with k
     assert set(fast_run["learnable_ratio"]) == set(tn.ARMS)
     assert fast_run["config"] == cfg.to_dict()
+    assert fast_run["sampling"]["sampler"] == "multinomial"  # the toy table's own draw
     assert {r["id"] for r in fast_run["claims"]} >= {"upper_bound_nurl", "trigger", "schedule"}
 
 

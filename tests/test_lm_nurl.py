@@ -104,6 +104,24 @@ def test_fast_run_schema(fast_run, offline_model_dir):
         assert c["diff_ci95"][0] <= c["diff"] <= c["diff_ci95"][1]
     assert [x["hints"] for x in r["hint_lift"]["rows"]] == ["none", "self (abstract)",
                                                            "teacher (partial steps)", "answer"]
+    # the results say how their tokens were drawn (CI runs the defaults on CPU)
+    assert r["sampling"]["sampler"] == "race" and r["sampling"]["decode_loop"] == "lean"
+    assert r["per_seed"][0]["sampling"] == r["sampling"]
+
+
+def test_every_committed_results_file_names_its_sampler():
+    """The committed real-model run was drawn by inverse CDF through transformers' loop (the
+    race sampler and the lean loop came later); the toy table has its own draw."""
+    from nudgelib.experiments.toy_nurl import load_results
+
+    lm = ln.load_committed()
+    if lm is None:
+        pytest.skip("no checkout with data/results")
+    assert lm["sampling"]["sampler"] == "cdf" and lm["sampling"]["decode_loop"] == "transformers"
+    assert all(s["sampling"] == lm["sampling"] for s in lm["per_seed"])
+    for name in ("lm_nurl_v1_truncated.json", "toy_nurl.json", "toy_nurl_v1.json",
+                 "toy_nurl_v1_original.json"):
+        assert load_results(name)["sampling"]["sampler"] in ("cdf", "multinomial"), name
 
 
 def test_fast_run_grpo_learns_the_learnable_tiers(fast_run, offline_model_dir):

@@ -15,6 +15,26 @@ def test_fast_switch_parsing(monkeypatch):
         presets.is_fast()
 
 
+def test_env_switches_are_parsed_strictly_and_name_the_variable(monkeypatch):
+    """false/off/no are "off" (they were once read as "on"); a typo is an error naming the
+    variable and the accepted values, for flags and for choices alike."""
+    for raw, want in [("false", False), ("OFF", False), ("no", False), ("0", False),
+                      ("yes", True), ("on", True), ("1", True)]:
+        monkeypatch.setenv("NUDGE_X", raw)
+        assert presets.env_flag("NUDGE_X", not want) is want
+    for raw in ("", "  "):
+        monkeypatch.setenv("NUDGE_X", raw)
+        assert presets.env_flag("NUDGE_X", True) is True  # empty: the default
+    monkeypatch.setenv("NUDGE_X", "of")
+    with pytest.raises(ValueError, match=r"NUDGE_X='of'.*0/false/no/off"):
+        presets.env_flag("NUDGE_X", True)
+    monkeypatch.setenv("NUDGE_X", "greedy")
+    with pytest.raises(ValueError, match=r"NUDGE_X='greedy'.*cdf, race"):
+        presets.env_choice("NUDGE_X", ("cdf", "race"), "race")
+    monkeypatch.setenv("NUDGE_X", "cdf")
+    assert presets.env_choice("NUDGE_X", ("cdf", "race"), "race") == "cdf"
+
+
 def test_fast_mode_picks_cpu_fast(monkeypatch):
     monkeypatch.setenv("NUDGE_FAST", "1")
     assert presets.get_preset().name == "cpu-fast"

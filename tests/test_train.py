@@ -516,3 +516,70 @@ def test_cli_values_are_checked_when_the_config_is_built(item, expected, tmp_pat
     cfg_file.write_text('{"lr": null}')
     with pytest.raises(ConfigError, match=r"TrainConfig\.lr=null is invalid"):
         TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+
+
+def test_sampling_switches_are_recorded_fields_resolved_by_policy(monkeypatch):
+    """sampler / fast_decode / pack_weights: explicit fields, resolved on creation (the
+    environment only overrides the language model's defaults, strictly) and kept resolved,
+    so a run's config.json says how its tokens were drawn."""
+    for var in ("NUDGE_SAMPLER", "NUDGE_FAST_DECODE", "NUDGE_PACK_WEIGHTS"):
+        monkeypatch.delenv(var, raising=False)
+    lm = get_train_config("cpu-fast")
+    assert lm.sampling() == {"sampler": "race", "fast_decode": True, "pack_weights": True}
+    assert get_train_config("toy-fast").sampling() == {"sampler": "cdf", "fast_decode": False,
+                                                       "pack_weights": False}
+    assert get_train_config("toy-table").sampler == "multinomial"
+    monkeypatch.setenv("NUDGE_SAMPLER", "cdf")
+    monkeypatch.setenv("NUDGE_FAST_DECODE", "off")  # once silently read as "on"
+    monkeypatch.setenv("NUDGE_PACK_WEIGHTS", "false")
+    assert get_train_config("cpu-fast").sampling() == {"sampler": "cdf", "fast_decode": False,
+                                                       "pack_weights": False}
+    assert lm.with_overrides(lr=1e-4).sampling() == lm.sampling()  # resolved values are kept
+    assert get_train_config("toy-fast").sampler == "cdf"  # the environment is the LM's only
+    # a toy config turned into an LM config is resolved again for the LM
+    hf = get_train_config("toy-fast").with_overrides(policy="hf", task="arithmetic",
+                                                     model_id="x", difficulty_counts={"sum": 1})
+    assert hf.sampling() == {"sampler": "cdf", "fast_decode": False, "pack_weights": False}
+    monkeypatch.setenv("NUDGE_FAST_DECODE", "fasle")
+    with pytest.raises(ConfigError, match="NUDGE_FAST_DECODE='fasle'"):
+        get_train_config("cpu-fast")
+    monkeypatch.setenv("NUDGE_FAST_DECODE", "1")
+    monkeypatch.setenv("NUDGE_SAMPLER", "greedy")
+    with pytest.raises(ConfigError, match="NUDGE_SAMPLER='greedy'"):
+        get_train_config("cpu-fast")
+    with pytest.raises(ConfigError, match=r"TrainConfig.sampler='greedy'"):
+        get_train_config("toy-fast", sampler="greedy")
+    with pytest.raises(ConfigError, match=r"TrainConfig.sampler='race'.*multinomial"):
+        get_train_config("toy-table", sampler="race")
+    with pytest.raises(ConfigError, match=r"TrainConfig.fast_decode=True.*toy policies"):
+        get_train_config("toy-fast", fast_decode=True)
+
+
+def test_the_char_transformer_draws_with_the_configured_sampler():
+    """build_policy hands TrainConfig.sampler to the policy: the two samplers draw different
+    tokens from one generator, and the policy reports the sampler it used."""
+    cfgs = [get_train_config("toy-fast", warm_start_steps=0, sampler=s) for s in ("cdf", "race")]
+    drawn = []
+    for cfg in cfgs:
+        pol = build_policy(cfg, warm=False)
+        assert pol.sampling_info()["sampler"] == cfg.sampler
+        s = pol.sample(["12+34="] * 64, max_new_tokens=3, generator=torch.Generator().manual_seed(0))
+        drawn.append(s.completion_ids)
+    assert not torch.equal(*drawn)
+
+
+def test_a_run_config_names_its_sampler(tmp_path):
+    """The CLI's config.json and every checkpoint's config.json carry the resolved switches;
+    resuming under a different sampler is refused, naming the field."""
+    from nudgelib.train import main
+
+    out = tmp_path / "run"
+    assert main(["--config", "toy-table", "--steps", "1", "--out", str(out), "--quiet"]) == 0
+    for f in (out / "config.json", *out.glob("checkpoints/step-*/config.json")):
+        assert json.loads(f.read_text())["sampler"] == "multinomial", f
+    out = tmp_path / "char"
+    args = ["--config", "toy-fast", "--steps", "1", "--out", str(out), "--quiet",
+            "--set", "warm_start_steps=0", "--set", "prompts_per_step=2"]
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["sampler"] == "cdf"
+    assert main([*args[:3], "2", *args[4:], "--resume", "--set", "sampler=race"]) == 2

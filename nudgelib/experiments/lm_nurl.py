@@ -48,6 +48,7 @@ import torch
 
 from nudgelib.experiments.toy_nurl import load_results, mean_ci, save_results, verdict
 from nudgelib.metrics import pass_at_k_curve, per_problem_pass_at_k, power_of_two_ks
+from nudgelib.policies import SAMPLERS
 
 ARMS: dict[str, dict] = {
     "base": {},
@@ -87,6 +88,11 @@ class LMNuRLConfig:
     hint_lift_problems: int = 24  # 0: no hint-lift table
     hint_lift_samples: int = 8
     arms: tuple = DEFAULT_ARMS
+    # switches that change sampled tokens ("" / None: the policy's defaults, resolved by
+    # TrainConfig; the committed confirmatory run was drawn with cdf, no lean loop, no packing)
+    sampler: str = ""
+    fast_decode: bool | None = None
+    pack_weights: bool | None = None
 
     def __post_init__(self):
         from nudgelib.arithmetic import TIERS
@@ -110,6 +116,13 @@ class LMNuRLConfig:
         if self.switch_max_step >= self.steps:
             raise ValueError(f"LMNuRLConfig.switch_max_step={self.switch_max_step} must be < "
                              f"steps={self.steps}, or stage 2 may never run")
+        if self.sampler not in ("", *SAMPLERS):
+            raise ValueError(f"LMNuRLConfig.sampler={self.sampler!r}; expected '' (the default) "
+                             f"or one of {list(SAMPLERS)}")
+        for name in ("fast_decode", "pack_weights"):
+            if getattr(self, name) not in (None, True, False):
+                raise ValueError(f"LMNuRLConfig.{name}={getattr(self, name)!r}; expected None "
+                                 f"(the default), True or False")
         for name in ("train_counts", "heldout_counts"):
             d = getattr(self, name)
             if not isinstance(d, dict) or not all(k in TIERS and isinstance(v, int) and v >= 0
@@ -148,7 +161,8 @@ def train_config(cfg: LMNuRLConfig, seed: int):
         n_train_problems=sum(cfg.train_counts.values()), group_size=cfg.group_size,
         prompts_per_step=cfg.prompts_per_step, lr=cfg.lr, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, plateau_patience=cfg.plateau_patience,
-        plateau_window=cfg.plateau_window, drop_solved_samples=cfg.group_size)
+        plateau_window=cfg.plateau_window, drop_solved_samples=cfg.group_size,
+        sampler=cfg.sampler, fast_decode=cfg.fast_decode, pack_weights=cfg.pack_weights)
 
 
 def train_problems(cfg: LMNuRLConfig) -> list:
@@ -279,6 +293,7 @@ def evaluate_base(cfg: LMNuRLConfig, seed: int, *, hint_lift: bool = True) -> di
     scorer, policy = build_scorer(tcfg), build_policy(tcfg)
     ev = evaluate_policy(cfg, policy, train_problems(cfg), heldout_problems(cfg), scorer, seed,
                          power_of_two_ks(cfg.eval_samples))
+    ev["sampling"] = policy.sampling_info()
     if hint_lift and cfg.hint_lift_problems:
         ev["hint_lift"] = hint_lift_table(cfg, seed, policy, scorer)
     ev["seconds"] = round(time.time() - t0, 1)
@@ -314,6 +329,7 @@ def run_seed(cfg: LMNuRLConfig, seed: int, work: Path, base: dict | None = None,
             ev = evaluate_policy(cfg, tr.policy, train, heldout, scorer, seed, ks)
         res["pass_at_k"][arm], res["counts"][arm] = ev["pass_at_k"], ev["counts"]
         res["learnable"][arm], res["learnable_ratio"][arm] = ev["learnable"], ev["learnable_ratio"]
+    res["sampling"] = trained["trainers"]["grpo"].policy.sampling_info()
     res["seconds"] = {"train": round(t_train, 1), "total": round(time.time() - t0, 1)}
     return res
 
@@ -436,10 +452,19 @@ def aggregate(per_seed: Sequence[dict], cfg: LMNuRLConfig) -> dict:
                 out["pass_at_k_ci95"][tier][arm] = [list(mean_ci(cols[:, j])[1:])
                                                     for j in range(cols.shape[1])]
     out["switch_step"] = [r["switch_step"] for r in per_seed]
+    out["sampling"] = same_sampling([r["sampling"] for r in per_seed])
     out["claims"] = claims(per_seed, d)
     out["seconds"] = {"per_seed": [r["seconds"] for r in per_seed]}
     out["per_seed"] = list(per_seed)
     return out
+
+
+def same_sampling(blocks: Sequence[dict]) -> dict:
+    """The one sampling block of several runs (they must agree: results drawn differently are
+    not pooled)."""
+    if any(b != blocks[0] for b in blocks[1:]):
+        raise ValueError(f"the runs were sampled with different switches: {blocks}")
+    return dict(blocks[0])
 
 
 def run(cfg: LMNuRLConfig, seeds: Sequence[int], *, work: Path | None = None,
@@ -457,6 +482,7 @@ def run(cfg: LMNuRLConfig, seeds: Sequence[int], *, work: Path | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
     out = aggregate(per_seed, cfg)
     if base is not None:
+        same_sampling([out["sampling"], base["sampling"]])
         out["base_seconds"] = base["seconds"]
         if "hint_lift" in base:
             out["hint_lift"] = base["hint_lift"]
@@ -556,13 +582,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", help="folder for the run folders (kept and resumed; default: a "
                                    "temporary folder, deleted)")
     ap.add_argument("--figures", help="folder for the HTML figures")
+    ap.add_argument("--sampler", choices=SAMPLERS,
+                    help="token sampler (default race; the committed run used cdf)")
+    ap.add_argument("--fast-decode", choices=("on", "off"),
+                    help="the lean CPU decode loop (default on; the committed run: off)")
+    ap.add_argument("--pack-weights", choices=("on", "off"),
+                    help="oneDNN-packed frozen weights (default on; the committed run: off)")
+    ap.add_argument("--base-only", action="store_true",
+                    help="evaluate the base model only (with the hint-lift table), no training: "
+                         "checks the base-model numbers of a results file")
     args = ap.parse_args(argv)
     over = {}
     if args.arms:
         over["arms"] = tuple(dict.fromkeys(["base", "grpo", "nurl", *args.arms]))
+    if args.sampler:
+        over["sampler"] = args.sampler
+    for name in ("fast_decode", "pack_weights"):
+        if getattr(args, name):
+            over[name] = getattr(args, name) == "on"
     cfg = LMNuRLConfig.fast(**over) if args.fast else LMNuRLConfig(**over)
     seeds = args.seeds or [args.seed if args.seed is not None else 0]
     t0 = time.time()
+    if args.base_only:
+        res = {"experiment": "lm_nurl (base model only)", "seeds": seeds[:1],
+               "config": cfg.to_dict(), **evaluate_base(cfg, seeds[0])}
+        res["wall_seconds"] = round(time.time() - t0, 1)
+        out = save_results(res, args.out)
+        print(f"wrote {out} ({res['wall_seconds']} s); sampling {res['sampling']}")
+        print(hint_lift_markdown(res))
+        return 0
     res = run(cfg, seeds, work=Path(args.work) if args.work else None)
     res["wall_seconds"] = round(time.time() - t0, 1)
     out = save_results(res, args.out)

@@ -262,6 +262,7 @@ def run_seed(cfg: ToyNuRLConfig, seed: int, *, progress: bool = False) -> dict:
             res[f"{d}_exact"][arm] = ev["pass_at_k_exact"][d]
         res["counts"][arm] = ev["per_problem"]
         res["learnable_ratio"][arm] = ev["learnable_ratio"]
+        res["sampling"] = policy.sampling_info()  # every arm: the toy table's own draw
         if df is not None:
             res["stage_switch"][arm] = switch
             keep = ["step", "stage", "reward_mean", "frac_nudged", "n_problems"] + [
@@ -318,7 +319,8 @@ def aggregate(per_seed: Sequence[dict]) -> dict:
     seeds = [r["seed"] for r in per_seed]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"duplicate seeds {seeds}")
-    out = {"seeds": seeds, "k": first["k"], "config": first["config"], "ci95": {}}
+    out = {"seeds": seeds, "k": first["k"], "config": first["config"],
+           "sampling": first.get("sampling"), "ci95": {}}
     for key in ("hard", "easy", "hard_exact", "easy_exact"):
         out[key], out["ci95"][key] = {}, {}
         for arm in first[key]:
