@@ -72,7 +72,7 @@ def summary(parts: list[dict]) -> dict:
 def tabled_draws(table: torch.Tensor, rows: torch.Tensor):
     """The reference loop draws row ``rows[i]``'s numbers of step t from ``table[rows[i], t]``
     instead of from its generator (nothing else of the loop changes)."""
-    import nudgelib.lm_policy as lm_policy
+    import nudgelib.policies.hf as lm_policy
 
     real, step = lm_policy.sample_next, [0]
 
@@ -92,7 +92,7 @@ def joined(parts):
     """Samples of disjoint rows stacked into one (completions right-padded to one width)."""
     from types import SimpleNamespace
 
-    from nudgelib.policies import right_pad
+    from nudgelib.policies.base import right_pad
 
     width = max(p.completion_ids.shape[1] for p in parts)
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
 
 def measure(pol, texts, seeds: int, sampler: str) -> dict:
     """The five comparisons over ``seeds`` generator seeds, ``pol`` drawing with ``sampler``."""
-    from nudgelib.policies import draws_per_row
+    from nudgelib.policies.base import draws_per_row
 
     pol.sampler = sampler
     group, tokens = 8, 64

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from nudgelib.config import SHORT_ANSWER_INSTRUCTION
 from nudgelib.evaluate import hint_lift, zero_pass_problems
-from nudgelib.hints import generate_hints, reference_hints
-from nudgelib.lm_policy import HFPolicy
-from nudgelib.problems import load_problems
-from nudgelib.rollouts import MathScorer
+from nudgelib.hints.generate import generate_hints, reference_hints
+from nudgelib.policies.hf import HFPolicy
+from nudgelib.presets import SHORT_ANSWER_INSTRUCTION
+from nudgelib.tasks.problems import load_problems
+from nudgelib.tasks.rewards import MathScorer
 
 
 def markdown(frame) -> str:

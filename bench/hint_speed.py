@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from nudgelib.hints import generate_hints
-from nudgelib.lm_policy import HFPolicy
-from nudgelib.problems import load_problems
+from nudgelib.hints.generate import generate_hints
+from nudgelib.policies.hf import HFPolicy
+from nudgelib.tasks.problems import load_problems
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ with each round's own ratio beside it.
 
 "before": ``NUDGE_FAST_DECODE=0 NUDGE_PACK_WEIGHTS=0 NUDGE_SAMPLER=cdf`` (transformers' forward
 step by step, LoRA folded for sampling, plain float32 products, inverse-CDF draws: the code
-paths before the issue); "after": the defaults (:mod:`nudgelib.decode`, packed weights, the
+paths before the issue); "after": the defaults (:mod:`nudgelib.policies.decode`, packed weights, the
 race sampler); ``--modes ...,reference``: the old loops with the race sampler
 (``NUDGE_SAMPLER=race``), what "after" must reproduce: the two draw the same tokens from the
 same numbers up to round-off, where "before" and "after" draw with different samplers.
@@ -59,7 +59,7 @@ CONTROL = "unshared"  # "before" with share_prompts=False (--modes ...,unshared)
 def unshared_worker(argv: list[str]) -> int:
     """``lm_nurl.main(argv)`` with every HFPolicy built with ``share_prompts=False``."""
     from nudgelib.experiments import lm_nurl
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     HFPolicy.__init__.__kwdefaults__["share_prompts"] = False
     return lm_nurl.main(argv)
@@ -71,10 +71,10 @@ EVAL_COUNTS = {"sum": 22, "product": 21, "chain": 21}
 def evaluation_worker(out: str) -> None:
     import torch
 
-    from nudgelib.arithmetic import arithmetic_problems
-    from nudgelib.config import build_policy, build_scorer
     from nudgelib.experiments.lm_nurl import LMNuRLConfig, train_config
     from nudgelib.rollouts import evaluate_pass_counts
+    from nudgelib.tasks.arithmetic import arithmetic_problems
+    from nudgelib.training.build import build_policy, build_scorer
 
     cfg = train_config(LMNuRLConfig(), seed=3)
     policy, scorer = build_policy(cfg), build_scorer(cfg)

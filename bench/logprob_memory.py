@@ -12,8 +12,8 @@ a GPU). Two measurements, each variant in its own subprocess:
 * ``head``: only the part that differs — final hidden states -> log-probs -> backward.
 
 ``naive`` = ``torch.log_softmax(model(ids).logits.float(), -1)`` gathered at the targets (what
-many trainers do); ``chunked`` = :meth:`nudgelib.lm_policy.HFPolicy.logprobs`, which calls the
-model body and :func:`nudgelib.policies.chunked_token_logprobs` (checkpointed chunks of
+many trainers do); ``chunked`` = :meth:`nudgelib.policies.hf.HFPolicy.logprobs`, which calls the
+model body and :func:`nudgelib.policies.base.chunked_token_logprobs` (checkpointed chunks of
 positions). Peak is measured above the memory in use just before the call: on CPU from the
 kernel's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs), on CUDA
 from ``torch.cuda.max_memory_allocated``.
@@ -37,9 +37,9 @@ def _rss_kb(field: str) -> int:
 def _measure(variant: str, what: str, batch: int, completion: int, prompt: int) -> dict:
     import torch
 
-    from nudgelib.lm_policy import HFPolicy
-    from nudgelib.models import offline_model_path
-    from nudgelib.policies import chunked_token_logprobs
+    from nudgelib.policies.base import chunked_token_logprobs
+    from nudgelib.policies.hf import HFPolicy
+    from nudgelib.policies.models import offline_model_path
 
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"

@@ -10,7 +10,7 @@ fp32, CPU. Three samplers, alternating within each round after a warm-up:
 * ``nudgelib-hf-forward``: nudgelib's loop through transformers' forward step by step, each
   distinct prompt prefilled once, LoRA folded in (the sampler before issue 24;
   ``fast_decode=False, pack_weights=False``);
-* ``nudgelib``: the default, :mod:`nudgelib.decode`'s lean loop on oneDNN-packed weights.
+* ``nudgelib``: the default, :mod:`nudgelib.policies.decode`'s lean loop on oneDNN-packed weights.
 
 Tokens/s counts completion tokens up to and including EOS. The limits, in the same unit:
 
@@ -77,9 +77,10 @@ def benchmark_policy(prompts: int = 4, rank: int = 16):
     bench/decode_exactness.py's): SmolLM2-135M offline, LoRA ``rank`` on every linear layer
     with B drawn non-zero (a trained-looking adapter: its products still run), the short-answer
     instruction, the ``prompts`` shortest GSM8K train questions."""
-    from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig, build_problems
-    from nudgelib.lm_policy import HFPolicy
-    from nudgelib.presets import OFFLINE_SMOLLM2
+    from nudgelib.policies.hf import HFPolicy
+    from nudgelib.presets import OFFLINE_SMOLLM2, SHORT_ANSWER_INSTRUCTION
+    from nudgelib.training.build import build_problems
+    from nudgelib.training.config import TrainConfig
 
     cfg = TrainConfig(policy="hf", task="gsm8k", model_id=OFFLINE_SMOLLM2,
                       n_train_problems=prompts, problem_selection="shortest")
@@ -95,7 +96,7 @@ def benchmark_policy(prompts: int = 4, rank: int = 16):
 
 
 def main(argv=None) -> int:
-    from nudgelib.policies import completion_mask, left_pad
+    from nudgelib.policies.base import completion_mask, left_pad
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)

@@ -47,8 +47,8 @@ def _rss_mb(field: str = "VmHWM") -> float:
 
 
 def _config(args):
-    from nudgelib.config import SHORT_ANSWER_INSTRUCTION, TrainConfig
-    from nudgelib.presets import OFFLINE_SMOLLM2
+    from nudgelib.presets import OFFLINE_SMOLLM2, SHORT_ANSWER_INSTRUCTION
+    from nudgelib.training.config import TrainConfig
 
     rows = args.prompts * args.group
     return TrainConfig(
@@ -71,7 +71,7 @@ def _lora_summary(model) -> dict:
 
 
 def _nudgelib_worker(args, cfg, send, recv):
-    from nudgelib.train import Trainer
+    from nudgelib.training.trainer import Trainer
 
     trainer = Trainer(cfg, None, progress=False)
     policy = trainer.policy
@@ -99,7 +99,6 @@ def _trl_worker(args, cfg, send, recv):
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from nudgelib.config import build_problems
     from nudgelib.integrations.trl import (
         LOSS_TYPES,
         grpo_config,
@@ -107,7 +106,8 @@ def _trl_worker(args, cfg, send, recv):
         reward_functions,
         trl_dataset,
     )
-    from nudgelib.models import load_model_and_tokenizer
+    from nudgelib.policies.models import load_model_and_tokenizer
+    from nudgelib.training.build import build_problems
 
     problems = build_problems(cfg)
     model, tok = load_model_and_tokenizer(cfg.model_id, dtype="float32", device="cpu")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from nudgelib.verify import verify_batch, warmup
+from nudgelib.tasks.verify import verify_batch, warmup
 
 LEGIT = [("x^2+7x+10", "The answer is \\boxed{(x+2)(x+5)}"),
          ("3\\sqrt{13}", "\\boxed{\\sqrt{117}}"),

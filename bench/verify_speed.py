@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nudgelib import problems  # noqa: E402
-from nudgelib import verify as V  # noqa: E402
+from nudgelib.tasks import problems  # noqa: E402
+from nudgelib.tasks import verify as V  # noqa: E402
 
 
 def make_completions(n: int, seed: int = 0) -> tuple[list[str], list[str], str]:

@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 from nudgelib.presets import Preset, env_report, get_preset, is_fast
 
-if "ipykernel" in sys.modules:  # figures that survive export (nudgelib.plots)
-    from nudgelib.plots import use_notebook_renderer
+if "ipykernel" in sys.modules:  # figures that survive export (nudgelib.ui.plots)
+    from nudgelib.ui.plots import use_notebook_renderer
 
     use_notebook_renderer()
 

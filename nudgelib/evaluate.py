@@ -7,7 +7,7 @@
     results_frame(results)            # one row per dataset x model x k, with 95 % CIs
     paired_difference(results["gsm8k"]["NuRL"], results["gsm8k"]["GRPO"], k=16)
 
-pass@k is the unbiased estimator (:func:`nudgelib.metrics.pass_at_k`) from ``n_samples``
+pass@k is the unbiased estimator (:func:`nudgelib.core.stats.pass_at_k`) from ``n_samples``
 hint-free samples per problem; its 95 % interval is a percentile bootstrap over problems.
 Every model is sampled with the same seed on the same problems, and differences between two
 models are bootstrapped over the same resampled problems (paired), which is much tighter than
@@ -38,10 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nudgelib.hints import HintBank
-from nudgelib.metrics import bootstrap_ci, per_problem_pass_at_k, power_of_two_ks
-from nudgelib.problems import Problem
-from nudgelib.rollouts import MathScorer, collect_rollouts, evaluate_pass_counts
+from nudgelib.core.stats import bootstrap_ci, per_problem_pass_at_k, power_of_two_ks
+from nudgelib.hints.bank import HintBank
+from nudgelib.policies.hf import HFPolicy
+from nudgelib.rollouts import collect_rollouts, evaluate_pass_counts
+from nudgelib.tasks.problems import Problem
+from nudgelib.tasks.rewards import MathScorer
+from nudgelib.ui.plots import pass_at_k_curves
 
 BASE = "base"
 CONFIG_NEXT_TO_ADAPTER = ("nudgelib_config.json", "../config.json")
@@ -64,13 +67,12 @@ class ModelSuite:
     ``instruction`` is appended to every question, as in training; by default it is read from
     the adapters' saved training config (all must agree), else the policy default; so is
     ``stop_at_newline``. ``dtype``,
-    ``device``, ``load_in_4bit`` as in :meth:`nudgelib.lm_policy.HFPolicy.from_pretrained`.
+    ``device``, ``load_in_4bit`` as in :meth:`nudgelib.policies.hf.HFPolicy.from_pretrained`.
     """
 
     def __init__(self, model_id: str, adapters: Mapping[str, str | os.PathLike] | None = None, *,
                  instruction: str | None = None, dtype: str | None = None,
                  device: str | None = None, load_in_4bit: bool = False):
-        from nudgelib.lm_policy import HFPolicy
 
         adapters = dict(adapters or {})
         if BASE in adapters:
@@ -215,7 +217,6 @@ def results_frame(results: Mapping[str, Mapping[str, dict]]):
 
 def pass_at_k_figure(results_for_dataset: Mapping[str, dict], title: str = "pass@k"):
     """pass@k curves (one per model) with their 95 % bands."""
-    from nudgelib.plots import pass_at_k_curves
 
     ks = next(iter(results_for_dataset.values()))["ks"]
     return pass_at_k_curves(

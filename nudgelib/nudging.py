@@ -1,6 +1,6 @@
 """Nudging strategies: NuRL's 0/G trigger and its siblings behind one interface.
 
-A strategy is the training loop's nudging hook (:mod:`nudgelib.train`): everything the loop
+A strategy is the training loop's nudging hook (:mod:`nudgelib.training.trainer`): everything the loop
 calls is declared by the :class:`Nudger` protocol, and the loop hands a strategy a
 :class:`SamplingContext` (the policy, the scorer, the sampling settings and the generator),
 never the object that runs it. A strategy may sample the whole batch itself
@@ -40,26 +40,22 @@ evaluate_pass_counts`) has no hint argument at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from nudgelib.hints import CONTEXT_TYPES, as_hint_source
-from nudgelib.policies import left_pad
-from nudgelib.problems import Problem
-from nudgelib.rollouts import (
-    ContextRows,
-    RolloutBatch,
-    collect_rollouts,
-    sample_rows,
-    trim_padding,
-)
+from nudgelib.core.advantages import nudgerl_advantages
+from nudgelib.core.trigger import KEEP, nurl_trigger, zero_pass_groups
+from nudgelib.hints.bank import CONTEXT_TYPES, as_hint_source
+from nudgelib.policies.base import left_pad
+from nudgelib.rollouts import ContextRows, RolloutBatch, collect_rollouts, sample_rows, trim_padding
+from nudgelib.tasks.problems import Problem
 
 CONDITION_ON = ("hinted", "original")
-KEEP = ("failure", "fresh")
 
 
 # ----------------------------------------------------------------------------- context
@@ -110,19 +106,22 @@ class SamplingContext:
 
 @runtime_checkable
 class Nudger(Protocol):
-    """Everything the training loop (:mod:`nudgelib.train`) asks of a nudging strategy.
+    """Everything the training loop (:mod:`nudgelib.training.trainer`) asks of a nudging strategy.
 
-    Per step, in stage 2 (nudging on): ``batch = sample(problems, ctx)`` (None: the loop
-    samples G plain rollouts per problem), the loop records the hint-free metrics, then
-    ``batch = nudge(batch, ctx)``; the loop computes advantages unless ``sets_advantages``
-    (then ``nudge`` or ``sample`` must have set ``batch.advantages``); for every micro-batch
-    ``auxiliary_loss`` may add a term. ``state_dict``/``load_state_dict`` go into checkpoints;
-    ``use_hints`` attaches hints of ``hint_types`` (e.g. self-hints generated before training).
+    Per step, in stage 2 (nudging on; :func:`nudgelib.training.step.train_step`):
+    ``batch = sample(problems, ctx)`` (None: the step samples G plain rollouts per problem),
+    the step records the hint-free metrics, then ``batch = nudge(batch, ctx)``; the
+    advantages are ``advantages(batch)`` when ``sets_advantages``, else the config's
+    estimator's; for every micro-batch ``auxiliary_loss`` may add a term.
+    ``state_dict``/``load_state_dict`` go into checkpoints; ``use_hints`` attaches hints of
+    ``hint_types`` (e.g. self-hints generated before training); ``totals`` holds the running
+    counts the trainer logs (``missing_hints``: 0/G groups whose problem had no hint).
     """
 
     name: str
     hint_types: tuple[str, ...]
     sets_advantages: bool
+    totals: dict
 
     def use_hints(self, hints) -> None: ...
 
@@ -130,108 +129,14 @@ class Nudger(Protocol):
 
     def nudge(self, batch: RolloutBatch, ctx: SamplingContext) -> RolloutBatch: ...
 
-    def auxiliary_loss(self, policy, batch: RolloutBatch, rows: Tensor, *,
+    def advantages(self, batch: RolloutBatch) -> Tensor: ...
+
+    def auxiliary_loss(self, policy, batch: RolloutBatch, rows: Tensor, advantages: Tensor, *,
                        temperature: float = 1.0) -> Tensor | None: ...
 
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-# ----------------------------------------------------------------------------- the 0/G trigger
-
-def zero_pass_groups(passed: Tensor, group: Tensor, *, n_groups: int | None = None,
-                     already_hinted: Tensor | None = None) -> Tensor:
-    """Which groups give GRPO nothing because every rollout failed: a bool per group that is
-    True when the group has at least 2 rollouts, none of them passed, and none was already
-    sampled with a hint (``already_hinted``, per row). ``passed`` and ``group`` are per row."""
-    passed = torch.as_tensor(passed, dtype=torch.bool)
-    group = torch.as_tensor(group, dtype=torch.long)
-    n = int(group.max()) + 1 if n_groups is None and len(group) else (n_groups or 0)
-    passes = torch.zeros(n).index_add_(0, group, passed.float())
-    sizes = torch.bincount(group, minlength=n)
-    zero = (passes == 0) & (sizes >= 2)
-    if already_hinted is not None:
-        hinted = torch.zeros(n).index_add_(0, group, torch.as_tensor(already_hinted).float())
-        zero &= hinted == 0
-    return zero
-
-
-@dataclass(frozen=True)
-class NuRLTrigger:
-    """What NuRL's trigger decided for one batch (:func:`nurl_trigger`).
-
-    ``members[k]`` are the rows of the k-th nudged group ``groups[k]``, in row order; its first
-    row is the one kept as the group's hint-free member.
-    """
-
-    zero_pass: Tensor  # [n_groups] bool: every rollout failed (see zero_pass_groups)
-    nudged: Tensor  # [n_groups] bool: zero_pass and the problem has a hint
-    groups: list[int]  # the nudged groups, ascending
-    members: list[list[int]]  # their rows
-    keep: str = "failure"
-
-    @property
-    def missing_hint(self) -> Tensor:
-        """0/G groups that stay as they are because their problem has no hint."""
-        return self.zero_pass & ~self.nudged
-
-    @property
-    def kept(self) -> list[int]:
-        """The failed rollout each nudged group keeps unchanged (none with ``keep="fresh"``)."""
-        return [m[0] for m in self.members] if self.keep == "failure" else []
-
-    @property
-    def regenerate(self) -> list[int]:
-        """The rows to sample again: G-1 per nudged group (all G with ``keep="fresh"``)."""
-        return [r for m in self.members for r in (m[1:] if self.keep == "failure" else m)]
-
-    @property
-    def with_hint(self) -> list[bool]:
-        """Per row of :attr:`regenerate`: sampled with the hint (False only for the fresh
-        hint-free first member of ``keep="fresh"``)."""
-        first = {m[0] for m in self.members}
-        return [self.keep == "failure" or r not in first for r in self.regenerate]
-
-
-def nurl_trigger(passed: Tensor, group: Tensor, has_hint: Tensor | Callable[[int], bool], *,
-                 n_groups: int | None = None, already_hinted: Tensor | None = None,
-                 keep: str = "failure") -> NuRLTrigger:
-    """NuRL's trigger (arXiv 2509.25666; docs/method.md §2.2): a group whose rollouts ALL fail,
-    and whose problem has a hint, keeps its first rollout (a failure) and has the other G-1
-    sampled again with the hint; every other group is left alone.
-
-    Args:
-        passed: [N] bool, whether each hint-free rollout passed the verifier.
-        group: [N] group index of each row (groups may be in any order and of any size).
-        has_hint: [n_groups] bool, whether the group's problem has a hint; or a function
-            group -> bool, asked only for the 0/G groups (in ascending order), so a strategy
-            looks up hints for the groups that can fire and no others.
-        n_groups: the number of groups (needed when ``has_hint`` is a function).
-        already_hinted: [N] bool, rows already sampled with a hint (their groups never fire).
-        keep: ``"failure"`` keeps the first failed rollout (the paper's reading); ``"fresh"``
-            re-samples it too, hint-free (docs/method.md §2.2, an open choice).
-    Returns:
-        a :class:`NuRLTrigger`: which groups fire, the kept row and the rows to regenerate.
-    """
-    if keep not in KEEP:
-        raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
-    group = torch.as_tensor(group, dtype=torch.long)
-    if not callable(has_hint):
-        has_hint = torch.as_tensor(has_hint, dtype=torch.bool)
-        n_groups = len(has_hint)
-    elif n_groups is None:
-        raise ValueError("nurl_trigger: pass n_groups when has_hint is a function")
-    zero = zero_pass_groups(passed, group, n_groups=n_groups, already_hinted=already_hinted)
-    if callable(has_hint):
-        asked = has_hint
-        has_hint = torch.zeros(n_groups, dtype=torch.bool)
-        for g in zero.nonzero().flatten().tolist():
-            has_hint[g] = bool(asked(g))
-    nudged = zero & has_hint
-    groups = nudged.nonzero().flatten().tolist()
-    members = [(group == g).nonzero().flatten().tolist() for g in groups]
-    return NuRLTrigger(zero, nudged, groups, members, keep)
 
 
 # ----------------------------------------------------------------------------- base
@@ -240,7 +145,7 @@ class NudgingStrategy:
     """Base class, and the ``"none"`` strategy: no nudging. Implements :class:`Nudger`;
     subclasses override :meth:`augment` (change a scored batch) and/or :meth:`sample`.
 
-    ``engines`` names where the strategy runs: ``"nudgelib"`` (:mod:`nudgelib.train`) and
+    ``engines`` names where the strategy runs: ``"nudgelib"`` (:mod:`nudgelib.training.trainer`) and
     ``"trl"`` (TRL's GRPO loop, :mod:`nudgelib.integrations.trl`).
     """
 
@@ -280,7 +185,11 @@ class NudgingStrategy:
         """Change groups of a scored batch (in place or not); returns the batch to train on."""
         return batch
 
-    def auxiliary_loss(self, policy, batch: RolloutBatch, rows: Tensor, *,
+    def advantages(self, batch: RolloutBatch) -> Tensor:
+        """The strategy's own advantages (asked only when ``sets_advantages``)."""
+        raise NotImplementedError(f"nudging strategy {self.name!r} does not set advantages")
+
+    def auxiliary_loss(self, policy, batch: RolloutBatch, rows: Tensor, advantages: Tensor, *,
                        temperature: float = 1.0) -> Tensor | None:
         """An extra loss term for the micro-batch ``rows`` (already normalised over the batch)."""
         return None
@@ -474,44 +383,12 @@ class AlwaysHint(NudgingStrategy):
 
 # ----------------------------------------------------------------------------- NudgeRL
 
-def nudgerl_advantages(rewards: Tensor, group_ids: Tensor, context: Tensor, *,
-                       lam: float = 1.1, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
-    """NudgeRL's inter/intra-context advantage (arXiv 2605.15726; docs/method.md §3).
-
-    Per problem (group), with m = mean reward of all its rollouts and m_c = mean reward of the
-    rollouts that kept context c (``context`` = c >= 0; -1 = no context):
-
-        a_i = (r_i - m_c) + lam * (m_c - m)     for a rollout under context c
-        a_i = r_i - m                            for a rollout without context
-
-    then standardised per problem: (a - mean(a)) / (std(a) + eps) (Bessel std unless
-    ``unbiased=False``); a problem whose a are all equal gets 0.
-    """
-    from nudgelib.advantages import group_stats
-
-    rewards = torch.as_tensor(rewards, dtype=torch.float32)
-    context = torch.as_tensor(context, dtype=torch.long)
-    st = group_stats(rewards, group_ids)
-    a = rewards - st.mean
-    has_ctx = context >= 0
-    if has_ctx.any():
-        n_ctx = int(context.max()) + 1
-        key = st.index * n_ctx + context.clamp(min=0)
-        sums = torch.zeros(st.n_groups * n_ctx).index_add_(0, key[has_ctx], rewards[has_ctx])
-        cnts = torch.zeros(st.n_groups * n_ctx).index_add_(0, key[has_ctx],
-                                                             torch.ones(int(has_ctx.sum())))
-        m_c = (sums / cnts.clamp(min=1))[key]
-        a = torch.where(has_ctx, (rewards - m_c) + lam * (m_c - st.mean), a)
-    sa = group_stats(a, group_ids, unbiased=unbiased)
-    return torch.where(sa.std > 0, (a - sa.mean) / (sa.std + eps), torch.zeros_like(a))
-
-
 class NudgeRL(NudgingStrategy):
     """NudgeRL (docs/method.md §3): strategy contexts on every prompt, context dropout, the
     inter/intra-context advantage and the distillation term on the context-free prompt.
 
     Contexts are the bank's hints of ``context_types``, by default the answer-free strategy
-    keywords of :data:`nudgelib.hints.CONTEXT_TYPES`, written from the problem alone (the
+    keywords of :data:`nudgelib.hints.bank.CONTEXT_TYPES`, written from the problem alone (the
     policy's own, ``generate_hints(policy, problems, "strategy")``; hand-written for the toys,
     :func:`nudgelib.toy.toy_hint`), as the paper does: it never shows the gold answer or a
     solution. A problem with fewer contexts than ``n_contexts`` reuses the ones it has; one
@@ -573,10 +450,16 @@ class NudgeRL(NudgingStrategy):
         plain = ctx.policy.encode_prompts([p.question for p in rows_p])
         ids, mask = left_pad(plain, ctx.policy.pad_id)
         batch.contexts = ContextRows(context=context, plain_prompt_ids=ids, plain_prompt_mask=mask)
-        batch.advantages = nudgerl_advantages(batch.rewards, batch.group, context, lam=self.lam)
         return batch
 
-    def auxiliary_loss(self, policy, batch, rows, *, temperature=1.0):
+    def advantages(self, batch):
+        """The inter/intra-context advantage of the rows :meth:`sample` drew."""
+        if batch.contexts is None:
+            raise ValueError("NudgeRL.advantages needs a batch NudgeRL.sample drew (no contexts)")
+        return nudgerl_advantages(batch.rewards, batch.group, batch.contexts.context,
+                                  lam=self.lam)
+
+    def auxiliary_loss(self, policy, batch, rows, advantages, *, temperature=1.0):
         """-distill_coef * sum_i A_i * mean_t log pi(o_it | q without context) / N_context,
         over the context rollouts among ``rows`` (N_context: all context rows of the batch)."""
         cr = batch.contexts
@@ -592,7 +475,7 @@ class NudgeRL(NudgingStrategy):
         cm = args[3]
         logp = policy.logprobs(*args, temperature=temperature)
         per_seq = (logp * cm).sum(-1) / cm.sum(-1).clamp(min=1)
-        adv = batch.advantages[sel].to(dev)
+        adv = advantages[sel].to(dev)
         return -self.distill_coef * (adv * per_seq).sum() / max(1, cr.n_context_rows)
 
 
@@ -614,8 +497,6 @@ def warn_if_no_hints(nudger, problems: Sequence[Problem]) -> int:
     when none has (e.g. a bank made for other problems: nothing could ever be nudged), the
     count on stdout when some lack one (often by design: only hard problems may have hints).
     The per-step metric ``missing_hints`` counts the 0/G groups that found none."""
-    import warnings
-
     if not hasattr(nudger, "hint_for"):
         return len(problems)
     covered = sum(all(nudger.hint_for(p, t) is not None for t in nudger.hint_types)

@@ -12,12 +12,14 @@ import os
 import platform
 from dataclasses import asdict, dataclass, replace
 
+from nudgelib.tasks.arithmetic import INSTRUCTION as ARITHMETIC_INSTRUCTION
+
 FAST_ENV = "NUDGE_FAST"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
 OFFLINE_SMOLLM2 = "offline:smollm2-135m-instruct"
-"""Model id that :func:`nudgelib.models.resolve_model_path` maps to the offline checkpoint."""
+"""Model id that :func:`nudgelib.policies.models.resolve_model_path` maps to the offline checkpoint."""
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -70,7 +72,7 @@ class Preset:
     n_eval_problems: int
     eval_samples: int
     toy_steps: int
-    task: str = "gsm8k"  # the LM stages' task: "arithmetic" on CPU (nudgelib.arithmetic)
+    task: str = "gsm8k"  # the LM stages' task: "arithmetic" on CPU (nudgelib.tasks.arithmetic)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,6 +179,63 @@ def preset_name_for_hardware(hw: dict | None = None) -> str:
     if hw["device"] != "cuda":
         return "cpu"
     return "large-gpu" if hw["gpu_mem_gb"] >= 24 and hw["bf16"] else "colab-t4"
+
+
+SHORT_ANSWER_INSTRUCTION = "Answer with the final number in \\boxed{}."
+"""An instruction for a small model on GSM8K with a short budget: asked for the number alone,
+some of SmolLM2-135M's completions end in time (the benchmarks use it)."""
+
+CPU_ARITHMETIC = {  # preset (Preset.task == "arithmetic"): training problems per tier
+    "cpu-fast": {"sum": 8, "product": 8, "chain": 8},
+    "cpu": {"sum": 24, "product": 24, "chain": 32},
+}
+"""The CPU presets train on short-answer arithmetic (:mod:`nudgelib.tasks.arithmetic`): SmolLM2-135M
+cannot do GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen
+from measured runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, lr 3e-4,
+teacher partial-step hints for the hard tier; 12 new tokens and a stop at the first newline: the
+longest answer line of the default tiers, "3 + 6 + 8 = 17", is 11 tokens (with 10, the first
+design, it was cut to "= 1"), and nothing after the answer line is sampled."""
+
+
+
+def _lm_fields(name: str) -> dict:
+    """TrainConfig fields of the language-model preset ``name`` (a row of :data:`PRESETS`)."""
+    p = PRESETS[name]
+    common = dict(name=name, policy="hf", model_id=p.model_id, group_size=p.group_size,
+                  prompts_per_step=p.prompts_per_step, max_new_tokens=p.max_new_tokens,
+                  load_in_4bit=p.load_in_4bit, dtype=p.dtype, device=p.device)
+    if p.task == "arithmetic":
+        counts = CPU_ARITHMETIC[name]
+        return dict(**common, task="arithmetic", difficulty_counts=dict(counts),
+                    stop_at_newline=True, n_train_problems=sum(counts.values()),
+                    lora_rank=p.lora_rank, lr=3e-4, instruction=ARITHMETIC_INSTRUCTION,
+                    hint_type="partial_steps", micro_batch_size=64, hint_explanation_tokens=48,
+                    hint_tokens=24)
+    return dict(**common, task="gsm8k", n_train_problems=p.n_train_problems,
+                problem_selection="random", lr=2e-5, lora_rank=p.lora_rank,
+                gradient_checkpointing=p.device == "cuda", micro_batch_size=16,
+                format_weight=0.1, overlong_weight=1.0, warmup_steps=5)
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    "toy-fast": dict(name="toy-fast", lr=3e-4, prompts_per_step=32),
+    "toy-table": dict(name="toy-table", policy="toy-table", task="toy-table",
+                      difficulty_counts={"easy": 8, "medium": 8, "hard": 8},
+                      prompts_per_step=24, max_new_tokens=12, lr=0.1, eps_high=0.2),
+    **{name: _lm_fields(name) for name in ("cpu-fast", "cpu", "colab-t4", "large-gpu")},
+}
+"""The one table of training presets: name -> the TrainConfig fields it sets (the rest keep
+their defaults); :func:`nudgelib.training.config.get_train_config` builds and validates them.
+The language-model rows are made from the hardware rows of :data:`PRESETS`."""
+
+PIPELINE_PLANS = {
+    # preset: (steps, max switch step, validate every, validation problems x samples)
+    "cpu-fast": (6, 3, 2, (12, 4)),
+    "cpu": (30, 15, 5, (24, 4)),
+    "colab-t4": (200, 120, 10, (64, 4)),
+    "large-gpu": (400, 200, 10, (128, 8)),
+}
+
 
 
 def get_preset(name: str | None = None) -> Preset:

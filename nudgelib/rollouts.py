@@ -10,9 +10,7 @@ question, or the question with a hint appended), the hint, the token tensors the
 and the sampling log-probs. Nudging (:mod:`nudgelib.nudging`) replaces rows of a group with
 hinted ones through :meth:`RolloutBatch.replace_rows`; everything downstream reads the batch.
 
-Scorers turn a completion into (reward, correct): :class:`ExactMatchScorer` for the toy
-tasks, :class:`MathScorer` (the verifier of :mod:`nudgelib.verify`, an optional format bonus
-and DAPO's soft overlong penalty) for real math.
+A scorer (:mod:`nudgelib.tasks.rewards`) turns each completion into (reward, correct).
 """
 
 from __future__ import annotations
@@ -24,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from nudgelib.advantages import group_stats
-from nudgelib.policies import Policy, Samples, right_pad
-from nudgelib.problems import Problem
+from nudgelib.core.advantages import group_stats
+from nudgelib.policies.base import Policy, Samples, right_pad, shared_rows
+from nudgelib.tasks.problems import Problem
+from nudgelib.ui.progress import progress_bar
 
 HINT_TEMPLATE = "{question}\n\nHint: {hint}"
 """How a hint is appended to a question (docs/method.md §2.2); the policy adds its instruction after."""
@@ -40,57 +39,6 @@ def hint_template(policy) -> str:
 def prompt_text(question: str, hint: str | None = None, template: str = HINT_TEMPLATE) -> str:
     """The question alone, or the question with the hint placed by ``template``."""
     return question if hint is None else template.format(question=question, hint=hint)
-
-
-# ----------------------------------------------------------------------------- scoring
-
-class ExactMatchScorer:
-    """Toy verifier: reward 1 when the stripped completion equals the gold answer string."""
-
-    name = "exact_match"
-
-    def __call__(self, problems: Sequence[Problem], completions: Sequence[str],
-                 lengths: Sequence[int], truncated: Sequence[bool]):
-        correct = [c.strip() == p.answer for p, c in zip(problems, completions)]
-        return [float(c) for c in correct], correct
-
-
-@dataclass
-class MathScorer:
-    """reward = correct + format_weight * well-formed boxed answer + overlong_weight * DAPO penalty.
-
-    ``correct`` comes from :func:`nudgelib.verify.verify_batch` (math-verify behind a fast
-    exact path, each check bounded by ``timeout`` seconds), the answer found by the extraction
-    ``strategies`` (None: the verifier's default; ``("boxed", "short")`` for short answers). The overlong penalty (DAPO,
-    arXiv 2503.14476 eq. 13) is 0 up to ``max_len - cache_len`` tokens, falls linearly to -1
-    at ``max_len`` and is -1 for a truncated completion; it is off when ``max_len`` is None.
-    """
-
-    format_weight: float = 0.0
-    overlong_weight: float = 0.0
-    max_len: int | None = None
-    cache_len: int | None = None
-    timeout: float = 2.0
-    name: str = "math"
-    strategies: tuple | None = None
-
-    def __call__(self, problems, completions, lengths, truncated):
-        from nudgelib.rewards import format_reward, soft_overlong_penalty
-        from nudgelib.verify import DEFAULT_STRATEGIES, verify_batch
-
-        res = verify_batch([p.answer for p in problems], list(completions), timeout=self.timeout,
-                           strategies=self.strategies or DEFAULT_STRATEGIES)
-        correct = [r.correct for r in res]
-        rewards = [float(c) for c in correct]
-        if self.format_weight:
-            fmt = format_reward(None, list(completions))
-            rewards = [r + self.format_weight * f for r, f in zip(rewards, fmt)]
-        if self.overlong_weight and self.max_len:
-            cache = self.cache_len or max(1, self.max_len // 4)
-            pen = [-1.0 if t else soft_overlong_penalty(n, self.max_len, cache)
-                   for n, t in zip(lengths, truncated)]
-            rewards = [r + self.overlong_weight * p for r, p in zip(rewards, pen)]
-        return rewards, correct
 
 
 # ----------------------------------------------------------------------------- records
@@ -305,7 +253,7 @@ def length_buckets(lengths: Sequence[int], prompt_keys: Sequence, prompt_lengths
 
     A micro-batch's forward costs about ``rows x its longest completion`` (completions are
     padded to it) + the tokens of its distinct prompts (each prompt runs once, see
-    :meth:`nudgelib.lm_policy.HFPolicy.logprobs`) + ``call_cost``. Rows sorted by length are
+    :meth:`nudgelib.policies.hf.HFPolicy.logprobs`) + ``call_cost``. Rows sorted by length are
     cut where that total is smallest (dynamic programming, O(rows x max_rows)). Returns lists
     of row positions; every row appears once.
     """
@@ -329,6 +277,19 @@ def length_buckets(lengths: Sequence[int], prompt_keys: Sequence, prompt_lengths
         buckets.append(order[cut[j]:j])
         j = cut[j]
     return buckets[::-1]
+
+
+def micro_batches(batch: RolloutBatch, rows: Tensor, size: int) -> list[Tensor]:
+    """``rows`` of ``batch`` in micro-batches of at most ``size``, grouped by completion length
+    and prompt (:func:`length_buckets`, whose cost model is the prompt-sharing forward of
+    :meth:`nudgelib.policies.hf.HFPolicy.logprobs`); the loss is the same, see
+    :func:`nudgelib.core.losses.microbatch_scale`."""
+    if len(rows) == 0:
+        return []
+    _, prompt_key = shared_rows(batch.prompt_ids[rows], batch.prompt_mask[rows])
+    buckets = length_buckets(batch.completion_mask[rows].sum(-1).tolist(), prompt_key.tolist(),
+                             batch.prompt_mask[rows].sum(-1).tolist(), size)
+    return [rows[torch.tensor(b, dtype=torch.long)] for b in buckets]
 
 
 def _from_samples(problems: list[Problem], group: Tensor, hints: list[str | None],
@@ -379,8 +340,6 @@ def collect_rollouts(policy: Policy, problems: Sequence[Problem], scorer, *, gro
     ``prompts_per_call`` bounds how many prompts go through the policy at once (memory).
     ``template`` places the hint; it defaults to the policy's ``hint_template``.
     """
-    from nudgelib.progress import progress_bar
-
     problems = list(problems)
     if not problems:
         raise ValueError("collect_rollouts needs at least one problem")

@@ -21,27 +21,29 @@ and give GRPO no gradient.
 ``train_toy`` runs sample -> reward -> advantages -> policy_loss -> Adam with any estimator x
 surrogate x aggregation and returns the per-step metrics as a pandas DataFrame.
 
-A second toy family, for the tiny character-level transformer of :mod:`nudgelib.policies`:
-**addition**, ``"37+45="`` -> ``"82"``, with the number of digits as the difficulty knob
-(:func:`addition_problems`). A model warm-started on 1- and 2-digit sums has never seen the
-positions a 3-digit sum needs, so the hard end starts at 0%. :func:`toy_problems` exposes the
-table task above as problems with prompts ``"p<index>"``; both are verified by exact match
-(:class:`nudgelib.rollouts.ExactMatchScorer`).
+:func:`toy_problems` exposes the table task as problems with prompts ``"p<index>"``, verified
+by exact match (:class:`nudgelib.tasks.rewards.ExactMatchScorer`); :class:`CategoricalPolicy`
+puts the table behind the policy interface the trainer uses. The second toy family, addition
+for the tiny character-level transformer, lives in :mod:`nudgelib.tasks.addition`;
+:func:`toy_hint` serves the built-in hints of both.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from nudgelib.advantages import compute_advantages
-from nudgelib.hints import CONTEXT_TYPES, HINT_TYPES
-from nudgelib.losses import policy_loss
-from nudgelib.problems import Problem
+from nudgelib.core.advantages import compute_advantages
+from nudgelib.core.losses import policy_loss
+from nudgelib.hints.bank import CONTEXT_TYPES, HINT_TYPES
+from nudgelib.policies.base import ModulePolicy, left_pad
+from nudgelib.tasks.addition import DIFFICULTY_LEVEL, addition_hint_text
+from nudgelib.tasks.problems import Problem
 
 DIFFICULTY_BIAS = {"easy": 2.0, "medium": -0.5, "hard": -5.0}
 """Initial logit of the correct answer, against 0 for the K-1 others."""
@@ -348,49 +350,6 @@ def train_toy(task: ToyTask, cfg: ToyConfig, policy: ToyPolicy | None = None):
 
 # ----------------------------------------------------------------------------- problem views
 
-DIFFICULTY_LEVEL = {"easy": 1, "medium": 2, "hard": 3}
-"""``Problem.level`` of each difficulty label, for both toy families."""
-
-ADDITION_DIGITS = DIFFICULTY_LEVEL
-"""Digits per operand for each difficulty label: an addition problem's level is its digits."""
-
-
-def addition_problem(digits: int, rng: random.Random, index: int = 0) -> Problem:
-    """One sum of two ``digits``-digit numbers (1-digit operands include 0)."""
-    if not isinstance(digits, int) or digits < 1:
-        raise ValueError(f"digits must be a positive int, got {digits!r}")
-    lo = 0 if digits == 1 else 10 ** (digits - 1)
-    a, b = rng.randrange(lo, 10**digits), rng.randrange(lo, 10**digits)
-    return Problem(id=f"add{digits}-{index:05d}", question=f"{a}+{b}=", answer=str(a + b),
-                   source="toy-addition", level=digits)
-
-
-def addition_problems(counts: dict[str | int, int], *, seed: int = 0) -> list[Problem]:
-    """``counts[difficulty]`` distinct addition problems per difficulty, e.g. {"easy": 20}.
-
-    Difficulty is a label of :data:`ADDITION_DIGITS` or a number of digits.
-    """
-    rng = random.Random(seed)
-    out: list[Problem] = []
-    for key, n in counts.items():
-        digits = ADDITION_DIGITS.get(key, key)
-        if not isinstance(digits, int):
-            raise ValueError(f"unknown difficulty {key!r}; expected one of "
-                             f"{sorted(ADDITION_DIGITS)} or a number of digits")
-        lo = 0 if digits == 1 else 10 ** (digits - 1)
-        if n > (10**digits - lo) ** 2:
-            raise ValueError(f"counts[{key!r}]={n} exceeds the {(10**digits - lo) ** 2} "
-                             f"distinct {digits}-digit problems")
-        seen: set[str] = set()
-        while len(seen) < n:  # terminates: n <= the number of distinct problems
-            p = addition_problem(digits, rng, len(out))
-            if p.question in seen:
-                continue
-            seen.add(p.question)
-            out.append(p)
-    return out
-
-
 def toy_problems(task: ToyTask) -> list[Problem]:
     """The table task as problems: prompt ``"p<index>"``, answer the correct answer index."""
     return [Problem(id=f"toy-{p:04d}", question=f"p{p}", answer=str(int(task.answer[p])),
@@ -478,40 +437,6 @@ def toy_table_hint(problem: Problem, hint_type: str = "abstract", n_answers: int
     return "not " + " ".join(map(str, sorted(wrong[:TABLE_HINT_EXCLUDED[hint_type]])))
 
 
-def _carries(question: str) -> str:
-    """``y``/``n`` per column, units first: does the column carry into the next?"""
-    a, b = question.rstrip("=").split("+")
-    carry, out = 0, ""
-    for da, db in zip(a.zfill(len(b))[::-1], b.zfill(len(a))[::-1]):
-        carry = (int(da) + int(db) + carry) // 10
-        out += "yn"[1 - carry]
-    return out
-
-
-def addition_hint_text(question: str, answer: str, hint_type: str = "abstract") -> str:
-    """A hint for ``a+b=`` in the tiny transformer's characters, ``H`` + a cue:
-
-    * ``answer`` -- the sum (``H623``);
-    * ``partial_steps`` -- the sum with its last digit hidden (``H62.``);
-    * ``abstract`` -- which columns carry, units first, in letters (``Hcyyn`` for 345+278):
-      a decomposition the model can learn to use, with no digit of the answer;
-    * ``explanation`` -- the carries and one dot per digit of the sum (``Hcyyn...``);
-    * ``strategy`` / ``strategy_2`` -- NudgeRL's context from the question alone: ``Hcarry``
-      when some column carries, else ``Hplain``.
-    """
-    if hint_type == "answer":
-        return "H" + answer
-    if hint_type == "partial_steps":
-        return "H" + answer[:len(answer) - 1] + "."
-    if hint_type == "abstract":
-        return "Hc" + _carries(question)
-    if hint_type == "explanation":
-        return "Hc" + _carries(question) + "." * len(answer)
-    if hint_type in ("strategy", "strategy_2"):
-        return "Hcarry" if "y" in _carries(question) else "Hplain"
-    raise ValueError(f"hint_type={hint_type!r}; expected one of {TOY_HINT_TYPES}")
-
-
 def toy_hint(problem: Problem, hint_type: str = "abstract") -> str | None:
     """The built-in hint for a toy problem (addition or table), or None for other sources."""
     if problem.source == "toy-addition":
@@ -519,3 +444,97 @@ def toy_hint(problem: Problem, hint_type: str = "abstract") -> str | None:
     if problem.source == "toy-table":
         return toy_table_hint(problem, hint_type)
     return None
+
+
+# ----------------------------------------------------------------------------- the table as a policy
+
+_TABLE_PROMPT = re.compile(r"p(\d+)(?:\|(.+))?", re.S)
+
+
+class CategoricalPolicy(ModulePolicy):
+    """:class:`nudgelib.toy.ToyPolicy` behind the policy interface.
+
+    Prompts are ``"p<index>"`` (see :func:`nudgelib.toy.toy_problems`), optionally followed by
+    a hint ``"|<hint>"`` (:func:`nudgelib.toy.toy_table_hint`: ``p3|family c``). Tokens: answers
+    0..K-1, then ``more`` = K and ``end`` = K+1; ``end`` is both EOS and pad, so the masking
+    by position matters here too. Prompt ids: the problem index, then ``P + t`` for each hint
+    token t. Only temperature 1 and top-p 1 are supported (the table is the distribution).
+    """
+
+    def __init__(self, toy_policy):
+        self.net = toy_policy
+        k = toy_policy.task.n_answers
+        self.more_id, self.end_id = k, k + 1
+        self.eos_ids, self.pad_id = (k + 1,), k + 1
+
+    hint_template = "{question}|{hint}"
+
+    def sampling_info(self):
+        return {"policy": type(self).__name__, "sampler": "multinomial", "device": "cpu"}
+
+    def encode_prompts(self, prompts):
+        """``p<i>`` -> [i]; ``p<i>|<hint>`` -> [i, P + t1, P + t2, ...] for the hint's tokens."""
+
+        n_p, k = self.net.task.n_problems, self.net.task.n_answers
+        out = []
+        for p in prompts:
+            m = _TABLE_PROMPT.fullmatch(p) if isinstance(p, str) else None
+            if m is None or int(m.group(1)) >= n_p:
+                raise ValueError(f"CategoricalPolicy prompts are 'p<index>' with index < {n_p}, "
+                                 f"optionally followed by a hint '|<hint>' "
+                                 f"(nudgelib.toy.toy_table_hint); got {p!r}")
+            ids = [int(m.group(1))]
+            if m.group(2) is not None:
+                ids += [n_p + t for t in toy_hint_tokens(m.group(2), k)]
+            out.append(ids)
+        return out
+
+    def _parse(self, prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Problem index [N] and the multi-hot of the hint tokens [N, H] (None: no hints)."""
+        n_p = self.net.task.n_problems
+        real = prompt_mask.long().sum(-1)
+        first = prompt_ids.shape[1] - real
+        rows = torch.arange(prompt_ids.shape[0])
+        problem = prompt_ids[rows, first]
+        pos = torch.arange(prompt_ids.shape[1])[None, :]
+        is_hint = (pos > first[:, None]) & prompt_mask.bool()
+        if not is_hint.any():
+            return problem, None
+        hints = torch.zeros(len(rows), self.net.U.shape[0])
+        r, c = is_hint.nonzero(as_tuple=True)
+        hints[r, prompt_ids[r, c] - n_p] = 1.0
+        return problem, hints
+
+    def exact_pass_rate(self, prompts: Sequence[str]) -> Tensor:
+        """The exact probability [N] that one sample of each prompt (hinted or not) is right,
+        read off the policy's table: no sampling."""
+        ids, mask = left_pad(self.encode_prompts(prompts), self.pad_id)
+        return self.net.pass_rate(*self._parse(ids, mask))
+
+    def decode(self, ids, mask):
+        return [str(int(row[0])) if m[0] > 0 else "" for row, m in zip(ids, mask)]
+
+    def _generate(self, prompt_ids, prompt_mask, *, temperature, top_p, max_new_tokens,
+                  generator):
+        if temperature != 1.0 or top_p != 1.0:
+            raise ValueError("CategoricalPolicy samples at temperature 1 and top_p 1 only")
+        if max_new_tokens != self.net.max_len:
+            raise ValueError(f"CategoricalPolicy completions have max_len={self.net.max_len} "
+                             f"tokens; got max_new_tokens={max_new_tokens}")
+        problem, hints = self._parse(prompt_ids, prompt_mask)
+        b = self.net.sample(problem, 1, generator, hints)
+        t = torch.arange(1, self.net.max_len)[None, :]
+        rest = torch.where(t <= b.n_more[:, None], self.more_id, self.end_id)
+        ids = torch.cat([b.answer[:, None], rest], dim=1)
+        return ids, b.old_logp
+
+    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                 temperature=1.0):
+        if temperature != 1.0:
+            raise ValueError("CategoricalPolicy scores at temperature 1 only")
+        body = completion_ids[:, 1:]
+        n_more = ((body == self.more_id) & (completion_mask[:, 1:] > 0)).sum(-1)
+        stopped = ((body == self.end_id) & (completion_mask[:, 1:] > 0)).any(-1)
+        problem, hints = self._parse(prompt_ids, prompt_mask)
+        logp, _ = self.net.token_logp(problem, completion_ids[:, 0], n_more, stopped, hints)
+        return logp[:, :completion_ids.shape[1]] * completion_mask  # callers may trim width

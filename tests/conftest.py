@@ -1,6 +1,6 @@
 import pytest
 
-from nudgelib import problems
+from nudgelib.tasks import problems
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def real_data():
 
 @pytest.fixture(scope="session")
 def offline_model_dir():
-    from nudgelib.models import ModelNotAvailable, offline_model_path
+    from nudgelib.policies.models import ModelNotAvailable, offline_model_path
 
     try:
         return offline_model_path()

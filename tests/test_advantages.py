@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nudgelib.advantages import ESTIMATORS, compute_advantages, fit_beta_moments
+from nudgelib.core.advantages import ESTIMATORS, compute_advantages, fit_beta_moments
 
 T = torch.tensor
 
@@ -160,7 +160,7 @@ def test_bnpo_refuses_shaped_rewards():
         adv([1.1, 0, 1, 0], [0, 0, 1, 1], "bnpo")
     with pytest.raises(ValueError, match="binary rewards"):
         adv([1, -1, 1, 0], [0, 0, 1, 1], "bnpo")
-    from nudgelib.config import ConfigError, get_train_config
+    from nudgelib.training.config import ConfigError, get_train_config
 
     with pytest.raises(ConfigError, match="estimator='bnpo' with format_weight=0.1"):
         get_train_config("toy-table", estimator="bnpo", format_weight=0.1)

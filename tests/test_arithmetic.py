@@ -1,4 +1,4 @@
-"""nudgelib.arithmetic: the short-answer task family of the CPU presets. Split by construction,
+"""nudgelib.tasks.arithmetic: the short-answer task family of the CPU presets. Split by construction,
 answers by hand, the echo guard of the short-answer rule, teacher hints that stop short of the
 answer, and the config wiring (presets, validation, errors)."""
 
@@ -6,17 +6,12 @@ import itertools
 
 import pytest
 
-from nudgelib import arithmetic as ar
-from nudgelib.config import (
-    ConfigError,
-    build_hints,
-    build_problems,
-    build_scorer,
-    build_val_problems,
-    get_train_config,
-)
-from nudgelib.hints import hint_leaks_answer, reference_hints
-from nudgelib.verify import extract_answer, verify
+from nudgelib.hints.generate import reference_hints
+from nudgelib.hints.leaks import hint_leaks_answer
+from nudgelib.tasks import arithmetic as ar
+from nudgelib.tasks.verify import extract_answer, verify
+from nudgelib.training.build import build_hints, build_problems, build_scorer, build_val_problems
+from nudgelib.training.config import ConfigError, get_train_config
 
 
 def _operands(p):
@@ -136,7 +131,7 @@ def test_reference_hint_bank_is_saved_in_the_run_folder_and_reused(tmp_path):
 def test_stop_ids_end_a_completion_after_its_first_token_by_hand():
     import torch
 
-    from nudgelib.policies import completion_mask
+    from nudgelib.policies.base import completion_mask
 
     ids = torch.tensor([[5, 9, 7, 3], [9, 5, 9, 9], [5, 5, 5, 5], [5, 3, 9, 5]])
     mask, truncated = completion_mask(ids, (3,), stop_ids=(9,))
@@ -149,7 +144,7 @@ def test_stop_ids_end_a_completion_after_its_first_token_by_hand():
 def test_cpu_preset_policy_stops_at_the_first_newline(offline_model_dir):
     import torch
 
-    from nudgelib.config import build_policy
+    from nudgelib.training.build import build_policy
 
     pol = build_policy(get_train_config("cpu-fast"))
     assert pol.stop_ids and all("\n" in pol.tokenizer.decode([i]) for i in pol.stop_ids)
@@ -165,7 +160,7 @@ def test_newline_stop_set_is_kept_per_tokenizer_and_redone_for_a_changed_vocabul
         offline_model_dir):
     from transformers import AutoTokenizer
 
-    from nudgelib.lm_policy import newline_token_ids
+    from nudgelib.policies.hf import newline_token_ids
 
     tok = AutoTokenizer.from_pretrained(offline_model_dir)
     by_hand = tuple(i for i in range(len(tok)) if "\n" in tok.decode([i]))

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from nudgelib.config import get_train_config
-from nudgelib.dashboard import TrainingDashboard
-from nudgelib.train import Trainer, complete_checkpoints
+from nudgelib.training.config import get_train_config
+from nudgelib.training.trainer import Trainer, complete_checkpoints
+from nudgelib.ui.dashboard import TrainingDashboard
 
 
 def _trainer(tmp_path=None, **kw):
@@ -119,9 +119,9 @@ def test_dashboard_in_a_real_kernel_is_one_widget_redrawn_in_place():
     import nbformat
     from nbclient import NotebookClient
 
-    code = ("from nudgelib.config import get_train_config\n"
-            "from nudgelib.dashboard import TrainingDashboard\n"
-            "from nudgelib.train import Trainer\n"
+    code = ("from nudgelib.training.config import get_train_config\n"
+            "from nudgelib.ui.dashboard import TrainingDashboard\n"
+            "from nudgelib.training.trainer import Trainer\n"
             "cfg = get_train_config('toy-table', nudging='nurl', hint_type='partial_steps', "
             "seed=1, stage1='steps', stage1_steps=2)\n"
             "tr = Trainer(cfg, progress=False)\n"
@@ -150,7 +150,7 @@ def test_dashboard_in_a_real_kernel_is_one_widget_redrawn_in_place():
 
 
 def test_advantage_heatmap_labels_every_prompt_and_a_zero_batch_says_so():
-    from nudgelib.plots import advantage_heatmap
+    from nudgelib.ui.plots import advantage_heatmap
 
     labels = [f"p{i}" for i in range(24)]
     fig = advantage_heatmap(torch.zeros(24 * 4), torch.zeros(24 * 4), 4, labels)
@@ -170,7 +170,7 @@ def test_figures_carry_an_html_copy_and_optionally_a_png(monkeypatch):
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from nudgelib.plots import NOTEBOOK_RENDERER, use_notebook_renderer
+    from nudgelib.ui.plots import NOTEBOOK_RENDERER, use_notebook_renderer
 
     monkeypatch.delenv("PLOTLY_RENDERER", raising=False)
     monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")

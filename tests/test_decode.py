@@ -1,10 +1,10 @@
-"""nudgelib.decode: the lean decode loop against transformers' forward (the reference loop) and
+"""nudgelib.policies.decode: the lean decode loop against transformers' forward (the reference loop) and
 against a float64 computation, its switches, and the models it refuses."""
 
 import pytest
 import torch
 
-from nudgelib.decode import LeanDecoder
+from nudgelib.policies.decode import LeanDecoder
 
 # prompts of different lengths (left padding); the first twice, so one distinct prompt has
 # 4 rows and the other 2 (unequal groups share the prompt's keys/values)
@@ -32,7 +32,7 @@ def _common_prefix(a, b):
 
 @pytest.fixture(scope="module")
 def smol(offline_model_dir):
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     torch.manual_seed(0)
     pol = HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4)
@@ -70,7 +70,7 @@ def test_smollm2_lean_loop_samples_what_the_reference_loop_samples(smol, sampler
 
 
 def test_the_sampler_is_chosen_by_name_or_environment(smol, monkeypatch):
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     monkeypatch.setenv("NUDGE_SAMPLER", "cdf")
     assert HFPolicy(smol.model, smol.tokenizer).sampler == "cdf"
@@ -96,7 +96,7 @@ def test_compaction_draws_the_same_numbers_for_the_live_rows(smol):
     and the same log-probs to round-off (the packed base products are row-invariant, the
     adapter's small products are not; rows stop at their first newline here, as short-answer
     runs do)."""
-    from nudgelib.lm_policy import newline_token_ids
+    from nudgelib.policies.hf import newline_token_ids
 
     smol.stop_ids = newline_token_ids(smol.tokenizer)
     try:
@@ -135,7 +135,7 @@ def test_qwen2_with_biases_and_grouped_heads(offline_model_dir):
     SmolLM2 tokenizer: the same tokens as the reference loop."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     tok = AutoTokenizer.from_pretrained(str(offline_model_dir))
     torch.manual_seed(1)
@@ -247,7 +247,7 @@ def test_the_lora_fold_is_w_plus_scaling_times_b_a_by_hand():
     W + 2 * B @ A from the matrices themselves; no adapter named: a copy of W."""
     from peft import LoraConfig, get_peft_model
 
-    from nudgelib.decode import with_lora_delta
+    from nudgelib.policies.decode import with_lora_delta
 
     torch.manual_seed(0)
     net = get_peft_model(torch.nn.Sequential(torch.nn.Linear(5, 3)),

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from nudgelib.config import build_policy, build_problems, get_train_config
 from nudgelib.evaluate import (
     ModelSuite,
     evaluate_pass_at_k,
@@ -12,12 +11,14 @@ from nudgelib.evaluate import (
     results_frame,
     save_results,
 )
-from nudgelib.plots import figure_has_data
-from nudgelib.rollouts import ExactMatchScorer
+from nudgelib.tasks.rewards import ExactMatchScorer
+from nudgelib.training.build import build_policy, build_problems
+from nudgelib.training.config import get_train_config
+from nudgelib.ui.plots import figure_has_data
 
 
 def _result(counts, n, ids=None):
-    from nudgelib.metrics import per_problem_pass_at_k
+    from nudgelib.core.stats import per_problem_pass_at_k
 
     ks = [1, n]
     per = per_problem_pass_at_k([(n, c) for c in counts], ks)
@@ -71,7 +72,7 @@ def test_evaluate_pass_at_k_on_the_toy_matches_the_hand_formula(tmp_path):
 
 
 def test_model_suite_switches_adapters_on_one_base(tmp_path, offline_model_dir):
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
     from nudgelib.presets import OFFLINE_SMOLLM2
 
     trained = HFPolicy.from_pretrained(OFFLINE_SMOLLM2, lora_rank=4)
@@ -86,7 +87,7 @@ def test_model_suite_switches_adapters_on_one_base(tmp_path, offline_model_dir):
     suite = ModelSuite(OFFLINE_SMOLLM2, {"trained": tmp_path / "a"})
     assert suite.names == ["base", "trained"]
     ids = plain.encode_prompts(["What is 2+3?"])
-    from nudgelib.policies import left_pad
+    from nudgelib.policies.base import left_pad
 
     pid, pm = left_pad(ids, plain.pad_id)
     comp = torch.tensor([[28, 330, 1250, 30, 2]])
@@ -113,7 +114,7 @@ def test_disabled_adapter_samples_the_base_model_exactly(offline_model_dir):
     adapter. With the adapter off, samples must equal a model without LoRA, draw for draw."""
     import torch
 
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     kw = dict(instruction="Answer with the final number only.", stop_at_newline=True)
     lora = HFPolicy.from_pretrained("offline:smollm2-135m-instruct", lora_rank=4, **kw)

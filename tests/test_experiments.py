@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from nudgelib.core import stats
 from nudgelib.experiments import toy_nurl as tn
 
 
@@ -20,21 +21,21 @@ def _t_cdf(x: float, df: int) -> float:
 
 @pytest.mark.parametrize("df", [2, 4, 9, 20])
 def test_t_table_is_the_975_quantile(df):
-    assert _t_cdf(tn.t95(df), df) == pytest.approx(0.975, abs=2e-4)
+    assert _t_cdf(stats.t95(df), df) == pytest.approx(0.975, abs=2e-4)
 
 
 def test_t95_between_listed_values_is_conservative_and_errors():
-    assert tn.t95(22) == tn.T95[20] and tn.t95(31) == 1.960
+    assert stats.t95(22) == stats.T95[20] and stats.t95(31) == 1.960
     with pytest.raises(ValueError, match="degrees of freedom"):
-        tn.t95(0)
+        stats.t95(0)
 
 
 def test_mean_ci_hand_values():
     # [1, 2, 3]: mean 2, sd 1, half width 4.303 / sqrt(3) = 2.4844
-    m, lo, hi = tn.mean_ci([1.0, 2.0, 3.0])
+    m, lo, hi = stats.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and lo == pytest.approx(2 - 2.4844, abs=1e-4) and hi == pytest.approx(4.4844, abs=1e-4)
     with pytest.raises(ValueError, match=">= 2 values"):
-        tn.mean_ci([0.5])
+        stats.mean_ci([0.5])
 
 
 @pytest.mark.parametrize("rel, lo, mean, hi, expect", [
@@ -46,7 +47,7 @@ def test_mean_ci_hand_values():
     ("<=", 0.021, 0.1, 0.2, "not reproduced"),
 ])
 def test_verdict_rules(rel, lo, mean, hi, expect):
-    assert tn.verdict(rel, lo, mean, hi) == expect
+    assert stats.verdict(rel, lo, mean, hi) == expect
 
 
 def _fake_seed(seed, hard_at, learn):
@@ -202,7 +203,7 @@ def test_committed_results_are_the_confirmatory_run_with_verdicts_by_the_fixed_r
     for c in again:
         if "diff" in c:
             lo, hi = c["diff_ci95"]
-            assert tn.verdict(c["relation"], lo, c["diff"], hi) == c["verdict"]
+            assert stats.verdict(c["relation"], lo, c["diff"], hi) == c["verdict"]
 
 
 def test_pass_at_k_band_is_clipped_to_probabilities():

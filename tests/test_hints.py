@@ -4,19 +4,17 @@ import re
 
 import pytest
 
-from nudgelib.hints import (
+from nudgelib.hints.bank import HintBank, HintBankError, as_hint_source
+from nudgelib.hints.generate import (
     EXPLANATION_TEMPLATE,
     HINT_TEMPLATES,
-    HintBank,
-    HintBankError,
-    as_hint_source,
     generate_hints,
     handwritten_hints,
-    hint_leaks_answer,
     reference_hints,
 )
-from nudgelib.problems import Problem
-from nudgelib.toy import addition_hint_text
+from nudgelib.hints.leaks import hint_leaks_answer
+from nudgelib.tasks.addition import addition_hint_text
+from nudgelib.tasks.problems import Problem
 from tests.test_nudging import ScriptedPolicy
 
 LEAK_CASES = [
@@ -223,7 +221,8 @@ def test_toy_hints_leak_exactly_where_they_should():
     """Issue 20's acceptance: on every training problem of both toys, every hint type except
     'answer' passes the leak check and 'answer' hints fail it."""
     from nudgelib.experiments.toy_nurl import ToyNuRLConfig, make_task
-    from nudgelib.toy import TOY_HINT_TYPES, addition_problems, toy_hint
+    from nudgelib.tasks.addition import addition_problems
+    from nudgelib.toy import TOY_HINT_TYPES, toy_hint
 
     _, table, _ = make_task(ToyNuRLConfig(), seed=1000)
     addition = addition_problems({1: 100, 2: 300, 3: 300}, seed=0)
@@ -236,7 +235,8 @@ def test_toy_hints_leak_exactly_where_they_should():
 
 def test_strategy_contexts_are_written_from_the_question_alone():
     """NudgeRL's contexts (issue 20): one model call per hint that never shows the answer."""
-    from nudgelib.hints import CONTEXT_TYPES, HINT_TEMPLATES
+    from nudgelib.hints.bank import CONTEXT_TYPES
+    from nudgelib.hints.generate import HINT_TEMPLATES
 
     pol = ScriptedPolicy(lambda p: "work backwards")
     bank = generate_hints(pol, PROBS, "strategy")

@@ -145,7 +145,7 @@ def test_fast_run_pipeline_invariants(fast_run, offline_model_dir):
     for t, ids in seed["heldout_ids"].items():
         assert all(i.startswith(f"arithmetic/{t}/") for i in ids)
         trained |= set(ids)
-    from nudgelib.arithmetic import arithmetic_problems
+    from nudgelib.tasks.arithmetic import arithmetic_problems
 
     cfg = fast_run["config"]
     train_ids = {p.id for p in arithmetic_problems(cfg["train_counts"], split="train",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nudgelib.losses import AGGREGATIONS, SURROGATES, kl_penalty, policy_loss
+from nudgelib.core.losses import AGGREGATIONS, SURROGATES, kl_penalty, policy_loss
 
 T = torch.tensor
 # two completions: 2 tokens (third masked) and 3 tokens
@@ -122,7 +122,7 @@ def test_gspo_one_clipped_ratio_per_sequence_by_hand():
 
 
 def test_gspo_with_a_token_weighted_aggregation_is_refused_by_the_config():
-    from nudgelib.config import ConfigError, get_train_config
+    from nudgelib.training.config import ConfigError, get_train_config
 
     with pytest.raises(ConfigError, match=r"surrogate='gspo' with aggregation='token_mean'.*"
                                           r"aggregation='seq_mean_token_mean'"):

@@ -4,7 +4,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from nudgelib.metrics import (
+from nudgelib.core.stats import (
     bootstrap_ci,
     pass_at_k,
     pass_at_k_curve,

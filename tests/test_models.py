@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nudgelib import models
+from nudgelib.policies.base import models
 from nudgelib.presets import OFFLINE_SMOLLM2
 
 

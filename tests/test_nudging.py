@@ -11,7 +11,8 @@ import statistics
 import pytest
 import torch
 
-from nudgelib.advantages import compute_advantages
+from nudgelib.core.advantages import compute_advantages, nudgerl_advantages
+from nudgelib.core.trigger import nurl_trigger, zero_pass_groups
 from nudgelib.nudging import (
     STRATEGIES,
     AlwaysHint,
@@ -20,16 +21,14 @@ from nudgelib.nudging import (
     SamplingContext,
     ScafGRPO,
     make_strategy,
-    nudgerl_advantages,
-    nurl_trigger,
     strategies_for,
-    zero_pass_groups,
 )
-from nudgelib.policies import CategoricalPolicy, Policy, left_pad
-from nudgelib.problems import Problem
-from nudgelib.rollouts import ExactMatchScorer, RolloutBatch, collect_rollouts
-from nudgelib.stages import PlateauDetector, drop_solved
-from nudgelib.toy import ToyPolicy, ToyTask, toy_problems, toy_table_hint
+from nudgelib.policies.base import Policy, left_pad
+from nudgelib.rollouts import RolloutBatch, collect_rollouts
+from nudgelib.tasks.problems import Problem
+from nudgelib.tasks.rewards import ExactMatchScorer
+from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask, toy_problems, toy_table_hint
+from nudgelib.training.stages import PlateauDetector, drop_solved
 
 
 class ScriptedPolicy(Policy):
@@ -219,7 +218,8 @@ def test_condition_on_with_a_policy_whose_logprobs_depend_on_the_prompt(conditio
     Under 'hinted' a hinted row is scored under the prompt it was sampled from, so its first
     update is on-policy (ratio 1); under 'original' it is scored under the plain question and
     the ratio to the sampling log-probs is not 1."""
-    from nudgelib.policies import CharTransformerPolicy, left_pad
+    from nudgelib.policies.base import left_pad
+    from nudgelib.policies.char import CharTransformerPolicy
 
     pol = CharTransformerPolicy(seed=0)
     probs = [Problem(id="a", question="12+34=", answer="46"),
@@ -363,7 +363,8 @@ def test_nudgerl_samples_contexts_with_dropout_and_keeps_the_plain_prompt():
     m = sum(c >= 0 for c in ctx) / 8
     a = [1.1 * (1 - m) if c >= 0 else -m for c in ctx]
     mu, sd = statistics.mean(a), statistics.stdev(a)
-    assert out.advantages.tolist() == pytest.approx([(x - mu) / (sd + 1e-6) for x in a], abs=1e-5)
+    assert nrl.advantages(out).tolist() == pytest.approx([(x - mu) / (sd + 1e-6) for x in a],
+                                                         abs=1e-5)
     with pytest.raises(ValueError, match="group_size=7 is not a multiple"):
         nrl.sample(PROBS[:1], ctx_for(pol, G=7))
 
@@ -377,18 +378,20 @@ def test_nudgerl_distillation_term_is_the_advantage_weighted_mean_log_likelihood
     ctx = SamplingContext(policy=pol, scorer=ExactMatchScorer(), group_size=8,
                           max_new_tokens=4, generator=torch.Generator().manual_seed(3))
     b = nrl.sample(probs, ctx)
+    adv = nrl.advantages(b)
     rows = torch.arange(len(b))
-    aux = nrl.auxiliary_loss(pol, b, rows)
+    aux = nrl.auxiliary_loss(pol, b, rows, adv)
     sel = (b.contexts.context >= 0).nonzero().flatten()
     total = 0.0
     for i in sel.tolist():  # one row at a time, by the formula
         n = int(b.completion_mask[i].sum())
         lp = pol.logprobs(b.contexts.plain_prompt_ids[i:i + 1], b.contexts.plain_prompt_mask[i:i + 1],
                           b.completion_ids[i:i + 1], b.completion_mask[i:i + 1])
-        total += float(b.advantages[i]) * float(lp.detach().sum()) / n
-    assert b.advantages.abs().sum() > 0  # mixed rewards: the term is not trivially 0
+        total += float(adv[i]) * float(lp.detach().sum()) / n
+    assert adv.abs().sum() > 0  # mixed rewards: the term is not trivially 0
     assert float(aux) == pytest.approx(-0.1 * total / len(sel), rel=1e-5)
-    halves = [nrl.auxiliary_loss(pol, b, rows[:10]), nrl.auxiliary_loss(pol, b, rows[10:])]
+    halves = [nrl.auxiliary_loss(pol, b, rows[:10], adv),
+              nrl.auxiliary_loss(pol, b, rows[10:], adv)]
     assert float(sum(h for h in halves if h is not None)) == pytest.approx(float(aux), rel=1e-5)
     aux.backward()
     assert pol.net.bias.grad.abs().sum() > 0

@@ -3,17 +3,9 @@
 import pytest
 import torch
 
-from nudgelib.policies import (
-    CategoricalPolicy,
-    CharTransformerConfig,
-    CharTransformerPolicy,
-    chunked_token_logprobs,
-    completion_mask,
-    left_pad,
-    top_p_filter,
-    warm_start,
-)
-from nudgelib.toy import ToyPolicy, ToyTask
+from nudgelib.policies.base import chunked_token_logprobs, completion_mask, left_pad, top_p_filter
+from nudgelib.policies.char import CharTransformerConfig, CharTransformerPolicy, warm_start
+from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask
 
 
 def test_completion_mask_keeps_the_real_eos_when_pad_equals_eos():
@@ -44,7 +36,7 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 
 def test_sample_categorical_draws_each_index_with_its_probability():
-    from nudgelib.policies import sample_categorical
+    from nudgelib.policies.base import sample_categorical
 
     probs = torch.tensor([[0.0, 0.5, 0.2, 0.0, 0.3], [1.0, 0.0, 0.0, 0.0, 0.0]]) * 2  # unnormalised
     gen = torch.Generator().manual_seed(0)
@@ -63,7 +55,7 @@ def test_sample_categorical_draws_each_index_with_its_probability():
 def test_race_categorical_draws_each_index_with_its_probability():
     """The two-level race (blocks of 4 over 13 tokens: the last block padded) against the
     softmax by hand, with excluded (-inf) tokens and an unnormalised row; and its blocks."""
-    from nudgelib.policies import draws_per_row, race_blocks, race_categorical
+    from nudgelib.policies.base import draws_per_row, race_blocks, race_categorical
 
     w = torch.tensor([[0.0, 5.0, 2.0, 0.0, 3.0, 1.0, 0.0, 0.0, 4.0, 0.5, 0.0, 2.5, 1.0],
                       [0.0] * 12 + [7.0]])  # weights; 0 -> log 0 = -inf
@@ -87,7 +79,7 @@ def test_the_race_barely_moves_under_round_off_where_inverse_cdf_does():
     network's layers is of that order): over 2,048 draws from a 49k-token vocabulary, inverse
     CDF in vocabulary order changes some tokens (every boundary after a moved probability
     moves) and the race none (it changes only when its two best scores are within 1e-5)."""
-    from nudgelib.policies import draws_per_row, sample_next
+    from nudgelib.policies.base import draws_per_row, sample_next
 
     vocab, rows = 49_152, 256
     gen = torch.Generator().manual_seed(0)
@@ -207,7 +199,7 @@ def test_char_policy_save_load_roundtrip(char_policy, tmp_path):
 
 @pytest.fixture(scope="module")
 def lm_policy(offline_model_dir):
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     torch.manual_seed(0)
     return HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4)
@@ -250,7 +242,7 @@ def test_hf_policy_chunking_does_not_change_logprobs(lm_policy):
 
 
 def test_shared_rows_numbers_distinct_prompt_rows_by_first_appearance():
-    from nudgelib.policies import shared_rows
+    from nudgelib.policies.base import shared_rows
 
     ids = torch.tensor([[9, 1, 2], [0, 1, 2], [0, 1, 2], [5, 6, 7], [0, 1, 2]])
     mask = torch.tensor([[0, 1, 1], [0, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1]])
@@ -345,7 +337,7 @@ def test_hf_policy_adapter_save_load_roundtrip(lm_policy, tmp_path):
 
 
 def test_hf_policy_refuses_4bit_without_cuda(offline_model_dir):
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -355,7 +347,7 @@ def test_hf_policy_refuses_4bit_without_cuda(offline_model_dir):
 
 def test_hf_policy_gradient_checkpointing_with_lora_trains(offline_model_dir):
     """PEFT + checkpointing needs input gradients on the frozen embeddings (docs/method.md §6)."""
-    from nudgelib.lm_policy import HFPolicy
+    from nudgelib.policies.hf import HFPolicy
 
     torch.manual_seed(0)
     pol = HFPolicy.from_pretrained(str(offline_model_dir), lora_rank=4,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nudgelib import problems
+from nudgelib.tasks import problems
 
 
 def _write(tmp_path, name, split, rows):

@@ -132,7 +132,7 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_integrations_import_nothing_from_the_trainer_module():
     for path in sorted((PACKAGE / "integrations").glob("*.py")):
         for module, names in _imports(path):
-            assert module != "nudgelib.train", f"{path.name} imports {names} from nudgelib.train"
+            assert module != "nudgelib.training.trainer", f"{path.name} imports {names} from nudgelib.training.trainer"
             assert not (module == "nudgelib" and "train" in names), path.name
 
 
@@ -153,7 +153,7 @@ def test_nudging_strategies_never_see_a_trainer():
         elif isinstance(node, ast.arg):
             seen.add(node.arg)
     assert not {n for n in seen if "trainer" in n.lower()}, seen
-    assert not any(m == "nudgelib.train" for m, _ in _imports(PACKAGE / "nudging.py"))
+    assert not any(m == "nudgelib.training.trainer" for m, _ in _imports(PACKAGE / "nudging.py"))
 
 
 # ----------------------------------------------------------------------------- citations

@@ -1,6 +1,6 @@
 import pytest
 
-from nudgelib import rewards as R
+from nudgelib.tasks import rewards as R
 
 
 def test_correctness_reward_trl_signature_and_shapes():

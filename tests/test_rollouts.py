@@ -3,16 +3,10 @@
 import pytest
 import torch
 
-from nudgelib.policies import CategoricalPolicy
-from nudgelib.problems import Problem
-from nudgelib.rollouts import (
-    ExactMatchScorer,
-    MathScorer,
-    collect_rollouts,
-    prompt_text,
-    sample_rows,
-)
-from nudgelib.toy import ToyPolicy, ToyTask, toy_problems
+from nudgelib.rollouts import collect_rollouts, prompt_text, sample_rows
+from nudgelib.tasks.problems import Problem
+from nudgelib.tasks.rewards import ExactMatchScorer, MathScorer
+from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask, toy_problems
 
 TASK = ToyTask.make({"easy": 4, "hard": 4})
 

@@ -1,4 +1,4 @@
-"""Run folders (nudgelib.runs): foreign folders refused before anything is written, one writer
+"""Run folders (nudgelib.training.runs): foreign folders refused before anything is written, one writer
 per run, checkpoints verified by their manifest and skipped when damaged, resume / fork
 semantics of the CLI, metrics rows and hint banks that are never silently lost."""
 
@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from nudgelib.config import get_train_config
-from nudgelib.runs import LOCK, MARKER, RunFolderError, RunLock, verify_folder
-from nudgelib.train import Trainer, complete_checkpoints, main, resume_or_start
+from nudgelib.training.cli import main
+from nudgelib.training.config import get_train_config
+from nudgelib.training.runs import LOCK, MARKER, RunFolderError, RunLock, verify_folder
+from nudgelib.training.trainer import Trainer, complete_checkpoints, resume_or_start
 
 SMALL = dict(warm_start_steps=30, prompts_per_step=4, group_size=4)
 
@@ -91,7 +92,7 @@ def test_one_writer_per_run_folder(tmp_path):
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
     # another process holding it: refused, naming the holder
     other = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from nudgelib.runs import RunLock; "
+        "import sys, time; from pathlib import Path; from nudgelib.training.runs import RunLock; "
         f"RunLock(Path({str(tmp_path / 'b')!r})).acquire(); print('held', flush=True); "
         "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
@@ -119,7 +120,7 @@ def test_one_writer_per_run_folder(tmp_path):
 
 def test_two_cli_runs_on_one_folder_exactly_one_runs(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nudgelib.train", *_cli(run, steps=400)]
+    cmd = [sys.executable, "-m", "nudgelib.training", *_cli(run, steps=400)]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -184,7 +185,7 @@ def test_a_damaged_newest_checkpoint_is_named_skipped_and_the_run_ends_identical
 
 def test_old_checkpoints_are_retired_so_a_kill_cannot_leave_a_false_complete_one(
         tmp_path, monkeypatch):
-    import nudgelib.runs as runs
+    import nudgelib.training.runs as runs
 
     cfg = _cfg(save_every=1, keep_checkpoints=1)
     tr = Trainer(cfg, tmp_path, progress=False)
@@ -227,7 +228,7 @@ def test_a_resume_with_other_problems_under_the_same_ids_is_refused(tmp_path):
     tr.train(until_step=1)
     tr.close()
     marker = json.loads((tmp_path / MARKER).read_text())
-    from nudgelib.config import build_problems
+    from nudgelib.training.build import build_problems
 
     changed = build_problems(cfg)
     changed[2] = type(changed[2])(**{**changed[2].__dict__, "answer": "999"})
@@ -249,8 +250,8 @@ def test_an_out_that_cannot_be_written_fails_before_any_training(tmp_path, capsy
 def test_a_half_written_hint_bank_is_made_again(tmp_path):
     """Teacher hints of arithmetic chain problems (no model needed), saved with a manifest; a
     truncated shard is named and the bank rebuilt instead of blocking the resume."""
-    from nudgelib.arithmetic import arithmetic_problems
-    from nudgelib.config import build_hints
+    from nudgelib.tasks.arithmetic import arithmetic_problems
+    from nudgelib.training.build import build_hints
 
     problems = arithmetic_problems({"chain": 4})
     cfg = get_train_config("cpu-fast", nudging="nurl", hint_source="reference")
@@ -266,7 +267,7 @@ def test_a_half_written_hint_bank_is_made_again(tmp_path):
 
 def test_a_bank_for_other_problems_is_reported_and_missing_hints_are_logged(tmp_path):
     """Issue 22: NuRL with hints for other problems used to nudge nothing, silently."""
-    from nudgelib.hints import HintBank
+    from nudgelib.hints.bank import HintBank
 
     bank = tmp_path / "bank"
     HintBank.from_records([{"problem_id": "elsewhere", "hint_type": "partial_steps",
@@ -282,9 +283,9 @@ def test_a_bank_for_other_problems_is_reported_and_missing_hints_are_logged(tmp_
 
 def test_a_loaded_bank_is_checked_for_leaks_again(tmp_path):
     """A hand-edited row that gives the answer but says leak=False is flagged and not served."""
-    from nudgelib.arithmetic import arithmetic_problems
-    from nudgelib.config import build_hints
-    from nudgelib.hints import HintBank
+    from nudgelib.hints.bank import HintBank
+    from nudgelib.tasks.arithmetic import arithmetic_problems
+    from nudgelib.training.build import build_hints
 
     problems = arithmetic_problems({"chain": 2})
     p = problems[0]
@@ -311,7 +312,7 @@ def test_a_full_disk_is_named_before_training_and_at_a_save(tmp_path, monkeypatc
 
     import torch
 
-    import nudgelib.runs as runs
+    import nudgelib.training.runs as runs
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 5000, 5000))

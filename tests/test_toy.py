@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nudgelib.advantages import ESTIMATORS
-from nudgelib.losses import AGGREGATIONS, SURROGATES
+from nudgelib.core.advantages import ESTIMATORS
+from nudgelib.core.losses import AGGREGATIONS, SURROGATES
 from nudgelib.toy import ToyConfig, ToyPolicy, ToyTask, train_toy
 
 TASK = ToyTask.make({"easy": 8, "medium": 8, "hard": 8})

@@ -11,12 +11,14 @@ import time
 import pytest
 import torch
 
-from nudgelib.config import ConfigError, TrainConfig, build_policy, get_train_config
-from nudgelib.losses import aggregate, microbatch_scale
+from nudgelib.core.losses import aggregate, microbatch_scale
 from nudgelib.nudging import NuRL
-from nudgelib.rollouts import ExactMatchScorer, evaluate_pass_counts
-from nudgelib.toy import addition_problems
-from nudgelib.train import Trainer, complete_checkpoints
+from nudgelib.rollouts import evaluate_pass_counts
+from nudgelib.tasks.addition import addition_problems
+from nudgelib.tasks.rewards import ExactMatchScorer
+from nudgelib.training.build import build_policy
+from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
+from nudgelib.training.trainer import Trainer, complete_checkpoints
 
 SMALL = dict(warm_start_steps=150, prompts_per_step=6, group_size=4)
 
@@ -123,7 +125,7 @@ def test_checkpoints_are_complete_pruned_and_resumable(tmp_path):
 
 
 def _cli(out, *extra, steps=4):
-    return [sys.executable, "-m", "nudgelib.train", "--config", "toy-fast", "--steps", str(steps),
+    return [sys.executable, "-m", "nudgelib.training", "--config", "toy-fast", "--steps", str(steps),
             "--out", str(out), "--seed", "3", "--quiet", "--set", "warm_start_steps=50",
             "--set", "group_size=48", *extra]
 
@@ -185,7 +187,7 @@ def test_cli_cpu_fast_nurl_two_steps_saves_a_peft_adapter_with_every_lora_weight
 
     out = tmp_path / "run"
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "nudgelib.train", "--config", "cpu-fast",
+    res = subprocess.run([sys.executable, "-m", "nudgelib.training", "--config", "cpu-fast",
                           "--nudging", "nurl", "--steps", "2", "--out", str(out), "--quiet"],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -212,7 +214,7 @@ def test_cli_cpu_fast_nurl_two_steps_saves_a_peft_adapter_with_every_lora_weight
 
 def test_cli_nurl_on_toy_fast_nudges_a_zero_pass_group_within_4_steps(tmp_path):
     out = tmp_path / "nurl"
-    res = subprocess.run([sys.executable, "-m", "nudgelib.train", "--config", "toy-fast",
+    res = subprocess.run([sys.executable, "-m", "nudgelib.training", "--config", "toy-fast",
                           "--nudging", "nurl", "--steps", "4", "--out", str(out), "--quiet"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -357,7 +359,7 @@ def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offl
     bank = tr.nudger.hint_source  # built from out/hint_bank, written by the untrained policy
     saved = tmp_path / "hint_bank"
     assert saved.is_dir()
-    from nudgelib.hints import HintBank
+    from nudgelib.hints.bank import HintBank
 
     stored = HintBank.load(saved)
     assert {r["problem_id"] for r in stored.records()} <= {p.id for p in tr.problems}
@@ -377,7 +379,7 @@ def test_lm_run_writes_self_hints_before_training_and_reuses_them(tmp_path, offl
 # validation, plateau on several metrics, the two-run pipeline
 
 def test_find_plateau_by_hand():
-    from nudgelib.pipeline import find_plateau
+    from nudgelib.training.pipeline import find_plateau
 
     rows = [{"step": i + 1, "reward_mean": v} for i, v in enumerate([0.1, 0.2, 0.2, 0.2, 0.2])]
     # window 1, patience 2: best 0.2 at step 2, no improvement at steps 3 and 4 -> fires at 4
@@ -396,7 +398,7 @@ def test_find_plateau_by_hand():
 def test_find_plateau_fires_by_step_25_with_validation_every_5_steps():
     """Issue 20's acceptance case: metrics flat from step 1, validation every 5 steps,
     patience 10, window 5. Counting logged values, validation needed 11 of them (step 55)."""
-    from nudgelib.pipeline import find_plateau
+    from nudgelib.training.pipeline import find_plateau
 
     rows = [{"step": s, "reward_mean": 0.3, **({"val_pass_rate": 0.2} if s % 5 == 0 else {})}
             for s in range(1, 101)]
@@ -429,7 +431,7 @@ def test_fork_from_a_grpo_checkpoint_equals_the_two_stage_run(tmp_path):
 
 
 def test_grpo_then_nurl_pipeline_switches_at_the_cap_and_exports_both_adapters(tmp_path):
-    from nudgelib.pipeline import grpo_then_nurl
+    from nudgelib.training.pipeline import grpo_then_nurl
 
     cfg = _table()
     res = grpo_then_nurl(cfg, tmp_path, steps=4, max_switch_step=2)
@@ -446,7 +448,7 @@ def test_grpo_then_nurl_pipeline_switches_at_the_cap_and_exports_both_adapters(t
 
 
 def test_validation_is_held_out_and_never_shifts_the_training_samples():
-    from nudgelib.config import build_val_problems
+    from nudgelib.training.build import build_val_problems
 
     cfg = get_train_config("toy-fast", seed=3, **SMALL)
     val_cfg = cfg.with_overrides(val_every=1, n_val_problems=9, val_samples=2)
@@ -464,7 +466,7 @@ def test_validation_is_held_out_and_never_shifts_the_training_samples():
 
 
 def test_plateau_on_reward_and_validation_switches_where_find_plateau_says():
-    from nudgelib.pipeline import find_plateau
+    from nudgelib.training.pipeline import find_plateau
 
     cfg = get_train_config("toy-fast", seed=3, nudging="nurl", stage1="plateau",
                            plateau_metric=["reward_mean", "val_pass_rate"], plateau_patience=1,
@@ -484,7 +486,7 @@ def test_plateau_on_reward_and_validation_switches_where_find_plateau_says():
 
 
 def test_real_math_validation_problems_follow_the_training_problems(real_data):
-    from nudgelib.config import build_problems, build_val_problems
+    from nudgelib.training.build import build_problems, build_val_problems
 
     real_data("gsm8k", "train", limit=1)
     cfg = get_train_config("cpu-fast", task="gsm8k", problem_selection="shortest",
@@ -504,8 +506,7 @@ def test_real_math_validation_problems_follow_the_training_problems(real_data):
 ])
 def test_cli_values_are_checked_when_the_config_is_built(item, expected, tmp_path):
     """Issue 22: wrong values are named (field and expected form) before anything runs."""
-    from nudgelib.config import config_from_args
-    from nudgelib.train import build_parser
+    from nudgelib.training.cli import build_parser, config_from_args
 
     argv = ["--config", "toy-fast", "--steps", "1", "--out", str(tmp_path / "x"), "--set", item]
     if item.startswith("nudging_options"):
@@ -571,7 +572,7 @@ def test_the_char_transformer_draws_with_the_configured_sampler():
 def test_a_run_config_names_its_sampler(tmp_path):
     """The CLI's config.json and every checkpoint's config.json carry the resolved switches;
     resuming under a different sampler is refused, naming the field."""
-    from nudgelib.train import main
+    from nudgelib.training.cli import main
 
     out = tmp_path / "run"
     assert main(["--config", "toy-table", "--steps", "1", "--out", str(out), "--quiet"]) == 0

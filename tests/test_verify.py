@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from nudgelib import verify as V
+from nudgelib.tasks import verify as V
 from tests.hostile_outputs import CANARY, hostile_outputs
 
 
@@ -210,7 +210,7 @@ def test_server_restarts_after_it_dies():
 def test_unguarded_script_works(tmp_path):
     """No multiprocessing re-import of __main__: a script without a main guard works."""
     script = tmp_path / "s.py"
-    script.write_text("from nudgelib.verify import verify\n"
+    script.write_text("from nudgelib.tasks.verify import verify\n"
                       "print(verify('x^2+7x+10', '\\\\boxed{(x+2)(x+5)}').reason)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)

@@ -5,7 +5,7 @@
         --figures data/results                                                   # the results
 
 The real-model sibling of :mod:`nudgelib.experiments.toy_nurl`. The training problems are
-drawn from the ``train`` split of the arithmetic tiers (:mod:`nudgelib.arithmetic`) and the
+drawn from the ``train`` split of the arithmetic tiers (:mod:`nudgelib.tasks.arithmetic`) and the
 evaluation problems from the ``heldout`` split (disjoint by construction), once, by
 ``problem_seed``; a seed sets the LoRA initialisation and every sample of training and
 evaluation. Every arm starts from the same base model (LoRA's B = 0 makes the initial adapter
@@ -19,7 +19,7 @@ grpo       plain GRPO for all ``steps``
 nurl       two stages: the GRPO run up to its plateau (training reward; at most
            ``switch_max_step``), problems solved n/n dropped, then NuRL (0/G trigger, teacher
            partial-step hints on the hard tier) for the remaining steps, forked from GRPO's
-           checkpoint (:func:`nudgelib.pipeline.find_plateau`, :meth:`Trainer.fork_from`)
+           checkpoint (:func:`nudgelib.training.pipeline.find_plateau`, :meth:`Trainer.fork_from`)
 always     the same two stages, but stage 2 shows the hint on every prompt that has one
 nurl_self  optional: NuRL with the model's own abstract hints (two calls, leak-checked)
 =========  ===============================================================================
@@ -29,7 +29,7 @@ n from n samples per problem (the unbiased estimator), and the learnable share o
 problems (at least one success in ``learnable_samples`` hint-free samples). The hint-lift table
 (none / self / teacher / answer) is measured on the base model's 0/G hard training problems.
 Across seeds: means, 95 % t-intervals and the paired differences of :data:`CLAIMS`, judged by
-:func:`nudgelib.experiments.toy_nurl.verdict`. With one seed (``--fast``) the intervals of the
+:func:`nudgelib.core.stats.verdict`. With one seed (``--fast``) the intervals of the
 claims are t-intervals over held-out problems instead (``claims[].interval`` says which).
 """
 
@@ -46,9 +46,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nudgelib.experiments.toy_nurl import load_results, mean_ci, save_results, verdict
-from nudgelib.metrics import pass_at_k_curve, per_problem_pass_at_k, power_of_two_ks
-from nudgelib.policies import SAMPLERS
+from nudgelib.core.checks import check_fields
+from nudgelib.core.stats import (
+    mean_ci,
+    pass_at_k_curve,
+    per_problem_pass_at_k,
+    power_of_two_ks,
+    verdict,
+)
+from nudgelib.evaluate import hint_lift, zero_pass_problems
+from nudgelib.experiments import lm_nurl_report as report
+from nudgelib.experiments.toy_nurl import load_results, save_results
+from nudgelib.hints.generate import generate_hints, reference_hints
+from nudgelib.policies.base import SAMPLERS
+from nudgelib.rollouts import evaluate_pass_counts
+from nudgelib.tasks.arithmetic import TIERS, arithmetic_problems
+from nudgelib.training.build import build_policy, build_scorer
+from nudgelib.training.config import get_train_config
+from nudgelib.training.pipeline import find_plateau, stage_configs
+from nudgelib.training.trainer import resume_or_fork, resume_or_start
 
 ARMS: dict[str, dict] = {
     "base": {},
@@ -95,7 +111,6 @@ class LMNuRLConfig:
     pack_weights: bool | None = None
 
     def __post_init__(self):
-        from nudgelib.arithmetic import TIERS
 
         self.arms, self.learnable_tiers = tuple(self.arms), tuple(self.learnable_tiers)
         self.hard_tiers = tuple(self.hard_tiers)
@@ -107,22 +122,15 @@ class LMNuRLConfig:
             if name not in self.arms:
                 raise ValueError(f"LMNuRLConfig.arms must include {name!r}; got "
                                  f"{list(self.arms)}")
-        for name in ("steps", "switch_max_step", "plateau_patience", "plateau_window",
-                     "group_size", "prompts_per_step", "max_new_tokens", "eval_samples",
-                     "learnable_samples", "hint_lift_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"LMNuRLConfig.{name}={v!r}; expected a positive integer")
+        check_fields(self, positive_int=(
+            "steps", "switch_max_step", "plateau_patience", "plateau_window", "group_size",
+            "prompts_per_step", "max_new_tokens", "eval_samples", "learnable_samples",
+            "hint_lift_samples"), choices={"sampler": ("", *SAMPLERS),
+                                           "fast_decode": (None, True, False),
+                                           "pack_weights": (None, True, False)})
         if self.switch_max_step >= self.steps:
             raise ValueError(f"LMNuRLConfig.switch_max_step={self.switch_max_step} must be < "
                              f"steps={self.steps}, or stage 2 may never run")
-        if self.sampler not in ("", *SAMPLERS):
-            raise ValueError(f"LMNuRLConfig.sampler={self.sampler!r}; expected '' (the default) "
-                             f"or one of {list(SAMPLERS)}")
-        for name in ("fast_decode", "pack_weights"):
-            if getattr(self, name) not in (None, True, False):
-                raise ValueError(f"LMNuRLConfig.{name}={getattr(self, name)!r}; expected None "
-                                 f"(the default), True or False")
         for name in ("train_counts", "heldout_counts"):
             d = getattr(self, name)
             if not isinstance(d, dict) or not all(k in TIERS and isinstance(v, int) and v >= 0
@@ -154,7 +162,6 @@ class LMNuRLConfig:
 
 def train_config(cfg: LMNuRLConfig, seed: int):
     """The TrainConfig every arm of a seed shares (stage 1 and the GRPO arm)."""
-    from nudgelib.config import get_train_config
 
     return get_train_config(
         cfg.preset, seed=seed, difficulty_counts=dict(cfg.train_counts),
@@ -168,14 +175,12 @@ def train_config(cfg: LMNuRLConfig, seed: int):
 def train_problems(cfg: LMNuRLConfig) -> list:
     """The training problems, drawn once by ``problem_seed`` (seeds vary the LoRA
     initialisation and every sample, not the problems)."""
-    from nudgelib.arithmetic import arithmetic_problems
 
     return arithmetic_problems(dict(cfg.train_counts), split="train", seed=cfg.problem_seed)
 
 
 def heldout_problems(cfg: LMNuRLConfig) -> dict:
     """``{tier: problems}`` of the held-out split, drawn once by ``problem_seed``."""
-    from nudgelib.arithmetic import arithmetic_problems
 
     return {t: arithmetic_problems({t: n}, split="heldout", seed=cfg.problem_seed)
             for t, n in cfg.heldout_counts.items() if n}
@@ -184,8 +189,6 @@ def heldout_problems(cfg: LMNuRLConfig) -> dict:
 def train_arms(cfg: LMNuRLConfig, seed: int, root: Path, *, progress: bool = False) -> dict:
     """Train the arms of one seed under ``root`` (resumable): ``{arm: Trainer}`` and the step
     at which the two-stage arms left GRPO."""
-    from nudgelib.pipeline import find_plateau, stage_configs
-    from nudgelib.train import resume_or_fork, resume_or_start
 
     base = train_config(cfg, seed)
     problems = train_problems(cfg)
@@ -209,7 +212,6 @@ def train_arms(cfg: LMNuRLConfig, seed: int, root: Path, *, progress: bool = Fal
 def evaluate_policy(cfg: LMNuRLConfig, policy, train, heldout: dict, scorer, seed: int,
                     ks: list[int]) -> dict:
     """Hint-free pass counts and pass@k per held-out tier, and the learnable share."""
-    from nudgelib.rollouts import evaluate_pass_counts
 
     gen = torch.Generator().manual_seed(10_007 * (seed + 1))
     out = {"counts": {}, "pass_at_k": {}}
@@ -240,9 +242,6 @@ def _curve(trainer) -> dict:
 def hint_lift_table(cfg: LMNuRLConfig, seed: int, policy, scorer, *, progress=False) -> dict:
     """none / self (abstract, two calls) / teacher (partial steps) / answer hints on the base
     model's 0/G hard-tier training problems: pass@1, pass@n and problems solved."""
-    from nudgelib.evaluate import hint_lift, zero_pass_problems
-    from nudgelib.hints import generate_hints, reference_hints
-    from nudgelib.rollouts import evaluate_pass_counts
 
     tcfg = train_config(cfg, seed)
     pool = [p for p in train_problems(cfg) if p.subject in cfg.hard_tiers]
@@ -286,7 +285,6 @@ def hint_lift_table(cfg: LMNuRLConfig, seed: int, policy, scorer, *, progress=Fa
 def evaluate_base(cfg: LMNuRLConfig, seed: int, *, hint_lift: bool = True) -> dict:
     """The base model's evaluation (once: it is the same model for every seed, on the same
     problems) and, with ``hint_lift``, the hint-lift table."""
-    from nudgelib.config import build_policy, build_scorer
 
     t0 = time.time()
     tcfg = train_config(cfg, seed)
@@ -304,7 +302,6 @@ def run_seed(cfg: LMNuRLConfig, seed: int, work: Path, base: dict | None = None,
              progress: bool = False) -> dict:
     """Every trained arm of one seed: training, then hint-free evaluation of each; ``base``
     (:func:`evaluate_base`) is copied in so that every seed's result holds every arm."""
-    from nudgelib.config import build_scorer
 
     t0 = time.time()
     ks = power_of_two_ks(cfg.eval_samples)
@@ -385,7 +382,7 @@ CLAIMS = [
      "self-generated abstract hints are NuRL's default", "nurl_self", "grpo", "hard@max", ">"),
 ]
 """The claims, their metric and the relation expected; the verdict rule is
-:func:`nudgelib.experiments.toy_nurl.verdict` (``>``: reproduced if the 95 % interval of the
+:func:`nudgelib.core.stats.verdict` (``>``: reproduced if the 95 % interval of the
 paired difference a - b is above 0, not reproduced if the mean difference is <= 0, mixed
 otherwise; ``<=``: reproduced if the interval's upper end is below +0.02, not reproduced if
 its lower end is above +0.02). Fixed before the confirmatory run."""
@@ -497,79 +494,6 @@ def load_committed(name: str = RESULTS_NAME) -> dict | None:
     return load_results(name)
 
 
-# ----------------------------------------------------------------------------- reporting
-
-METRIC_TEXT = {"learnable@1": "held-out pass@1, learnable tiers",
-               "hard@1": "held-out pass@1, hard tier", "hard@max": "held-out pass@{kmax}, hard tier",
-               "heldout@1": "held-out pass@1, all tiers",
-               "learnable_share": "learnable share of training problems"}
-
-
-def results_table(res: dict) -> str:
-    """Per-arm means (95 % intervals over seeds) as a markdown table."""
-    kmax = res["k"][-1]
-    names = list(SUMMARY_METRICS)
-    head = "| arm | " + " | ".join(METRIC_TEXT[n].format(kmax=kmax) for n in names) + " |"
-    lines = [head, "|---" * (len(names) + 1) + "|"]
-    for arm, ms in res["metrics"].items():
-        cells = []
-        for n in names:
-            ci = res["ci95"].get(arm, {}).get(n)
-            cells.append(f"{ms[n]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
-        lines.append(f"| {res['arm_labels'][arm]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def claims_table(res: dict) -> str:
-    kmax = res["k"][-1]
-    lines = ["| claim | paper | metric (no hints) | a vs b [diff, 95 % CI] | verdict |",
-             "|---|---|---|---|---|"]
-    for r in res["claims"]:
-        lo, hi = r["diff_ci95"]
-        lines.append(f"| {r['claim']} | {r['paper']} | {METRIC_TEXT[r['metric']].format(kmax=kmax)}"
-                     f" | {r['a']} {r['a_mean']:.3f} vs {r['b']} {r['b_mean']:.3f} "
-                     f"[{r['diff']:+.3f}, {lo:+.3f} .. {hi:+.3f}] | **{r['verdict']}** |")
-    return "\n".join(lines)
-
-
-def hint_lift_markdown(res: dict) -> str:
-    hl = res.get("hint_lift")
-    if not hl:
-        return ""
-    n = hl["n"]
-    lines = [f"| hints (base model, {hl['zero_pass']} hard training problems at 0/{n}) | "
-             f"pass@1 | pass@{n} | solved |", "|---|---|---|---|"]
-    for r in hl["rows"]:
-        lines.append(f"| {r['hints']} | {r['pass@1']:.3f} | {r['pass@n']:.3f} | "
-                     f"{r['solved']} / {r['problems']} |")
-    return "\n".join(lines)
-
-
-def pass_at_k_figure(res: dict, tier: str = "chain", arms: Sequence[str] | None = None):
-    """Plotly: mean hint-free pass@k of each arm on one held-out tier, 95 % bands over seeds."""
-    from nudgelib.plots import pass_at_k_curves
-
-    arms = arms or list(res["metrics"])
-    ci = res.get("pass_at_k_ci95", {}).get(tier, {})
-    labels = res["arm_labels"]
-    return pass_at_k_curves(res["k"], {labels[a]: res["pass_at_k"][tier][a] for a in arms},
-                            bands={labels[a]: ci[a] for a in arms if a in ci},
-                            title=f"held-out {tier} problems, no hints: pass@k")
-
-
-def training_figure(res: dict, column: str = "reward_mean", seed_index: int = 0):
-    """Plotly: one seed's training curve of ``column`` for every trained arm."""
-    import pandas as pd
-
-    from nudgelib.plots import curves
-
-    r = res["per_seed"][seed_index]
-    frames = {res["arm_labels"][arm]: pd.DataFrame({"step": cur["step"], column: cur[column]})
-              for arm, cur in r["curves"].items() if column in cur}
-    return curves(frames, column, title=f"seed {r['seed']}: {column} per step (switch at step "
-                                        f"{r['switch_step']})")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nudgelib.experiments.lm_nurl",
                                  description=__doc__.split("\n\n")[0])
@@ -609,22 +533,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["wall_seconds"] = round(time.time() - t0, 1)
         out = save_results(res, args.out)
         print(f"wrote {out} ({res['wall_seconds']} s); sampling {res['sampling']}")
-        print(hint_lift_markdown(res))
+        print(report.hint_lift_markdown(res))
         return 0
     res = run(cfg, seeds, work=Path(args.work) if args.work else None)
     res["wall_seconds"] = round(time.time() - t0, 1)
     out = save_results(res, args.out)
     print(f"wrote {out} ({res['wall_seconds']} s)")
-    print(results_table(res))
-    print(claims_table(res))
-    print(hint_lift_markdown(res))
+    print(report.results_table(res))
+    print(report.claims_table(res))
+    print(report.hint_lift_markdown(res))
     if args.figures:
         fdir = Path(args.figures)
         fdir.mkdir(parents=True, exist_ok=True)
         for tier in res["pass_at_k"]:
-            pass_at_k_figure(res, tier).write_html(fdir / f"{out.stem}_{tier}_pass_at_k.html",
+            report.pass_at_k_figure(res, tier).write_html(fdir / f"{out.stem}_{tier}_pass_at_k.html",
                                                    include_plotlyjs="cdn")
-        training_figure(res).write_html(fdir / f"{out.stem}_training.html",
+        report.training_figure(res).write_html(fdir / f"{out.stem}_training.html",
                                         include_plotlyjs="cdn")
     return 0
 

@@ -18,7 +18,7 @@ of the answer (the leak check passes on every problem) and still raise the hinte
 For each seed: one toy task (:class:`nudgelib.toy.ToyTask`, ``skills="split"`` by default:
 hard problems need feature dimensions no easy problem uses), split into training problems and
 held-out problems; one base policy; then every arm of :data:`ARMS` trained from that same base
-with the library's :class:`nudgelib.train.Trainer` for the same number of RL steps:
+with the library's :class:`nudgelib.training.trainer.Trainer` for the same number of RL steps:
 
 ==================  ==========================================================================
 arm                 what it is (docs/method.md §2.2–2.6)
@@ -34,7 +34,7 @@ nurl_partial, ...   NuRL with partial-step, explanation or answer hints instead 
 ==================  ==========================================================================
 
 Evaluation is always WITHOUT hints: pass@k for k = 1, 2, 4, ..., n from n samples per held-out
-problem (the unbiased estimator of :mod:`nudgelib.metrics`), on the held-out hard and easy
+problem (the unbiased estimator of :mod:`nudgelib.core.stats`), on the held-out hard and easy
 problems, plus the exact pass@k ``1 - (1 - p)^k`` read off the policy's table as a check of the
 sampling; the learnable ratio (share of the training problems with at least one success in
 ``learnable_samples`` hint-free samples). Across seeds: the mean and a 95 % t-interval, and the
@@ -55,8 +55,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nudgelib.metrics import pass_at_k_curve, power_of_two_ks
-from nudgelib.rollouts import ExactMatchScorer, evaluate_pass_counts
+from nudgelib.core.checks import check_fields, reject_unknown_fields
+from nudgelib.core.stats import mean_ci, pass_at_k_curve, power_of_two_ks, verdict
+from nudgelib.rollouts import evaluate_pass_counts
+from nudgelib.tasks.rewards import ExactMatchScorer
+from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask, toy_problems
+from nudgelib.training.config import get_train_config
+from nudgelib.training.trainer import Trainer
+from nudgelib.ui.plots import pass_at_k_curves
+from nudgelib.ui.progress import progress_bar
 
 ARMS: dict[str, dict] = {
     "base": {},
@@ -119,12 +126,9 @@ class ToyNuRLConfig:
             if name not in self.arms:
                 raise ValueError(f"ToyNuRLConfig.arms must include {name!r} (the main "
                                  f"comparison); got {list(self.arms)}")
-        for name in ("n_answers", "dim", "steps", "stage1_max_steps", "plateau_patience",
-                     "plateau_window", "group_size", "prompts_per_step", "eval_samples",
-                     "learnable_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"ToyNuRLConfig.{name}={v!r}; expected a positive integer")
+        check_fields(self, positive_int=("n_answers", "dim", "steps", "stage1_max_steps",
+                                         "plateau_patience", "plateau_window", "group_size",
+                                         "prompts_per_step", "eval_samples", "learnable_samples"))
         if self.stage1_max_steps >= self.steps:
             raise ValueError(f"ToyNuRLConfig.stage1_max_steps={self.stage1_max_steps} must be "
                              f"< steps={self.steps}, or stage 2 may never run")
@@ -156,7 +160,6 @@ class ToyNuRLConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ToyNuRLConfig:
-        from nudgelib.config import reject_unknown_fields
 
         reject_unknown_fields(cls, d)
         return cls(**{k: tuple(v) if k == "arms" else v for k, v in d.items()})
@@ -166,7 +169,6 @@ class ToyNuRLConfig:
 
 def make_task(cfg: ToyNuRLConfig, seed: int):
     """(task, training problems, held-out problems by difficulty) for one seed."""
-    from nudgelib.toy import ToyTask, toy_problems
 
     counts = {d: cfg.train_counts.get(d, 0) + cfg.heldout_counts.get(d, 0)
               for d in ("easy", "medium", "hard")}
@@ -184,7 +186,6 @@ def make_task(cfg: ToyNuRLConfig, seed: int):
 
 
 def _train_config(cfg: ToyNuRLConfig, arm: str, seed: int):
-    from nudgelib.config import get_train_config
 
     over = dict(ARMS[arm])
     if over.get("stage1") == "plateau":
@@ -201,9 +202,6 @@ def _problem_index(problems) -> torch.Tensor:
 def train_arm(cfg: ToyNuRLConfig, arm: str, seed: int, task, train, *, progress=False):
     """The arm's policy after ``cfg.steps`` RL steps from the seed's base (``base``: none), and
     its per-step metrics with the exact hint-free pass rate of each training difficulty."""
-    from nudgelib.policies import CategoricalPolicy
-    from nudgelib.toy import ToyPolicy
-    from nudgelib.train import Trainer
 
     tcfg = _train_config(cfg, arm, seed)
     policy = CategoricalPolicy(ToyPolicy(task, max_len=tcfg.max_new_tokens,
@@ -252,7 +250,6 @@ def run_seed(cfg: ToyNuRLConfig, seed: int, *, progress: bool = False) -> dict:
     task, train, heldout = make_task(cfg, seed)
     res = {"seed": seed, "k": ks, "hard": {}, "easy": {}, "hard_exact": {}, "easy_exact": {},
            "learnable_ratio": {}, "stage_switch": {}, "curves": {}, "counts": {}}
-    from nudgelib.progress import progress_bar
 
     for arm in progress_bar(cfg.arms, desc=f"seed {seed}", disable=not progress):
         policy, df, switch = train_arm(cfg, arm, seed, task, train)
@@ -279,32 +276,6 @@ def _nan(v) -> bool:
 
 
 # ----------------------------------------------------------------------------- across seeds
-
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-       17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
-"""Two-sided 95 % quantiles of Student's t by degrees of freedom (standard tables); degrees of
-freedom between listed values use the next smaller listed one (a wider interval), above 30 the
-normal 1.960."""
-
-
-def t95(df: int) -> float:
-    if not isinstance(df, int) or df < 1:
-        raise ValueError(f"t95 needs degrees of freedom >= 1, got {df!r}")
-    if df > 30:
-        return 1.960
-    return T95[max(d for d in T95 if d <= df)]
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): a 95 % t-interval over independent runs (seeds)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"mean_ci needs >= 2 values (seeds), got {len(np.atleast_1d(x))}")
-    m = float(x.mean())
-    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return m, m - half, m + half
-
 
 def aggregate(per_seed: Sequence[dict]) -> dict:
     """Mean over seeds with 95 % t-intervals, in the single-seed schema plus ``ci95``,
@@ -382,19 +353,6 @@ the mean difference is <= 0, mixed otherwise (right direction, CI includes 0). `
 mirror image. ``<=`` ("does not raise"): reproduced if the CI's upper end is below +0.02, not
 reproduced if its lower end is above +0.02, mixed otherwise."""
 
-MARGIN = 0.02
-
-
-def verdict(relation: str, lo: float, mean: float, hi: float) -> str:
-    if relation == ">":
-        return "reproduced" if lo > 0 else "not reproduced" if mean <= 0 else "mixed"
-    if relation == "<":
-        return "reproduced" if hi < 0 else "not reproduced" if mean >= 0 else "mixed"
-    if relation == "<=":
-        return "reproduced" if hi < MARGIN else "not reproduced" if lo > MARGIN else "mixed"
-    raise ValueError(f"relation must be '>', '<' or '<=', got {relation!r}")
-
-
 def claims(agg: dict) -> list[dict]:
     """The claims of :data:`CLAIMS` that the aggregated result has arms for, with verdicts."""
     per_seed = agg["per_seed"]
@@ -452,8 +410,7 @@ def pass_at_k_figure(agg: dict, split: str = "hard", arms: Sequence[str] = ("bas
                                                                               "nurl"),
                      title: str | None = None):
     """Plotly figure: mean hint-free pass@k of some arms with their 95 % bands (when the result
-    is aggregated over seeds), k on a log axis (:func:`nudgelib.plots.pass_at_k_curves`)."""
-    from nudgelib.plots import pass_at_k_curves
+    is aggregated over seeds), k on a log axis (:func:`nudgelib.ui.plots.pass_at_k_curves`)."""
 
     ci = agg.get("ci95", {}).get(split, {})
     return pass_at_k_curves(agg["k"], {ARM_LABELS[a]: agg[split][a] for a in arms},

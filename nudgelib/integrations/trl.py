@@ -32,12 +32,12 @@ were any) and ``missing_hints`` (0/G groups without a hint). The completions tab
 ``nudge_hint`` column.
 
 Hints come from a dataset column (``hint_column``, default ``"hint"``; empty = no hint) or from
-``hints=``: a :class:`nudgelib.hints.HintBank` or a dict keyed by problem id (``id_column``), or a
+``hints=``: a :class:`nudgelib.hints.bank.HintBank` or a dict keyed by problem id (``id_column``), or a
 function ``(row, hint_type) -> str | None``.
 
-The rewards of :mod:`nudgelib.rewards` are TRL reward functions already; :func:`reward_functions`
+The rewards of :mod:`nudgelib.tasks.rewards` are TRL reward functions already; :func:`reward_functions`
 builds the same mix as nudgelib's own trainer (correctness + format + DAPO overlong penalty),
-and :func:`grpo_config` maps a :class:`nudgelib.config.TrainConfig` preset onto ``GRPOConfig``.
+and :func:`grpo_config` maps a :class:`nudgelib.training.config.TrainConfig` preset onto ``GRPOConfig``.
 
 Tested with TRL ``>= 1.14.2, != 1.15.0, < 1.17`` (:data:`TRL_TESTED`); the subclass uses TRL's private
 generation hooks, so other versions raise a clear error unless ``NUDGE_ALLOW_UNTESTED_TRL=1``.
@@ -94,11 +94,18 @@ from accelerate.utils import gather  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from trl.data_utils import is_conversational  # noqa: E402
 
-from nudgelib.config import ConfigError  # noqa: E402
-from nudgelib.hints import HintBank, as_hint_source  # noqa: E402
-from nudgelib.lm_policy import DEFAULT_INSTRUCTION, default_dtype  # noqa: E402
-from nudgelib.nudging import STRATEGIES, nurl_trigger, strategies_for  # noqa: E402
+from nudgelib.core.trigger import nurl_trigger  # noqa: E402
+from nudgelib.hints.bank import HintBank, as_hint_source  # noqa: E402
+from nudgelib.nudging import STRATEGIES, strategies_for  # noqa: E402
+from nudgelib.policies.hf import DEFAULT_INSTRUCTION, default_dtype  # noqa: E402
 from nudgelib.rollouts import HINT_TEMPLATE, prompt_text  # noqa: E402
+from nudgelib.tasks.rewards import (  # noqa: E402
+    make_correctness_reward,
+    make_format_reward,
+    overlong_penalty,
+)
+from nudgelib.training.build import build_scorer  # noqa: E402
+from nudgelib.training.config import ConfigError  # noqa: E402
 
 TRL_STRATEGIES = strategies_for("trl")
 """The strategies of :data:`nudgelib.nudging.STRATEGIES` that run here: none, nurl, always."""
@@ -139,7 +146,7 @@ def trl_dataset(problems: Sequence, *, instruction: str = DEFAULT_INSTRUCTION, h
     """A ``datasets.Dataset`` for TRL from nudgelib problems.
 
     Columns: ``prompt`` (chat messages: the question, then the instruction, as
-    :class:`nudgelib.lm_policy.HFPolicy` builds them), ``question``, ``answer`` (what the
+    :class:`nudgelib.policies.hf.HFPolicy` builds them), ``question``, ``answer`` (what the
     correctness reward verifies against), ``problem_id`` and ``hint`` (from ``hints``, a HintBank
     or dict keyed by id; ``""`` where there is none).
     """
@@ -160,7 +167,7 @@ def trl_dataset(problems: Sequence, *, instruction: str = DEFAULT_INSTRUCTION, h
 
 def _hint_lookup(hints, hint_type: str, id_column: str) -> Callable[[Mapping], str | None]:
     """A function row -> hint: a function of (row, hint_type) as it is, a HintBank or a dict
-    keyed by problem id through :func:`nudgelib.hints.as_hint_source`."""
+    keyed by problem id through :func:`nudgelib.hints.bank.as_hint_source`."""
     if callable(hints) and not isinstance(hints, (HintBank, Mapping)):
         return lambda row: hints(row, hint_type)
     source = as_hint_source(hints)
@@ -199,13 +206,11 @@ def lora_config(cfg):
 def reward_functions(cfg, tokenizer=None) -> tuple[list, list[float]]:
     """nudgelib's reward mix for ``cfg`` as TRL reward functions and weights.
 
-    Same as the scorer of :func:`nudgelib.config.build_scorer`: correctness (with the task's
+    Same as the scorer of :func:`nudgelib.training.build.build_scorer`: correctness (with the task's
     answer extraction, e.g. the short-answer rule for arithmetic), plus ``format_weight`` x the
     boxed-format reward, plus ``overlong_weight`` x DAPO's soft overlong penalty over
     ``max_new_tokens`` (cache = a quarter of it).
     """
-    from nudgelib.config import build_scorer
-    from nudgelib.rewards import make_correctness_reward, make_format_reward, overlong_penalty
 
     funcs = [make_correctness_reward(strategies=getattr(build_scorer(cfg), "strategies", None))]
     weights = [1.0]
@@ -221,7 +226,7 @@ def reward_functions(cfg, tokenizer=None) -> tuple[list, list[float]]:
 
 def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
                 **overrides) -> GRPOConfig:
-    """``GRPOConfig`` for a nudgelib :class:`~nudgelib.config.TrainConfig` (e.g. a preset).
+    """``GRPOConfig`` for a nudgelib :class:`~nudgelib.training.config.TrainConfig` (e.g. a preset).
 
     One optimizer step sees ``prompts_per_step`` x ``group_size`` completions in total, split
     over ``num_processes`` and into micro-batches of at most ``micro_batch_size`` rows per
@@ -239,7 +244,7 @@ def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
     if cfg.surrogate != "ppo_clip":
         bad("surrogate", "has no TRL equivalent here; expected 'ppo_clip'")
     if cfg.stage1 != "none":
-        bad("stage1", "is a two-stage schedule, which runs in nudgelib.train; under TRL run "
+        bad("stage1", "is a two-stage schedule, which runs in nudgelib.training.trainer; under TRL run "
                       "GRPO (--nudging none), then NuRL from its adapter (--init-adapter)")
     if cfg.kl_beta and cfg.kl_estimator != "k3":
         bad("kl_estimator", "must be 'k3' (TRL's KL estimator) when kl_beta > 0")
@@ -316,7 +321,7 @@ class NudgedGRPOTrainer(GRPOTrainer):
         if nudging not in TRL_STRATEGIES:
             raise NotImplementedError(
                 f"nudging={nudging!r} ({STRATEGIES[nudging].title}) is not available on TRL; "
-                f"it runs in nudgelib.train. Here: one of {TRL_STRATEGIES}")
+                f"it runs in nudgelib.training.trainer. Here: one of {TRL_STRATEGIES}")
         super().__init__(*args, **kwargs)
         self.nudging, self.hint_type = nudging, hint_type
         self.hint_column, self.id_column, self.question_column = hint_column, id_column, question_column
@@ -359,7 +364,7 @@ class NudgedGRPOTrainer(GRPOTrainer):
         if isinstance(fn, torch.nn.Module):
             raise ValueError(f"pass_reward={names[pass_reward]!r} is a reward model; the 0/G "
                              f"trigger needs a verifiable reward function (e.g. "
-                             f"nudgelib.rewards.correctness_reward)")
+                             f"nudgelib.tasks.rewards.correctness_reward)")
         return fn, names[pass_reward]
 
     def _row_hint(self, row) -> str | None:
@@ -435,7 +440,7 @@ class NudgedGRPOTrainer(GRPOTrainer):
         passed = self._gather_flags(self._passes(rows, prompts, completions, completion_ids))
         has_hint = self._gather_flags([h is not None for h in hints])
         n_groups = passed.numel() // G
-        # the one 0/G rule of nudgelib (nudgelib.nudging.nurl_trigger), on the gathered batch
+        # the one 0/G rule of nudgelib (nudgelib.core.trigger.nurl_trigger), on the gathered batch
         plan = nurl_trigger(passed.bool(), torch.arange(passed.numel()) // G,
                             has_hint.view(n_groups, G).bool().all(1))
         zero, fire = plan.zero_pass, plan.nudged

@@ -11,7 +11,7 @@ The run folder gets ``run.json`` (config, TRL version, process count, backend), 
 (``checkpoint-N``; ``--resume`` continues from the last) and ``adapter/`` (a PEFT adapter with
 ``nudgelib_config.json``, loadable by :class:`nudgelib.evaluate.ModelSuite`).
 
-Hints: ``--hint-bank`` (a saved :class:`~nudgelib.hints.HintBank`, e.g. self-hints written by
+Hints: ``--hint-bank`` (a saved :class:`~nudgelib.hints.bank.HintBank`, e.g. self-hints written by
 ``python -m nudgelib.hints``) or, by default, reference hints (the first half of each GSM8K
 solution; no model call).
 """
@@ -24,15 +24,32 @@ import json
 import sys
 from pathlib import Path
 
-from nudgelib.integrations.trl import TRL_TESTED  # noqa: F401  (fails early, clearly, without TRL)
+from nudgelib.hints.bank import HintBank
+from nudgelib.hints.generate import reference_hints
+from nudgelib.integrations.trl import (
+    TRL_STRATEGIES,
+    TRL_TESTED,  # noqa: F401  (fails early, clearly, without TRL)
+    NudgedGRPOTrainer,
+    device_and_dtype,
+    grpo_config,
+    lora_config,
+    reward_functions,
+    trl_dataset,
+)
+from nudgelib.nudging import strategies_for
+from nudgelib.policies.hf import nf4_config
+from nudgelib.policies.models import load_model_and_tokenizer
+from nudgelib.presets import TRAIN_PRESETS
+from nudgelib.training.build import build_problems
+from nudgelib.training.cli import config_from_args
+from nudgelib.training.config import ConfigError
+from nudgelib.training.runs import RunLock, claim_run_folder
 
 METRICS = "metrics.jsonl"
 RUN_FILE = "run.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nudgelib.config import TRAIN_PRESETS
-    from nudgelib.nudging import strategies_for
 
     ap = argparse.ArgumentParser(prog="python -m nudgelib.integrations.trl_train",
                                  description=__doc__.split("\n")[0])
@@ -63,8 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _hints(cfg, args, problems):
     """(bank, hint_type) for the run; None when nudging is off."""
-    from nudgelib.config import ConfigError
-    from nudgelib.hints import HintBank, reference_hints
 
     if cfg.nudging == "none":
         return None, cfg.hint_type
@@ -78,9 +93,6 @@ def _hints(cfg, args, problems):
 
 
 def _load_model(cfg, args, state):
-    from nudgelib.integrations.trl import device_and_dtype, lora_config
-    from nudgelib.lm_policy import nf4_config
-    from nudgelib.models import load_model_and_tokenizer
 
     cuda, dtype = device_and_dtype(cfg)
     device = f"cuda:{state.local_process_index}" if cuda else "cpu"
@@ -133,21 +145,12 @@ def run(args) -> dict:
     from accelerate import PartialState
     from accelerate.utils import DistributedType
 
-    from nudgelib.config import ConfigError, build_problems, config_from_args
-    from nudgelib.integrations.trl import (
-        TRL_STRATEGIES,
-        NudgedGRPOTrainer,
-        device_and_dtype,
-        grpo_config,
-        reward_functions,
-        trl_dataset,
-    )
 
     cfg = config_from_args(args)
     if cfg.nudging not in TRL_STRATEGIES:
         raise ConfigError(f"TrainConfig.nudging={cfg.nudging!r} is not available on TRL; "
                           f"expected one of {', '.join(TRL_STRATEGIES)} (the others run in "
-                          f"nudgelib.train)")
+                          f"nudgelib.training.trainer)")
     if args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     # cpu=True is what makes accelerate pick MULTI_CPU (gloo) for several CPU processes
@@ -162,7 +165,6 @@ def run(args) -> dict:
                           f"another --out")
     problems = build_problems(cfg)
     if state.is_main_process:  # one writer per run folder (all ranks are that one run)
-        from nudgelib.runs import RunLock, claim_run_folder
 
         claim_run_folder(out, cfg.to_dict(), problems)
         RunLock(out).acquire()  # held until the process exits
@@ -201,7 +203,6 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from nudgelib.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from nudgelib.integrations import trl as nt
-from nudgelib.problems import Problem
-from nudgelib.rewards import correctness_reward
-from nudgelib.verify import completion_text
+from nudgelib.tasks.problems import Problem
+from nudgelib.tasks.rewards import correctness_reward
+from nudgelib.tasks.verify import completion_text
 
 G = 4
 INSTRUCTION = "Answer with the final number in \\boxed{}."
@@ -58,7 +58,7 @@ def test_trl_version_outside_the_tested_range_or_missing_is_a_clear_error(monkey
 
 
 def test_grpo_config_maps_a_preset_and_names_fields_trl_cannot_express(tmp_path):
-    from nudgelib.config import ConfigError, get_train_config
+    from nudgelib.training.config import ConfigError, get_train_config
 
     with pytest.raises(ConfigError, match="TrainConfig.stop_at_newline=True"):
         nt.grpo_config(get_train_config("cpu-fast"), tmp_path, max_steps=1)
@@ -83,7 +83,7 @@ def test_grpo_config_maps_a_preset_and_names_fields_trl_cannot_express(tmp_path)
 
 
 def test_dataset_columns_and_hint_lookups():
-    from nudgelib.hints import HintBank
+    from nudgelib.hints.bank import HintBank
 
     probs = [Problem("p/0", "Q0?", "1"), Problem("p/1", "Q1?", "2")]
     bank = HintBank.from_records([{"problem_id": "p/1", "hint_type": "abstract", "hint": "H1"}])
@@ -92,7 +92,7 @@ def test_dataset_columns_and_hint_lookups():
     assert ds[0]["prompt"] == [{"role": "user", "content": f"Q0?\n{INSTRUCTION}"}]
     assert [r["hint"] for r in ds] == ["", "H1"]
     assert nt.trl_dataset(probs, hints={"p/0": {"abstract": "A", "answer": "1"}})["hint"] == ["A", ""]
-    with pytest.raises(NotImplementedError, match="Scaf-GRPO.*nudgelib.train"):
+    with pytest.raises(NotImplementedError, match="Scaf-GRPO.*nudgelib.training.trainer"):
         nt.NudgedGRPOTrainer(nudging="scaf")
     with pytest.raises(ValueError, match="expected one of"):
         nt.NudgedGRPOTrainer(nudging="sometimes")
@@ -135,7 +135,7 @@ class Spy(nt.NudgedGRPOTrainer):
 def _trainer(tmp_path, offline_model_dir, problems, hints, nudging, steps):
     from peft import LoraConfig
 
-    from nudgelib.models import load_model_and_tokenizer
+    from nudgelib.policies.models import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(offline_model_dir)
     ds = nt.trl_dataset(problems, instruction=INSTRUCTION, hints=hints)
@@ -327,11 +327,12 @@ def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir)
 
 
 def test_the_trl_script_refuses_a_folder_in_use_or_not_a_run(tmp_path, capsys):
-    """Issue 22: the TRL script claims and locks its run folder like nudgelib.train, before
+    """Issue 22: the TRL script claims and locks its run folder like nudgelib.training.trainer, before
     the model is loaded."""
-    from nudgelib.config import build_problems, get_train_config
     from nudgelib.integrations import trl_train
-    from nudgelib.runs import LOCK, claim_run_folder
+    from nudgelib.training.build import build_problems
+    from nudgelib.training.config import get_train_config
+    from nudgelib.training.runs import LOCK, claim_run_folder
 
     user = tmp_path / "mine"
     user.mkdir()

@@ -227,3 +227,33 @@ def compute_advantages(rewards, group_ids, estimator: str = "grpo", **options) -
         if "unexpected keyword" in str(err):
             raise TypeError(f"estimator {estimator!r}: {err}") from None
         raise
+
+
+def nudgerl_advantages(rewards: Tensor, group_ids: Tensor, context: Tensor, *,
+                       lam: float = 1.1, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
+    """NudgeRL's inter/intra-context advantage (arXiv 2605.15726; docs/method.md §3).
+
+    Per problem (group), with m = mean reward of all its rollouts and m_c = mean reward of the
+    rollouts that kept context c (``context`` = c >= 0; -1 = no context):
+
+        a_i = (r_i - m_c) + lam * (m_c - m)     for a rollout under context c
+        a_i = r_i - m                            for a rollout without context
+
+    then standardised per problem: (a - mean(a)) / (std(a) + eps) (Bessel std unless
+    ``unbiased=False``); a problem whose a are all equal gets 0.
+    """
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    context = torch.as_tensor(context, dtype=torch.long)
+    st = group_stats(rewards, group_ids)
+    a = rewards - st.mean
+    has_ctx = context >= 0
+    if has_ctx.any():
+        n_ctx = int(context.max()) + 1
+        key = st.index * n_ctx + context.clamp(min=0)
+        sums = torch.zeros(st.n_groups * n_ctx).index_add_(0, key[has_ctx], rewards[has_ctx])
+        cnts = torch.zeros(st.n_groups * n_ctx).index_add_(0, key[has_ctx],
+                                                             torch.ones(int(has_ctx.sum())))
+        m_c = (sums / cnts.clamp(min=1))[key]
+        a = torch.where(has_ctx, (rewards - m_c) + lam * (m_c - st.mean), a)
+    sa = group_stats(a, group_ids, unbiased=unbiased)
+    return torch.where(sa.std > 0, (a - sa.mean) / (sa.std + eps), torch.zeros_like(a))

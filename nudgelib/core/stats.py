@@ -1,4 +1,5 @@
-"""Evaluation metrics: unbiased pass@k, pass@k curves, bootstrap confidence intervals.
+"""The statistics every experiment and evaluation uses: unbiased pass@k, pass@k curves,
+bootstrap confidence intervals, 95 % t-intervals over seeds and the verdict rule of a claim.
 
 pass@k (Chen et al. 2021, arXiv 2107.03374) for n samples of which c are correct:
 
@@ -10,12 +11,13 @@ the huge binomials (n = 1024 overflows floats in the naive form). Requires n >= 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve", "per_problem_pass_at_k",
-           "power_of_two_ks"]
+__all__ = ["MARGIN", "T95", "bootstrap_ci", "mean_ci", "pass_at_k", "pass_at_k_curve",
+           "per_problem_pass_at_k", "power_of_two_ks", "t95", "verdict"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -79,3 +81,47 @@ def bootstrap_ci(values, *, stat: Callable[..., np.ndarray] = np.mean,
     boots = stat(x[idx], axis=1)  # [n_boot, ...]: one statistic per resample
     lo, hi = np.percentile(boots, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
     return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)
+
+
+# ----------------------------------------------------------------------------- intervals over seeds, verdicts
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+       17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
+"""Two-sided 95 % quantiles of Student's t by degrees of freedom (standard tables); degrees of
+freedom between listed values use the next smaller listed one (a wider interval), above 30 the
+normal 1.960."""
+
+
+def t95(df: int) -> float:
+    if not isinstance(df, int) or df < 1:
+        raise ValueError(f"t95 needs degrees of freedom >= 1, got {df!r}")
+    if df > 30:
+        return 1.960
+    return T95[max(d for d in T95 if d <= df)]
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): a 95 % t-interval over independent runs (seeds)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"mean_ci needs >= 2 values (seeds), got {len(np.atleast_1d(x))}")
+    m = float(x.mean())
+    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return m, m - half, m + half
+
+
+MARGIN = 0.02
+
+
+def verdict(relation: str, lo: float, mean: float, hi: float) -> str:
+    """A claim's verdict from the 95 % interval [lo, hi] and mean of its difference a - b.
+    ``>``: reproduced if lo > 0, not reproduced if mean <= 0, else mixed; ``<`` mirrored;
+    ``<=``: reproduced if hi < MARGIN, not reproduced if lo > MARGIN, else mixed."""
+    if relation == ">":
+        return "reproduced" if lo > 0 else "not reproduced" if mean <= 0 else "mixed"
+    if relation == "<":
+        return "reproduced" if hi < 0 else "not reproduced" if mean >= 0 else "mixed"
+    if relation == "<=":
+        return "reproduced" if hi < MARGIN else "not reproduced" if lo > MARGIN else "mixed"
+    raise ValueError(f"relation must be '>', '<' or '<=', got {relation!r}")

@@ -1,12 +1,12 @@
 """The language-model policy: a transformers causal LM, optionally LoRA-wrapped, behind the
-policy interface of :mod:`nudgelib.policies`.
+policy interface of :mod:`nudgelib.policies.base`.
 
     policy = HFPolicy.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct", lora_rank=16)
     policy = HFPolicy.from_pretrained("offline:smollm2-135m-instruct")   # no hub needed
     samples = policy.sample(["What is 2 + 3?"], group_size=8, max_new_tokens=32, generator=g)
 
 Log-probs are computed from the final hidden states in chunks of positions
-(:func:`nudgelib.policies.chunked_token_logprobs`), so the float32 full-vocabulary logits of a
+(:func:`nudgelib.policies.base.chunked_token_logprobs`), so the float32 full-vocabulary logits of a
 whole batch never exist at once; ``bench/logprob_memory.py`` measures the saving.
 """
 
@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nudgelib.models import quiet_benign_warnings
-from nudgelib.policies import (
+from nudgelib.policies.base import (
     Policy,
     chunked_token_logprobs,
     draws_per_row,
@@ -27,6 +26,8 @@ from nudgelib.policies import (
     sample_next,
     shared_rows,
 )
+from nudgelib.policies.decode import LeanDecoder, PackedWeights, can_pack, with_lora_delta
+from nudgelib.policies.models import load_model_and_tokenizer, quiet_benign_warnings
 
 quiet_benign_warnings()
 
@@ -81,15 +82,15 @@ class HFPolicy(Policy):
     ``stop_at_newline`` ends a completion at its first newline after the first token (a stop
     sequence, for short-answer tasks whose answer is the first line). Sampling is an explicit
     KV-cached loop rather than ``generate()``; on CPU, for Llama-family models, the lean loop
-    of :mod:`nudgelib.decode` (``fast_decode``; ``compact_finished`` drops stopped rows), else
+    of :mod:`nudgelib.policies.decode` (``fast_decode``; ``compact_finished`` drops stopped rows), else
     transformers' forward step by step. ``pack_weights`` runs the frozen float32 CPU
     weights through oneDNN's pre-packed copies, in sampling and training. Either loop draws
     with a ``torch.Generator`` (exact, resumable runs) by ``sampler`` (``"race"`` or ``"cdf"``;
-    see :func:`nudgelib.policies.sample_next`: ``"cdf"``, the
+    see :func:`nudgelib.policies.base.sample_next`: ``"cdf"``, the
     inverse CDF that was the default before, changes its token under float32 round-off far
     more often) and keeps only the sampled tokens' log-probs (``generate(output_scores=True)``
     would keep N x T x vocab scores). ``sampler``, ``fast_decode`` and ``pack_weights`` left
-    at None take :func:`nudgelib.policies.lm_switch_defaults` (``race``, on, on, unless the
+    at None take :func:`nudgelib.policies.base.lm_switch_defaults` (``race``, on, on, unless the
     environment variables ``NUDGE_SAMPLER``, ``NUDGE_FAST_DECODE``, ``NUDGE_PACK_WEIGHTS``
     say otherwise); :meth:`sampling_info` reports what was resolved, for results files.
 
@@ -117,7 +118,7 @@ class HFPolicy(Policy):
         self.fast_decode, self.compact_finished = fast_decode, compact_finished
         self.pack_weights = pack_weights
         self._decoder, self._lean = False, None  # _decoder False: not built yet
-        self._packs = None  # nudgelib.decode.PackedWeights, made at first use
+        self._packs = None  # nudgelib.policies.decode.PackedWeights, made at first use
         self.stop_ids = newline_token_ids(tokenizer) if stop_at_newline else ()
         self.share_prompts, self.merge_for_sampling = share_prompts, merge_for_sampling
         self.instruction, self.system_prompt = instruction, system_prompt
@@ -146,7 +147,6 @@ class HFPolicy(Policy):
         NF4 with bitsandbytes and needs CUDA. Default dtype: bfloat16 on a GPU that supports it,
         float16 on other GPUs, float32 on CPU.
         """
-        from nudgelib.models import load_model_and_tokenizer
 
         cuda = torch.cuda.is_available()
         device = device or ("cuda" if cuda else "cpu")
@@ -198,7 +198,7 @@ class HFPolicy(Policy):
 
     @contextlib.contextmanager
     def _sampling_weights(self):
-        """The weights to sample with. The lean loop (:mod:`nudgelib.decode`) folds the LoRA
+        """The weights to sample with. The lean loop (:mod:`nudgelib.policies.decode`) folds the LoRA
         deltas into its own packed copies (remade only when a weight changed): nothing to do
         here. Transformers' forward samples with each LoRA delta added into its base weight
         and the adapter switched off: one matmul per layer instead of three plus PEFT's
@@ -217,7 +217,6 @@ class HFPolicy(Policy):
         if self.is_peft and self.merge_for_sampling:
             from peft.tuners.lora import LoraLayer
 
-            from nudgelib.decode import with_lora_delta
 
             for m in self.model.modules():
                 if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
@@ -246,7 +245,7 @@ class HFPolicy(Policy):
                 base.weight.data = data
 
     def _lean_decoder(self):
-        """The lean loop (:mod:`nudgelib.decode`) when it can run this model exactly, else None
+        """The lean loop (:mod:`nudgelib.policies.decode`) when it can run this model exactly, else None
         (transformers' forward samples). CPU only: on a GPU it is untested here."""
         if not self.fast_decode or self.device.type != "cpu":
             return None
@@ -254,14 +253,12 @@ class HFPolicy(Policy):
                                     for c in self.model.peft_config.values()):
             return None
         if self._decoder is False:
-            from nudgelib.decode import LeanDecoder
 
             self._decoder = LeanDecoder.for_model(self._causal_lm(), self._packed_weights())
         return self._decoder
 
     def _packed_weights(self):
         if self._packs is None:
-            from nudgelib.decode import PackedWeights
 
             self._packs = PackedWeights()
         return self._packs
@@ -272,7 +269,6 @@ class HFPolicy(Policy):
         adapter's products and everything with a gradient stay as they are. Not with
         gradient checkpointing: it recomputes the forward during the backward, after this
         context has ended (and it is for saving memory, which the packed copies cost)."""
-        from nudgelib.decode import can_pack
 
         lm = self._causal_lm()
         if not (self.pack_weights and self.is_peft and not _checkpointing(lm)

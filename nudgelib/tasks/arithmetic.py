@@ -20,14 +20,14 @@ NuRL's premise (docs/method.md §1, §5.1), at seconds per RL step.
   *multiset* is assigned to ``train`` or ``heldout`` by a fixed, seed-free draw, so ``3 + 4``
   and ``4 + 3`` are always on the same side and no held-out question is a reordering of a
   training one. The run seed only chooses which problems of a split are used.
-* **Scoring**: the shared verifier (:mod:`nudgelib.verify`) with the short-answer rule
+* **Scoring**: the shared verifier (:mod:`nudgelib.tasks.verify`) with the short-answer rule
   (:data:`SCORING`: a ``\\boxed{}`` answer, else the last number on the first non-empty line).
   Operands are at least 1 (at least 2 in products), so a completion that only echoes the
   question ("3 + 4 + 5") ends in a number smaller than the answer and is never rewarded.
 * **Hints** come from each problem's worked ``solution``: for the chain tier its first line,
   "3 + 4 = 7, so the question is 7 + 5.", is a decomposition that stops short of the answer
   (the model still has to add); one-line solutions give no partial-step hint, so only the hard
-  tier is nudged. :func:`nudgelib.hints.reference_hints` turns them into a leak-checked bank.
+  tier is nudged. :func:`nudgelib.hints.generate.reference_hints` turns them into a leak-checked bank.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nudgelib.problems import Problem
+from nudgelib.tasks.problems import Problem
 
 SOURCE = "arithmetic"
 INSTRUCTION = "Answer with the final number only."
 """The CPU presets' instruction: the model's hint-free pass rate is graded under it."""
 SCORING = ("boxed", "short")
-"""Extraction strategies of the verifier for this task (:func:`nudgelib.verify.extract_answer`)."""
+"""Extraction strategies of the verifier for this task (:func:`nudgelib.tasks.verify.extract_answer`)."""
 SPLITS = ("train", "heldout")
 
 

@@ -1,5 +1,5 @@
 """A lean decode loop for Llama-family language models (Llama, SmolLM2, Qwen2 / Qwen2.5): what
-:class:`nudgelib.lm_policy.HFPolicy` samples with when the model allows it.
+:class:`nudgelib.policies.hf.HFPolicy` samples with when the model allows it.
 
 Profiling one CPU decode step of transformers' own forward (``bench/rollouts.py`` settings:
 SmolLM2-135M, 32 rows, 64 new tokens) showed where a step goes besides the matrix products:
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nudgelib.policies import draws_per_row, sample_next
+from nudgelib.policies.base import draws_per_row, sample_next
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "LeanDecoder", "PackedWeights", "can_pack", "with_lora_delta"]
 
@@ -289,7 +289,7 @@ class LeanDecoder:
                  compact: bool = True, pack: bool = True, method: str = "cdf"
                  ) -> tuple[Tensor, Tensor]:
         """Tokens and their log-probs ``[N, T]`` for the N prompt rows; ``first``/``inverse``
-        (:func:`nudgelib.policies.shared_rows`) name the U distinct prompts, prefilled once."""
+        (:func:`nudgelib.policies.base.shared_rows`) name the U distinct prompts, prefilled once."""
         dev = prompt_mask.device
         n_rows = inverse.shape[0]
         layers, head = self.plan(pack)

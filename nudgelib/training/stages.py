@@ -4,15 +4,16 @@ problems solved n/n between the stages.
 :class:`PlateauDetector` counts training steps, whatever a metric's logging period;
 :func:`feed_plateau_detectors` feeds one metrics row to several; :func:`drop_solved` samples
 hint-free rollouts and keeps the problems not solved every time. The trainer
-(:meth:`nudgelib.train.Trainer.enter_stage_two`) and the two-run pipeline
-(:func:`nudgelib.pipeline.find_plateau`) both use them.
+(:meth:`nudgelib.training.trainer.Trainer.enter_stage_two`) and the two-run pipeline
+(:func:`nudgelib.training.pipeline.find_plateau`) both use them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nudgelib.problems import Problem
+from nudgelib.rollouts import evaluate_pass_counts
+from nudgelib.tasks.problems import Problem
 
 __all__ = ["PlateauDetector", "drop_solved", "feed_plateau_detectors"]
 
@@ -95,7 +96,6 @@ def drop_solved(policy, problems: Sequence[Problem], scorer, *, n_samples: int =
                 **sampling) -> tuple[list[Problem], list[int]]:
     """Between the stages (docs/method.md §2.4): sample ``n_samples`` hint-free rollouts per problem
     and drop the problems solved n/n. Returns (kept problems, pass counts of all)."""
-    from nudgelib.rollouts import evaluate_pass_counts
 
     counts = evaluate_pass_counts(policy, problems, scorer, n_samples=n_samples, **sampling)
     return [p for p, c in zip(problems, counts) if c < n_samples], counts

@@ -1,13 +1,14 @@
-"""The training loop: sample -> verify -> nudge -> advantages -> loss -> step, resumable.
+"""The training loop around the step: data order, validation, the stage switch, checkpoints,
+resume and fork, export. The step itself is one page, :mod:`nudgelib.training.step`.
 
-    from nudgelib.config import get_train_config
+    from nudgelib.training.config import get_train_config
     cfg = get_train_config("toy-fast", seed=0)
     trainer = Trainer(cfg, out_dir="runs/toy")
     df = trainer.train(until_step=20)        # metrics per step (also runs/toy/metrics.jsonl)
 
 or headless, the same thing:
 
-    python -m nudgelib.train --config toy-fast --steps 20 --out runs/toy [--seed S]
+    python -m nudgelib.training --config toy-fast --steps 20 --out runs/toy [--seed S]
         [--save-every K] [--resume] [--nudging nurl] [--hint-bank DIR] [--set key=value ...]
         [--fork-from OTHER_RUN/checkpoints/step-NNNNNN]
 
@@ -15,8 +16,8 @@ The run's final policy is exported to ``out/adapter`` (a standard PEFT adapter f
 
 Each step: draw ``prompts_per_step`` problems in a seeded per-epoch order; sample
 ``group_size`` completions each; score them; hand the batch to the nudging hook (where NuRL
-acts, :mod:`nudgelib.nudging`); compute advantages (:mod:`nudgelib.advantages`) and the
-policy loss (:mod:`nudgelib.losses`) over micro-batches; clip gradients; step AdamW.
+acts, :mod:`nudgelib.nudging`); compute advantages (:mod:`nudgelib.core.advantages`) and the
+policy loss (:mod:`nudgelib.core.losses`) over micro-batches; clip gradients; step AdamW.
 With ``stage1`` set, nudging waits for stage 2 (docs/method.md §2.4): plain GRPO until a plateau
 (or a fixed step), then the problems solved n/n are dropped and nudging switches on.
 
@@ -28,39 +29,31 @@ resumes from its last complete checkpoint and logs exactly what an uninterrupted
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from nudgelib.advantages import compute_advantages
-from nudgelib.config import (
-    TRAIN_PRESETS,
-    ConfigError,
-    TrainConfig,
+from nudgelib.nudging import Nudger, SamplingContext, warn_if_no_hints
+from nudgelib.rollouts import RolloutBatch, evaluate_pass_counts
+from nudgelib.tasks.problems import Problem
+from nudgelib.training.build import (
     build_hints,
     build_nudger,
     build_policy,
     build_problems,
     build_scorer,
     build_val_problems,
-    config_from_args,
 )
-from nudgelib.losses import microbatch_scale, policy_loss
-from nudgelib.nudging import STRATEGIES, Nudger, SamplingContext, warn_if_no_hints
-from nudgelib.policies import shared_rows
-from nudgelib.problems import Problem
-from nudgelib.rollouts import RolloutBatch, evaluate_pass_counts, length_buckets, trim_padding
-from nudgelib.runs import (
+from nudgelib.training.config import ConfigError, TrainConfig
+from nudgelib.training.runs import (
     COMPLETE,
-    LOCK,
     RunFolderError,
     RunLock,
     check_free_space,
@@ -77,7 +70,9 @@ from nudgelib.runs import (
     verify_folder,
     write_atomic,
 )
-from nudgelib.stages import PlateauDetector, drop_solved, feed_plateau_detectors
+from nudgelib.training.stages import PlateauDetector, drop_solved, feed_plateau_detectors
+from nudgelib.training.step import train_step
+from nudgelib.ui.progress import progress_bar
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -120,7 +115,7 @@ class Trainer:
         if not self.problems:
             raise ConfigError("the training set is empty; check n_train_problems / "
                               "difficulty_counts")
-        self.lock = None  # one writer per run folder, for this Trainer's life (nudgelib.runs)
+        self.lock = None  # one writer per run folder, for this Trainer's life (nudgelib.training.runs)
         if self.out is not None:  # refused here, before a warm start or step 1 is spent
             claim_run_folder(self.out, cfg.to_dict(), self.problems)
             self.lock = RunLock(self.out).acquire()
@@ -138,8 +133,8 @@ class Trainer:
             warn_if_no_hints(nudger, self.problems)
         if nudger is not None and not isinstance(nudger, Nudger):
             raise TypeError(f"nudger={nudger!r} does not implement nudgelib.nudging.Nudger (name, "
-                            f"hint_types, sets_advantages, use_hints, sample, nudge, "
-                            f"auxiliary_loss, state_dict, load_state_dict); subclass "
+                            f"hint_types, sets_advantages, totals, use_hints, sample, nudge, "
+                            f"advantages, auxiliary_loss, state_dict, load_state_dict); subclass "
                             f"nudgelib.nudging.NudgingStrategy")
         self.nudger: Nudger | None = nudger
         # stage 2 = nudging on; a run without nudging stays in stage 1
@@ -198,128 +193,42 @@ class Trainer:
                                temperature=cfg.temperature, top_p=cfg.top_p, step=self.step + 1,
                                prompts_per_call=cfg.prompts_per_call or None)
 
-    def _micro_batches(self, batch: RolloutBatch, rows: torch.Tensor) -> list[torch.Tensor]:
-        """``rows`` in micro-batches of at most ``micro_batch_size``, grouped by completion length
-        (:func:`nudgelib.rollouts.length_buckets`); the loss is the same, see microbatch_scale."""
-        if len(rows) == 0:
-            return []
-        _, prompt_key = shared_rows(batch.prompt_ids[rows], batch.prompt_mask[rows])
-        buckets = length_buckets(batch.completion_mask[rows].sum(-1).tolist(),
-                                 prompt_key.tolist(), batch.prompt_mask[rows].sum(-1).tolist(),
-                                 self.cfg.micro_batch_size)
-        return [rows[torch.tensor(b, dtype=torch.long)] for b in buckets]
-
-    def _loss_and_backward(self, batch: RolloutBatch, nudging: bool = False) -> dict:
-        cfg = self.cfg
-        adv = batch.advantages
-        full_mask = batch.completion_mask
-        rows = torch.arange(len(batch))
-        if cfg.skip_zero_advantage and cfg.kl_beta == 0:
-            rows = rows[adv != 0]
-        stats_sum: dict[str, float] = {}
-        total_loss = 0.0
-        self.policy.train_mode(True)
-        dev = self.policy.device
-        for _ in range(cfg.ppo_epochs):
-            self.optimizer.zero_grad(set_to_none=False)
-            for idx in self._micro_batches(batch, rows):
-                cm = batch.completion_mask[idx]
-                args = [t.to(dev) for t in trim_padding(batch.prompt_ids[idx], batch.prompt_mask[idx],
-                                                        batch.completion_ids[idx], cm)]
-                width = args[2].shape[1]
-                logp = self.policy.logprobs(*args, temperature=cfg.temperature)
-                ref = None
-                if cfg.kl_beta > 0:
-                    ref = self.policy.reference_logprobs(*args, temperature=cfg.temperature)
-                loss, stats = policy_loss(
-                    logp, batch.old_logp[idx, :width].to(dev), adv[idx].to(dev), args[3],
-                    surrogate=cfg.surrogate, aggregation=cfg.aggregation, eps_low=cfg.eps_low,
-                    eps_high=cfg.eps_high, ref_logp=ref, kl=cfg.kl_estimator if ref is not None
-                    else None, beta=cfg.kl_beta, max_len=cfg.max_new_tokens)
-                scale = microbatch_scale(cfg.aggregation, cm, full_mask)
-                total = loss * scale
-                aux = self.nudger.auxiliary_loss(self.policy, batch, idx,
-                                                 temperature=cfg.temperature) \
-                    if nudging else None
-                if aux is not None:
-                    total = total + aux
-                    stats_sum["aux_loss"] = stats_sum.get("aux_loss", 0.0) + float(aux.detach()) / cfg.ppo_epochs
-                total.backward()
-                total_loss += float(total.detach()) / cfg.ppo_epochs
-                w = float(cm.sum())
-                for k, v in stats.items():
-                    stats_sum[k] = stats_sum.get(k, 0.0) + v * w
-                stats_sum["_w"] = stats_sum.get("_w", 0.0) + w
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
-        self.scheduler.step()
-        self.policy.train_mode(False)
-        w = stats_sum.pop("_w", 0.0)
-        aux = stats_sum.pop("aux_loss", None)
-        out = {k: v / w for k, v in stats_sum.items() if k != "n_tokens"} if w else {}
-        if aux is not None:
-            out["aux_loss"] = aux
-        out.update(loss=total_loss, grad_norm=float(grad_norm), rows_trained=int(len(rows)))
-        return out
-
     def train_step(self) -> dict:
-        """One step: sample (the strategy may sample itself), record the hint-free metrics,
-        nudge (stage 2), compute advantages (unless the strategy ``sets_advantages``), then the
-        loss over micro-batches and one optimizer step. Returns the step's metrics row."""
+        """One step (:func:`nudgelib.training.step.train_step`: sample, hint-free metrics,
+        nudge in stage 2, advantages, loss, optimizer step); returns the step's metrics row."""
         cfg = self.cfg
-        t0 = time.time()
         problems = self.next_problems()
-        nudging = self.nudger is not None and self.stage == 2
+        nudger = self.nudger if self.nudger is not None and self.stage == 2 else None
         missed = self._missing_hints()
-        ctx = self.sampling_context()
-        batch = self.nudger.sample(problems, ctx) if nudging else None
-        if batch is None:
-            batch = ctx.collect(problems)  # the step bar is progress enough: no bar inside a bar
-        plain = self._plain_metrics(batch)  # before nudging: what the policy does unaided
-        t1 = time.time()
-        resampled = 0
-        if nudging:
-            before = ctx.rows_sampled
-            batch = self.nudger.nudge(batch, ctx)
-            resampled = ctx.rows_sampled - before
-        t_resample = time.time() - t1
-        if nudging and self.nudger.sets_advantages:
-            if batch.advantages is None:
-                raise RuntimeError(f"nudging strategy {self.nudger.name!r} declares "
-                                   f"sets_advantages but left batch.advantages unset")
-        else:
-            batch.advantages = compute_advantages(batch.rewards, batch.group, cfg.estimator,
-                                                  **cfg.estimator_options)
-        t2 = time.time()
         lr = self.optimizer.param_groups[0]["lr"]
-        stats = self._loss_and_backward(batch, nudging)
+        out = train_step(self.policy, self.optimizer, self.scheduler, cfg, problems,
+                         self.sampling_context(), nudger)
         self.step += 1
-        t3 = time.time()
+        batch, mask = out.batch, out.batch.completion_mask
         hinted = batch.hinted
-        mask = batch.completion_mask
         row = {
             "step": self.step,
             "stage": self.stage,
             "reward_mean": float(batch.rewards.mean()),
             "reward_std": float(batch.rewards.std(unbiased=False)),
-            **plain,
+            **out.plain,
             "frac_zero_std": batch.frac_zero_std(),
             "frac_nudged": float(batch.nudge.frac_nudged),
             "missing_hints": self._missing_hints() - missed,  # 0/G groups with no hint to give
             "hinted_pass_rate": float(batch.correct[hinted].float().mean()) if hinted.any()
             else None,
-            "adv_abs_mean": float(batch.advantages.abs().mean()),
+            "adv_abs_mean": float(out.advantages.abs().mean()),
             "len_mean": float(batch.lengths.float().mean()),
             "truncated_frac": float(batch.truncated.float().mean()),
             "entropy_est": float(-(batch.old_logp * mask).sum() / mask.sum().clamp(min=1)),
             "lr": lr,
-            **stats,
+            **out.loss,
             "epoch": self.epoch,
             "n_problems": len(self.problems),
-            "t_sample": round(t1 - t0, 4),
-            "t_resample": round(t_resample, 4),
-            "rows_resampled": resampled,
-            "t_train": round(t3 - t2, 4),
+            "t_sample": round(out.seconds["sample"], 4),
+            "t_resample": round(out.seconds["resample"], 4),
+            "rows_resampled": out.rows_resampled,
+            "t_train": round(out.seconds["train"], 4),
         }
         if cfg.val_every and self.step % cfg.val_every == 0:
             t4 = time.time()
@@ -331,23 +240,7 @@ class Trainer:
         return row
 
     def _missing_hints(self) -> int:
-        return int(getattr(self.nudger, "totals", {}).get("missing_hints", 0))
-
-    def _plain_metrics(self, batch: RolloutBatch) -> dict:
-        """pass_rate (and per level) and learnable_ratio over the hint-free rollouts."""
-        plain = ~batch.hinted
-        if not plain.any():
-            return {"pass_rate": None, "learnable_ratio": None}
-        group, correct = batch.group[plain], batch.correct[plain].float()
-        passes = torch.zeros(batch.n_groups).index_add_(0, group, correct)
-        seen = torch.bincount(group, minlength=batch.n_groups) > 0
-        out = {"pass_rate": float(correct.mean()),
-               "learnable_ratio": float((passes[seen] > 0).float().mean())}
-        levels = [batch.problems[g].level for g in group.tolist()]
-        for lv in sorted({lv for lv in levels if lv is not None}):
-            sel = torch.tensor([x == lv for x in levels])
-            out[f"pass_rate_L{lv}"] = float(correct[sel].mean())
-        return out
+        return int(self.nudger.totals.get("missing_hints", 0)) if self.nudger is not None else 0
 
     def validate(self, n_samples: int | None = None) -> float:
         """Hint-free pass rate on the validation problems (``val_samples`` each). Sampled with
@@ -403,10 +296,8 @@ class Trainer:
         return {"stage_switch": True, "dropped_solved": dropped}
 
     # -- loop
-    def train(self, until_step: int) -> pandas.DataFrame:  # noqa: F821
+    def train(self, until_step: int) -> pd.DataFrame:
         """Train until ``self.step == until_step``; returns all metrics rows as a DataFrame."""
-        from nudgelib.progress import progress_bar
-
         if not isinstance(until_step, int) or until_step < 0:
             raise ConfigError(f"until_step must be an integer >= 0, got {until_step!r}")
         bar = progress_bar(total=until_step, initial=self.step, desc=f"train {self.cfg.name}",
@@ -430,9 +321,7 @@ class Trainer:
         return self.metrics
 
     @property
-    def metrics(self):
-        import pandas as pd
-
+    def metrics(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
     # -- files
@@ -624,75 +513,3 @@ def resume_or_fork(cfg: TrainConfig, out_dir: str | os.PathLike,
     return trainer
 
 
-# ----------------------------------------------------------------------------- CLI
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nudgelib.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True,
-                    help=f"a preset ({', '.join(TRAIN_PRESETS)}) or a JSON file of TrainConfig fields")
-    ap.add_argument("--steps", type=int, required=True, help="train until this step")
-    ap.add_argument("--out", required=True, help="run folder: metrics.jsonl, checkpoints/")
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--save-every", type=int, help="checkpoint every K steps (default: at the end)")
-    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    ap.add_argument("--nudging", choices=sorted(STRATEGIES),
-                    help="nudging strategy (default: the config's; see nudgelib.nudging)")
-    ap.add_argument("--hint-bank", help="a saved HintBank folder (default: built-in toy hints, "
-                                        "or self-generated hints for real tasks)")
-    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config field (value parsed as JSON when it can be)")
-    ap.add_argument("--fork-from", metavar="CHECKPOINT",
-                    help="start from another run's checkpoint (e.g. NuRL from a GRPO run's "
-                         "step-NNNNNN folder); the config may differ in nudging/stage fields")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        if args.steps < 0:
-            raise ConfigError(f"--steps must be >= 0, got {args.steps}")
-        out = Path(args.out)
-        if (out / LOCK).exists():  # a live run there: name it before anything else
-            RunLock(out).acquire().release()
-        ckpts = complete_checkpoints(out)
-        if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
-        if args.resume and not ckpts and not args.fork_from:
-            raise ConfigError(f"--resume: {out} has no complete checkpoint to resume; nothing "
-                              f"was changed (run without --resume to start a run there)")
-        forked = json.loads((out / FORK_FILE).read_text()).get("forked_from") \
-            if (out / FORK_FILE).is_file() else None
-        if args.resume and ckpts and args.fork_from and forked != str(Path(args.fork_from)):
-            raise ConfigError(f"--fork-from {args.fork_from}: {out} continues a run forked from "
-                              f"{forked}; resume it without --fork-from, or fork into a new --out")
-        if args.resume and ckpts:
-            trainer = resume_or_start(cfg, out, progress=not args.quiet)
-            print(f"resumed from {trainer.resumed_from} (step {trainer.step})", flush=True)
-        else:
-            trainer = Trainer(cfg, out, progress=not args.quiet, warm=not args.fork_from)
-            if args.fork_from:
-                info = trainer.fork_from(args.fork_from)
-                print(f"forked from {args.fork_from}: {json.dumps(info)}", flush=True)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        try:
-            trainer.train(until_step=args.steps)
-            adapter = trainer.export_adapter()
-        finally:
-            trainer.close()
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    last = trainer.rows[-1] if trainer.rows else {}
-    print(json.dumps({"step": trainer.step, "out": str(out), "adapter": str(adapter),
-                      **{k: last.get(k) for k in ("reward_mean", "pass_rate", "frac_zero_std",
-                                                  "frac_nudged", "stage")}}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

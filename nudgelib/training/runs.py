@@ -23,15 +23,14 @@ from pathlib import Path
 
 import torch
 
-from nudgelib.config import ConfigError
-
 MARKER = "nudgelib-run.json"
 LOCK = "nudgelib-run.lock"
 MANIFEST = "MANIFEST.json"
 
 
-class RunFolderError(ConfigError):
-    """A run folder that cannot be used as asked (not a run, locked, other problems...)."""
+class RunFolderError(Exception):
+    """A run folder that cannot be used as asked (not a run, locked, damaged...). Not a
+    configuration error: the config may be fine and the folder not; the CLIs catch both."""
 
 
 def _hash(obj) -> str:

@@ -8,7 +8,7 @@ them, and every call returns within its deadline:
   numbers (integers, decimals, fractions; it only decides where math-verify would agree),
   otherwise math-verify (``verify(gold, prediction)``, gold first: it is not symmetric);
 * math-verify runs in forked child processes of a small server subprocess
-  (:mod:`nudgelib._verify_server`), killed at the deadline. math-verify's own timeout uses
+  (:mod:`nudgelib.tasks._verify_server`), killed at the deadline. math-verify's own timeout uses
   SIGALRM, which only works in the main thread, and a thread cannot stop sympy: a big-integer
   power such as ``9**9**9`` holds the GIL until it finishes. A process can be killed.
 
@@ -172,7 +172,7 @@ def _extract_short(text: str) -> str | None:
     non-empty line, so ``12``, ``12.``, ``7 + 5 = 12`` and ``The sum is 12`` all give ``12``, and
     nothing after the first line counts (a model cannot list candidates over several lines).
     Only for questions where echoing the question cannot end in the answer (see
-    :mod:`nudgelib.arithmetic`)."""
+    :mod:`nudgelib.tasks.arithmetic`)."""
     last = _last_match(NUMBER_RE, text.lstrip().split("\n", 1)[0])
     return last.group().replace(",", "") if last else None
 
@@ -302,7 +302,7 @@ _REPLY_MARGIN = 0.25
 
 
 class _Server:
-    """Client of :mod:`nudgelib._verify_server`, a subprocess that forks one child per check.
+    """Client of :mod:`nudgelib.tasks._verify_server`, a subprocess that forks one child per check.
 
     A dedicated subprocess (not :mod:`multiprocessing`) so that nothing re-imports the user's
     ``__main__``: unguarded scripts, ``python -c`` and notebooks all work. One reader thread
@@ -315,7 +315,7 @@ class _Server:
         env["PYTHONPATH"] = os.pathsep.join(
             [pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nudgelib._verify_server"],
+            [sys.executable, "-m", "nudgelib.tasks._verify_server"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
         self.ready = threading.Event()
         self.write_lock = threading.Lock()

@@ -1,6 +1,6 @@
 """The math-verify server: a subprocess that checks answers in forked children with deadlines.
 
-Started by :mod:`nudgelib.verify` as ``python -m nudgelib._verify_server``. It imports
+Started by :mod:`nudgelib.tasks.verify` as ``python -m nudgelib.tasks._verify_server``. It imports
 math-verify once, then for each request line on stdin (JSON ``[id, gold, pred, seconds]``) forks
 a child that runs the check, and writes ``[id, outcome]`` to stdout.
 
@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 
-from nudgelib.verify import MAX_CHILDREN, WALL_FACTOR
+from nudgelib.tasks.verify import MAX_CHILDREN, WALL_FACTOR, math_verify_check
 
 MEMORY_LIMIT_BYTES = 2 * 2**30
 TIMEOUT_SIGNALS = (signal.SIGPROF, signal.SIGXCPU, signal.SIGKILL)
@@ -56,7 +56,6 @@ def _child(gold: str, pred: str, seconds: float, wfd: int) -> None:  # pragma: n
     signal.signal(signal.SIGPROF, signal.SIG_DFL)
     signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
-        from nudgelib.verify import math_verify_check
 
         out = math_verify_check(gold, pred, max(1, math.ceil(seconds)))
     except BaseException as err:  # math-verify's timeout exception derives from BaseException
@@ -72,7 +71,6 @@ def serve(inp=None, out=None) -> None:
     out = out or sys.stdout.buffer
     import math_verify  # noqa: F401  (warm import, shared with every forked child)
 
-    from nudgelib.verify import math_verify_check
 
     # Warm the parser caches (ANTLR's DFA, sympy's) here, once: every forked child inherits
     # them. A cold child spends ~0.1 s rebuilding them on its first parse.

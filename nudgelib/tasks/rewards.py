@@ -9,14 +9,26 @@ contract, so the same objects serve nudgelib's trainer and TRL's GRPOTrainer.
 * :func:`format_reward` — 1.0 for exactly one well-formed, final ``\\boxed{...}``.
 * :func:`overlong_penalty` — DAPO's soft overlong punishment (arXiv 2503.14476, eq. 13).
 * :func:`weighted_reward` — a weighted sum of reward functions.
+
+The trainer's scorers turn a batch of completions into (rewards, correct):
+:class:`ExactMatchScorer` for the toy tasks, :class:`MathScorer` (the verifier, an optional
+format bonus and the overlong penalty) for real math.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from nudgelib.verify import BOXED_RE, completion_text, matching_braces, verify_batch
+from nudgelib.tasks.problems import Problem
+from nudgelib.tasks.verify import (
+    BOXED_RE,
+    DEFAULT_STRATEGIES,
+    completion_text,
+    matching_braces,
+    verify_batch,
+)
 
 RewardFn = Callable[..., list[float]]
 
@@ -30,10 +42,8 @@ def make_correctness_reward(answer_key: str = "answer", *, timeout: float = 2.0,
                             workers: int | None = None,
                             strategies: Sequence[str] | None = None) -> RewardFn:
     """A reward that is 1.0 when a completion's answer verifies against ``kwargs[answer_key]``;
-    ``strategies`` is how the answer is found (:func:`nudgelib.verify.extract_answer`; None:
+    ``strategies`` is how the answer is found (:func:`nudgelib.tasks.verify.extract_answer`; None:
     the verifier's default)."""
-    from nudgelib.verify import DEFAULT_STRATEGIES
-
     strategies = tuple(strategies or DEFAULT_STRATEGIES)
 
     def correctness_reward(prompts=None, completions=None, **kwargs) -> list[float]:
@@ -151,3 +161,51 @@ def reward_table(completions: Sequence, golds: Sequence, components: dict[str, R
     df = pd.DataFrame({"completion": [completion_text(c)[:60] for c in completions],
                        "gold": list(golds), **cols})
     return df
+
+
+# ----------------------------------------------------------------------------- scoring
+
+class ExactMatchScorer:
+    """Toy verifier: reward 1 when the stripped completion equals the gold answer string."""
+
+    name = "exact_match"
+
+    def __call__(self, problems: Sequence[Problem], completions: Sequence[str],
+                 lengths: Sequence[int], truncated: Sequence[bool]):
+        correct = [c.strip() == p.answer for p, c in zip(problems, completions)]
+        return [float(c) for c in correct], correct
+
+
+@dataclass
+class MathScorer:
+    """reward = correct + format_weight * well-formed boxed answer + overlong_weight * DAPO penalty.
+
+    ``correct`` comes from :func:`nudgelib.tasks.verify.verify_batch` (math-verify behind a fast
+    exact path, each check bounded by ``timeout`` seconds), the answer found by the extraction
+    ``strategies`` (None: the verifier's default; ``("boxed", "short")`` for short answers). The overlong penalty (DAPO,
+    arXiv 2503.14476 eq. 13) is 0 up to ``max_len - cache_len`` tokens, falls linearly to -1
+    at ``max_len`` and is -1 for a truncated completion; it is off when ``max_len`` is None.
+    """
+
+    format_weight: float = 0.0
+    overlong_weight: float = 0.0
+    max_len: int | None = None
+    cache_len: int | None = None
+    timeout: float = 2.0
+    name: str = "math"
+    strategies: tuple | None = None
+
+    def __call__(self, problems, completions, lengths, truncated):
+        res = verify_batch([p.answer for p in problems], list(completions), timeout=self.timeout,
+                           strategies=self.strategies or DEFAULT_STRATEGIES)
+        correct = [r.correct for r in res]
+        rewards = [float(c) for c in correct]
+        if self.format_weight:
+            fmt = format_reward(None, list(completions))
+            rewards = [r + self.format_weight * f for r, f in zip(rewards, fmt)]
+        if self.overlong_weight and self.max_len:
+            cache = self.cache_len or max(1, self.max_len // 4)
+            pen = [-1.0 if t else soft_overlong_penalty(n, self.max_len, cache)
+                   for n, t in zip(lengths, truncated)]
+            rewards = [r + self.overlong_weight * p for r, p in zip(rewards, pen)]
+        return rewards, correct

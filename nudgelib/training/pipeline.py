@@ -8,7 +8,7 @@ checkpoint at its plateau (docs/method.md §2.4), and where notebooks keep their
     out["grpo"], out["nurl"], out["switch_step"]     # two Trainers and the fork step
 
 :func:`find_plateau` applies the same plateau rule as a two-stage run inside one Trainer
-(``stage1="plateau"``); forking (:meth:`nudgelib.train.Trainer.fork_from`) gives the same
+(``stage1="plateau"``); forking (:meth:`nudgelib.training.trainer.Trainer.fork_from`) gives the same
 numbers as that one run switching at the same step.
 """
 
@@ -18,9 +18,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nudgelib.config import ConfigError, TrainConfig, get_train_config
-from nudgelib.stages import PlateauDetector, feed_plateau_detectors
-from nudgelib.train import resume_or_fork, resume_or_start
+from nudgelib.policies.models import cache_dir
+from nudgelib.presets import PIPELINE_PLANS
+from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
+from nudgelib.training.stages import PlateauDetector, feed_plateau_detectors
+from nudgelib.training.trainer import resume_or_fork, resume_or_start
 
 RUN_DIR_ENV = "NUDGE_RUN_DIR"
 COLAB_DRIVE = Path("/content/drive/MyDrive")
@@ -30,7 +32,6 @@ def default_run_root() -> Path:
     """Where notebooks keep their runs: ``$NUDGE_RUN_DIR``; else, on Colab with Google Drive
     mounted, ``MyDrive/nudgelib-runs`` (runs survive a disconnect); else ``runs/`` under the
     nudgelib cache folder (``$NUDGE_CACHE_DIR``, default ``~/.cache/nudgelib``)."""
-    from nudgelib.models import cache_dir
 
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV]).expanduser()
@@ -91,15 +92,6 @@ def grpo_then_nurl(cfg: TrainConfig, root: str | os.PathLike, *, steps: int,
     nurl.train(until_step=steps)
     nurl.export_adapter()
     return {"grpo": grpo, "nurl": nurl, "switch_step": s}
-
-
-PIPELINE_PLANS = {
-    # preset: (steps, max switch step, validate every, validation problems x samples)
-    "cpu-fast": (6, 3, 2, (12, 4)),
-    "cpu": (30, 15, 5, (24, 4)),
-    "colab-t4": (200, 120, 10, (64, 4)),
-    "large-gpu": (400, 200, 10, (128, 8)),
-}
 
 
 def pipeline_plan(preset_name: str) -> dict:

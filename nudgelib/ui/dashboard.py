@@ -1,4 +1,4 @@
-"""A live training dashboard: a :class:`~nudgelib.train.Trainer` callback that records every
+"""A live training dashboard: a :class:`~nudgelib.training.trainer.Trainer` callback that records every
 step and, inside a notebook, redraws itself after each one.
 
     dash = TrainingDashboard()
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nudgelib.plots import LiveFigure, figure_has_data
+from nudgelib.ui.plots import LiveFigure, figure_has_data, static_figure_html
 
 ROLLOUT_COLUMNS = ("group", "problem_id", "hint", "completion", "reward", "correct", "advantage")
 
@@ -340,10 +340,9 @@ class TrainingDashboard:
 
     def static_html(self) -> str:
         """The dashboard as it is now, as HTML that needs no kernel: what a saved notebook shows
-        in an HTML export or nbviewer (:func:`~nudgelib.plots.static_figure_html`; the model
+        in an HTML export or nbviewer (:func:`~nudgelib.ui.plots.static_figure_html`; the model
         outputs in the table are escaped). :meth:`show` writes it into the notebook when the
         training cell ends, hidden on a page that shows the live dashboard."""
-        from nudgelib.plots import static_figure_html
 
         live = self._figure.live_class if self._handles else "nudgelib-live-none"
         return static_figure_html(self.figure(), live_class=live, **self._static_parts())

@@ -15,7 +15,7 @@ Per-token surrogates (``SURROGATES``):
 * ``gspo``: the same with one sequence-level ratio exp(mean_t(logp - old_logp)) per completion
   (arXiv 2507.18071). GSPO is defined with the per-sequence mean ``seq_mean_token_mean``; under
   a token-weighted aggregation it is a different, length-weighted objective, which
-  :class:`nudgelib.config.TrainConfig` refuses (this function computes any combination);
+  :class:`nudgelib.training.config.TrainConfig` refuses (this function computes any combination);
 * ``cispo``: -stopgrad(clip(rho, 1 - eps_low, 1 + eps_high)) A logp (MiniMax-M1, arXiv 2506.13585);
 * ``topr``: A > 0: -A logp; A <= 0: -stopgrad(clamp(R, 0, 1)) A logp with R =
   exp(sum_t m (logp - old_logp)) the TRAJECTORY ratio, one weight per completion
