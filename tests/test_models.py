@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nudgelib.policies.base import models
+from nudgelib.policies import models
 from nudgelib.presets import OFFLINE_SMOLLM2
 
 
