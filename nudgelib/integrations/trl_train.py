@@ -43,18 +43,17 @@ from nudgelib.presets import TRAIN_PRESETS
 from nudgelib.training.build import build_problems
 from nudgelib.training.cli import config_from_args
 from nudgelib.training.config import ConfigError
-from nudgelib.training.runs import RunLock, claim_run_folder
+from nudgelib.training.runs import RunFolderError, RunLock, claim_run_folder
 
 METRICS = "metrics.jsonl"
 RUN_FILE = "run.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     ap = argparse.ArgumentParser(prog="python -m nudgelib.integrations.trl_train",
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True,
-                    help=f"a preset ({', '.join(TRAIN_PRESETS[2:])}) or a JSON file of "
+                    help=f"a preset ({', '.join(list(TRAIN_PRESETS)[2:])}) or a JSON file of "
                          f"TrainConfig fields")
     ap.add_argument("--steps", type=int, required=True, help="optimizer steps in all")
     ap.add_argument("--out", required=True, help="run folder")
@@ -207,7 +206,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
-    except ConfigError as err:
+    except (ConfigError, RunFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from accelerate import PartialState
