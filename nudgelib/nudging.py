@@ -1,6 +1,6 @@
 """Nudging strategies: NuRL's 0/G trigger and its siblings behind one interface.
 
-A strategy is the training loop's nudging hook (:mod:`nudgelib.training.trainer`): everything the loop
+A strategy is the training loop's nudging hook (:mod:`nudgelib.training.step`): everything the loop
 calls is declared by the :class:`Nudger` protocol, and the loop hands a strategy a
 :class:`SamplingContext` (the policy, the scorer, the sampling settings and the generator),
 never the object that runs it. A strategy may sample the whole batch itself
@@ -106,7 +106,7 @@ class SamplingContext:
 
 @runtime_checkable
 class Nudger(Protocol):
-    """Everything the training loop (:mod:`nudgelib.training.trainer`) asks of a nudging strategy.
+    """Everything the training loop (:mod:`nudgelib.training.step`) asks of a nudging strategy.
 
     Per step, in stage 2 (nudging on; :func:`nudgelib.training.step.train_step`):
     ``batch = sample(problems, ctx)`` (None: the step samples G plain rollouts per problem),
@@ -115,7 +115,7 @@ class Nudger(Protocol):
     estimator's; for every micro-batch ``auxiliary_loss`` may add a term.
     ``state_dict``/``load_state_dict`` go into checkpoints; ``use_hints`` attaches hints of
     ``hint_types`` (e.g. self-hints generated before training); ``totals`` holds the running
-    counts the trainer logs (``missing_hints``: 0/G groups whose problem had no hint).
+    counts the training loop logs (``missing_hints``: 0/G groups whose problem had no hint).
     """
 
     name: str
@@ -145,7 +145,7 @@ class NudgingStrategy:
     """Base class, and the ``"none"`` strategy: no nudging. Implements :class:`Nudger`;
     subclasses override :meth:`augment` (change a scored batch) and/or :meth:`sample`.
 
-    ``engines`` names where the strategy runs: ``"nudgelib"`` (:mod:`nudgelib.training.trainer`) and
+    ``engines`` names where the strategy runs: ``"nudgelib"`` (:mod:`nudgelib.training.step`) and
     ``"trl"`` (TRL's GRPO loop, :mod:`nudgelib.integrations.trl`).
     """
 
