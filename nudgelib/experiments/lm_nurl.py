@@ -111,7 +111,6 @@ class LMNuRLConfig:
     pack_weights: bool | None = None
 
     def __post_init__(self):
-
         self.arms, self.learnable_tiers = tuple(self.arms), tuple(self.learnable_tiers)
         self.hard_tiers = tuple(self.hard_tiers)
         unknown = [a for a in self.arms if a not in ARMS]

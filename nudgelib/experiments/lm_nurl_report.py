@@ -69,8 +69,6 @@ def pass_at_k_figure(res: dict, tier: str = "chain", arms: Sequence[str] | None 
 
 def training_figure(res: dict, column: str = "reward_mean", seed_index: int = 0):
     """Plotly: one seed's training curve of ``column`` for every trained arm."""
-
-
     r = res["per_seed"][seed_index]
     frames = {res["arm_labels"][arm]: pd.DataFrame({"step": cur["step"], column: cur[column]})
               for arm, cur in r["curves"].items() if column in cur}

@@ -160,7 +160,6 @@ class ToyNuRLConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ToyNuRLConfig:
-
         reject_unknown_fields(cls, d)
         return cls(**{k: tuple(v) if k == "arms" else v for k, v in d.items()})
 
@@ -186,7 +185,6 @@ def make_task(cfg: ToyNuRLConfig, seed: int):
 
 
 def _train_config(cfg: ToyNuRLConfig, arm: str, seed: int):
-
     over = dict(ARMS[arm])
     if over.get("stage1") == "plateau":
         over.update(stage1_steps=cfg.stage1_max_steps, plateau_patience=cfg.plateau_patience,

@@ -92,7 +92,6 @@ def _hints(cfg, args, problems):
 
 
 def _load_model(cfg, args, state):
-
     cuda, dtype = device_and_dtype(cfg)
     device = f"cuda:{state.local_process_index}" if cuda else "cpu"
     extra = {"quantization_config": nf4_config(dtype)} if cfg.load_in_4bit else {}
@@ -143,7 +142,6 @@ def run(args) -> dict:
     import trl
     from accelerate import PartialState
     from accelerate.utils import DistributedType
-
 
     cfg = config_from_args(args)
     if cfg.nudging not in TRL_STRATEGIES:
@@ -202,7 +200,6 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)

@@ -217,7 +217,6 @@ class HFPolicy(Policy):
         if self.is_peft and self.merge_for_sampling:
             from peft.tuners.lora import LoraLayer
 
-
             for m in self.model.modules():
                 if isinstance(m, LoraLayer) and not getattr(m, "merged", False):
                     if getattr(m, "disable_adapters", False):
@@ -253,13 +252,11 @@ class HFPolicy(Policy):
                                     for c in self.model.peft_config.values()):
             return None
         if self._decoder is False:
-
             self._decoder = LeanDecoder.for_model(self._causal_lm(), self._packed_weights())
         return self._decoder
 
     def _packed_weights(self):
         if self._packs is None:
-
             self._packs = PackedWeights()
         return self._packs
 

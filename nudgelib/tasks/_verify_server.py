@@ -56,7 +56,6 @@ def _child(gold: str, pred: str, seconds: float, wfd: int) -> None:  # pragma: n
     signal.signal(signal.SIGPROF, signal.SIG_DFL)
     signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
-
         out = math_verify_check(gold, pred, max(1, math.ceil(seconds)))
     except BaseException as err:  # math-verify's timeout exception derives from BaseException
         out = "timeout" if "timeout" in type(err).__name__.lower() else "error"
@@ -70,7 +69,6 @@ def serve(inp=None, out=None) -> None:
     inp = inp or sys.stdin.buffer
     out = out or sys.stdout.buffer
     import math_verify  # noqa: F401  (warm import, shared with every forked child)
-
 
     # Warm the parser caches (ANTLR's DFA, sympy's) here, once: every forked child inherits
     # them. A cold child spends ~0.1 s rebuilding them on its first parse.

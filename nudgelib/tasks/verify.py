@@ -519,7 +519,6 @@ def verify_batch(golds: Sequence, completions: Sequence, *, timeout: float = 2.0
         else:
             slow.append((i, gold_s, pred))
     if slow:
-
         def run(item):
             i, gold_s, pred = item
             t0 = time.perf_counter()
