@@ -28,7 +28,7 @@ d = logp - ref_logp: k1 = d, k2 = d^2 / 2, k3 = exp(-d) + d - 1 (always >= 0). A
 three estimate KL(pi || ref) (k1 and k3 without bias). As loss terms differentiated through
 samples of pi they do not have the same gradient: only k2's expected gradient equals the
 gradient of KL(pi || ref); k1's is zero in expectation and k3's is biased (its expectation is
-the gradient of KL(ref || pi)). ``tests/test_losses.py`` checks all three against the closed
+the gradient of KL(ref || pi)). ``tests/core/test_losses.py`` checks all three against the closed
 forms.
 
 Aggregations (``AGGREGATIONS``), l = per-token loss, m = mask, |o_i| = sum_t m_it:

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from nudgelib.tasks import verify as V
-from tests.hostile_outputs import CANARY, hostile_outputs
+from tests.tasks.hostile_outputs import CANARY, hostile_outputs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -255,7 +255,7 @@ def test_gold_with_another_solution_is_rejected(real_data, name):
 
 def test_benchmark_1000_gsm8k_completions_under_5s():
     """The committed benchmark's workload (bench/verify_speed.py) within its 5 s budget."""
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
     from verify_speed import make_completions
 
     golds, comps, _ = make_completions(1000)
