@@ -73,6 +73,9 @@ class Preset:
     eval_samples: int
     toy_steps: int
     task: str = "gsm8k"  # the LM stages' task: "arithmetic" on CPU (nudgelib.tasks.arithmetic)
+    tier_counts: dict | None = None  # task "arithmetic": training problems per tier
+    pipeline: tuple = ()  # GRPO -> NuRL of notebooks 06/07: (steps, latest switch step,
+    #   validate every, (validation problems, samples each)); see pipeline.pipeline_plan
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +108,8 @@ PRESETS: dict[str, Preset] = {
             eval_samples=4,
             toy_steps=30,
             task="arithmetic",
+            tier_counts={"sum": 8, "product": 8, "chain": 8},
+            pipeline=(6, 3, 2, (12, 4)),
         ),
         Preset(
             name="cpu",
@@ -122,6 +127,8 @@ PRESETS: dict[str, Preset] = {
             eval_samples=16,
             toy_steps=300,
             task="arithmetic",
+            tier_counts={"sum": 24, "product": 24, "chain": 32},
+            pipeline=(30, 15, 5, (24, 4)),
         ),
         Preset(
             name="colab-t4",
@@ -138,6 +145,7 @@ PRESETS: dict[str, Preset] = {
             n_eval_problems=200,
             eval_samples=32,
             toy_steps=1000,
+            pipeline=(200, 120, 10, (64, 4)),
         ),
         Preset(
             name="large-gpu",
@@ -154,6 +162,7 @@ PRESETS: dict[str, Preset] = {
             n_eval_problems=500,
             eval_samples=64,
             toy_steps=3000,
+            pipeline=(400, 200, 10, (128, 8)),
         ),
     ]
 }
@@ -185,19 +194,6 @@ SHORT_ANSWER_INSTRUCTION = "Answer with the final number in \\boxed{}."
 """An instruction for a small model on GSM8K with a short budget: asked for the number alone,
 some of SmolLM2-135M's completions end in time (the benchmarks use it)."""
 
-CPU_ARITHMETIC = {  # preset (Preset.task == "arithmetic"): training problems per tier
-    "cpu-fast": {"sum": 8, "product": 8, "chain": 8},
-    "cpu": {"sum": 24, "product": 24, "chain": 32},
-}
-"""The CPU presets train on short-answer arithmetic (:mod:`nudgelib.tasks.arithmetic`): SmolLM2-135M
-cannot do GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen
-from measured runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, lr 3e-4,
-teacher partial-step hints for the hard tier; 12 new tokens and a stop at the first newline: the
-longest answer line of the default tiers, "3 + 6 + 8 = 17", is 11 tokens (with 10, the first
-design, it was cut to "= 1"), and nothing after the answer line is sampled."""
-
-
-
 def _lm_fields(name: str) -> dict:
     """TrainConfig fields of the language-model preset ``name`` (a row of :data:`PRESETS`)."""
     p = PRESETS[name]
@@ -205,7 +201,7 @@ def _lm_fields(name: str) -> dict:
                   prompts_per_step=p.prompts_per_step, max_new_tokens=p.max_new_tokens,
                   load_in_4bit=p.load_in_4bit, dtype=p.dtype, device=p.device)
     if p.task == "arithmetic":
-        counts = CPU_ARITHMETIC[name]
+        counts = p.tier_counts
         return dict(**common, task="arithmetic", difficulty_counts=dict(counts),
                     stop_at_newline=True, n_train_problems=sum(counts.values()),
                     lora_rank=p.lora_rank, lr=3e-4, instruction=ARITHMETIC_INSTRUCTION,
@@ -226,17 +222,14 @@ TRAIN_PRESETS: dict[str, dict] = {
 }
 """The one table of training presets: name -> the TrainConfig fields it sets (the rest keep
 their defaults); :func:`nudgelib.training.config.get_train_config` builds and validates them.
-The language-model rows are made from the hardware rows of :data:`PRESETS`."""
+The language-model rows are made from the hardware rows of :data:`PRESETS`.
 
-PIPELINE_PLANS = {
-    # preset: (steps, max switch step, validate every, validation problems x samples)
-    "cpu-fast": (6, 3, 2, (12, 4)),
-    "cpu": (30, 15, 5, (24, 4)),
-    "colab-t4": (200, 120, 10, (64, 4)),
-    "large-gpu": (400, 200, 10, (128, 8)),
-}
-
-
+The CPU rows train on short-answer arithmetic (``Preset.tier_counts``): SmolLM2-135M cannot do
+GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen from measured
+runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, lr 3e-4, teacher
+partial-step hints for the hard tier; 12 new tokens and a stop at the first newline: the longest
+answer line of the default tiers, "3 + 6 + 8 = 17", is 11 tokens (with 10, the first design, it
+was cut to "= 1"), and nothing after the answer line is sampled."""
 
 def get_preset(name: str | None = None) -> Preset:
     """The preset called ``name``; else ``cpu-fast`` under NUDGE_FAST=1; else by hardware."""

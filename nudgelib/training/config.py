@@ -297,7 +297,7 @@ def get_train_config(name: str, **overrides) -> TrainConfig:
     * ``toy-fast`` — tiny char transformer on addition (1-3 digits), seconds per step on CPU;
     * ``toy-table`` — the categorical toy of :mod:`nudgelib.toy`;
     * ``cpu-fast``, ``cpu`` — LoRA on SmolLM2-135M and short-answer arithmetic
-      (:data:`nudgelib.presets.CPU_ARITHMETIC`);
+      (``Preset.tier_counts`` of :data:`nudgelib.presets.PRESETS`);
     * ``colab-t4``, ``large-gpu`` — LoRA on a real LM and GSM8K, sized by
       :data:`nudgelib.presets.PRESETS`.
 

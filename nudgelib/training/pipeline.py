@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nudgelib.policies.models import cache_dir
-from nudgelib.presets import PIPELINE_PLANS
+from nudgelib.presets import PRESETS
 from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
 from nudgelib.training.stages import PlateauDetector, feed_plateau_detectors
 from nudgelib.training.trainer import resume_or_fork, resume_or_start
@@ -98,10 +98,11 @@ def pipeline_plan(preset_name: str) -> dict:
     """The GRPO -> NuRL run of notebooks 06/07 for a preset: its TrainConfig (validation on,
     plateau watched on training reward and validation pass rate), the number of steps, and the
     latest step at which NuRL takes over if GRPO has not plateaued by then."""
-    if preset_name not in PIPELINE_PLANS:
+    plans = {name: p.pipeline for name, p in PRESETS.items() if p.pipeline}
+    if preset_name not in plans:
         raise ConfigError(f"no pipeline plan for preset {preset_name!r}; expected one of "
-                          f"{sorted(PIPELINE_PLANS)}")
-    steps, cap, every, (n_val, k_val) = PIPELINE_PLANS[preset_name]
+                          f"{sorted(plans)}")
+    steps, cap, every, (n_val, k_val) = plans[preset_name]
     cfg = get_train_config(preset_name, val_every=every, n_val_problems=n_val, val_samples=k_val)
     return {"config": cfg, "steps": steps, "max_switch_step": cap,
             "switch_metrics": ["reward_mean", "val_pass_rate"]}
