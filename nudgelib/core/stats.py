@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["MARGIN", "T95", "bootstrap_ci", "mean_ci", "pass_at_k", "pass_at_k_curve",
-           "per_problem_pass_at_k", "power_of_two_ks", "t95", "verdict"]
+__all__ = ["T80", "T95", "VERDICTS", "bootstrap_ci", "judge", "mde", "mean_ci", "pass_at_k",
+           "pass_at_k_curve", "per_problem_pass_at_k", "power_of_two_ks", "t80", "t95",
+           "verdict"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -111,17 +112,65 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-MARGIN = 0.02
+T80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889,
+       9: 0.883, 10: 0.879, 11: 0.876, 12: 0.873, 13: 0.870, 14: 0.868, 15: 0.866, 16: 0.865,
+       17: 0.863, 18: 0.862, 19: 0.861, 20: 0.860, 25: 0.856, 30: 0.854}
+"""One-sided 80 % quantiles of Student's t by degrees of freedom (standard tables; between
+listed values the next smaller listed one, above 30 the normal 0.842): the power term of the
+minimum detectable effect."""
 
 
-def verdict(relation: str, lo: float, mean: float, hi: float) -> str:
-    """A claim's verdict from the 95 % interval [lo, hi] and mean of its difference a - b.
-    ``>``: reproduced if lo > 0, not reproduced if mean <= 0, else mixed; ``<`` mirrored;
-    ``<=``: reproduced if hi < MARGIN, not reproduced if lo > MARGIN, else mixed."""
+def t80(df: int) -> float:
+    if not isinstance(df, int) or df < 1:
+        raise ValueError(f"t80 needs degrees of freedom >= 1, got {df!r}")
+    if df > 30:
+        return 0.842
+    return T80[max(d for d in T80 if d <= df)]
+
+
+def mde(values: Sequence[float]) -> float:
+    """The minimum detectable effect of a paired t-test on ``values`` (differences a - b, one
+    per independent unit: seeds, or problems of one seed): the true mean difference that a
+    two-sided 5 % test detects with 80 % power, (t_0.975 + t_0.80) x sd / sqrt(n), with df n - 1
+    (the usual approximation with the sample sd)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"mde needs >= 2 values, got {len(np.atleast_1d(x))}")
+    df = len(x) - 1
+    return (t95(df) + t80(df)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+
+
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+
+
+def verdict(relation: str, lo: float, hi: float, margin: float) -> str:
+    """A claim's verdict from the 95 % interval [lo, hi] of its difference a - b and the margin
+    fixed with the claim (the smallest effect that would count, e.g. the paper's):
+
+    * ``>`` (a beats b): **reproduced** if lo > 0; **not reproduced** if hi < margin (the
+      interval rules out an effect as large as the margin); else **inconclusive**;
+    * ``<`` (a is below b): the mirror image (reproduced if hi < 0, not reproduced if
+      lo > -margin);
+    * ``<=`` (a does not exceed b by more than the margin): reproduced if hi < margin, not
+      reproduced if lo > margin, else inconclusive.
+
+    An interval that is wide on both sides is inconclusive, whatever its mean: it could not
+    have seen the effect."""
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     if relation == ">":
-        return "reproduced" if lo > 0 else "not reproduced" if mean <= 0 else "mixed"
+        return "reproduced" if lo > 0 else "not reproduced" if hi < margin else "inconclusive"
     if relation == "<":
-        return "reproduced" if hi < 0 else "not reproduced" if mean >= 0 else "mixed"
+        return "reproduced" if hi < 0 else "not reproduced" if lo > -margin else "inconclusive"
     if relation == "<=":
-        return "reproduced" if hi < MARGIN else "not reproduced" if lo > MARGIN else "mixed"
+        return "reproduced" if hi < margin else "not reproduced" if lo > margin \
+            else "inconclusive"
     raise ValueError(f"relation must be '>', '<' or '<=', got {relation!r}")
+
+
+def judge(relation: str, diffs: Sequence[float], margin: float) -> dict:
+    """A claim judged on its paired differences: ``diff`` (mean), ``diff_ci95`` (95 %
+    t-interval), ``mde`` (80 % power), ``margin`` and ``verdict`` (:func:`verdict`)."""
+    m, lo, hi = mean_ci(diffs)
+    return {"diff": m, "diff_ci95": [lo, hi], "mde": mde(diffs), "margin": float(margin),
+            "verdict": verdict(relation, lo, hi, margin)}

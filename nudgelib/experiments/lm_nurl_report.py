@@ -33,13 +33,14 @@ def results_table(res: dict) -> str:
 
 def claims_table(res: dict) -> str:
     kmax = res["k"][-1]
-    lines = ["| claim | paper | metric (no hints) | a vs b [diff, 95 % CI] | verdict |",
-             "|---|---|---|---|---|"]
+    lines = ["| claim | paper | metric (no hints) | a vs b [diff, 95 % CI] | MDE (80 % power) "
+             "| margin | verdict |", "|---|---|---|---|---|---|---|"]
     for r in res["claims"]:
         lo, hi = r["diff_ci95"]
         lines.append(f"| {r['claim']} | {r['paper']} | {METRIC_TEXT[r['metric']].format(kmax=kmax)}"
                      f" | {r['a']} {r['a_mean']:.3f} vs {r['b']} {r['b_mean']:.3f} "
-                     f"[{r['diff']:+.3f}, {lo:+.3f} .. {hi:+.3f}] | **{r['verdict']}** |")
+                     f"[{r['diff']:+.3f}, {lo:+.3f} .. {hi:+.3f}] | {r['mde']:.3f} "
+                     f"| {r['margin']:.3f} | **{r['verdict']}** |")
     return "\n".join(lines)
 
 

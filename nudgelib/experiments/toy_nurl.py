@@ -5,7 +5,8 @@
     python -m nudgelib.experiments.toy_nurl --confirmatory --out data/results/toy_nurl.json
 
 Protocol (docs/method.md §7): the design -- :data:`ARMS`, :class:`ToyNuRLConfig`'s defaults,
-:data:`CLAIMS` with the verdict rule of :func:`verdict`, and :data:`CONFIRMATORY_SEEDS` -- is
+:data:`CLAIMS` with the verdict rule of :func:`nudgelib.core.stats.verdict` and the margins of
+:data:`MARGINS`, and :data:`CONFIRMATORY_SEEDS` -- is
 committed before the confirmatory run; the committed results and the README table come from
 those seeds only. Any other seeds are exploration and their results say so (``protocol``).
 
@@ -56,7 +57,7 @@ import numpy as np
 import torch
 
 from nudgelib.core.checks import check_fields, reject_unknown_fields
-from nudgelib.core.stats import mean_ci, pass_at_k_curve, power_of_two_ks, verdict
+from nudgelib.core.stats import judge, mean_ci, pass_at_k_curve, power_of_two_ks
 from nudgelib.rollouts import evaluate_pass_counts
 from nudgelib.tasks.rewards import ExactMatchScorer
 from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask, toy_problems
@@ -346,10 +347,26 @@ CLAIMS = [
      "abstract > partial > explanation > answer", "nurl", "nurl_answer", "hard@1", ">"),
 ]
 """Each claim is checked on the paired per-seed difference a - b of one metric (held-out,
-hint-free). ``>``: reproduced if the 95 % CI of the difference is above 0, not reproduced if
-the mean difference is <= 0, mixed otherwise (right direction, CI includes 0). ``<``: the
-mirror image. ``<=`` ("does not raise"): reproduced if the CI's upper end is below +0.02, not
-reproduced if its lower end is above +0.02, mixed otherwise."""
+hint-free), judged by :func:`nudgelib.core.stats.judge` with the claim's margin of
+:data:`MARGINS`: reproduced if the 95 % interval is on the claimed side of 0, not reproduced if
+it rules out an effect as large as the margin, inconclusive otherwise; each with its minimum
+detectable effect (80 % power)."""
+
+MARGINS = {
+    "upper_bound_grpo": (0.02, "a rise of 2 points still counts as 'does not raise'"),
+    "upper_bound_nurl": (0.06, "the paper's smallest pass@1024 gain, GPQA +6.1 points"),
+    "pass1": (0.008, "the paper's smallest pass@1 gain, +0.8 points (Qwen3-4B)"),
+    "learnable_grpo": (0.02, "a rise of 2 points still counts as 'unchanged'"),
+    "learnable_nurl": (0.04, "the paper's +4 points (66 % -> 70 %)"),
+    "trigger": (0.05, "the paper's +4.95 points (58.04 vs 53.09)"),
+    "always_vs_none": (0.038, "the paper's -3.83 points (53.09 vs 56.92)"),
+    "schedule": (0.02, "the paper's +1.98 points (58.04 vs 56.06)"),
+    "trigger_scratch": (0.026, "the paper's +2.65 points (56.06 vs 53.41)"),
+    "answer_hints": (0.008, "no gap reported (a ranking): the paper's smallest gain, +0.8 points"),
+}
+"""Claim id -> (margin, where it comes from): the smallest effect that would count. Fixed when
+the verdict rule changed (after the confirmatory runs, which were re-judged from their stored
+per-seed numbers, not rerun); the paper's own effect sizes wherever it reports one."""
 
 def claims(agg: dict) -> list[dict]:
     """The claims of :data:`CLAIMS` that the aggregated result has arms for, with verdicts."""
@@ -361,21 +378,21 @@ def claims(agg: dict) -> list[dict]:
             continue
         va = [_metric(r, a, metric) for r in per_seed]
         vb = [_metric(r, b, metric) for r in per_seed]
-        m, lo, hi = mean_ci([x - y for x, y in zip(va, vb)])
+        margin, why = MARGINS[cid]
         rows.append({"id": cid, "claim": text, "paper": paper, "metric": metric, "a": a,
                      "b": b, "relation": rel, "a_mean": float(np.mean(va)),
-                     "b_mean": float(np.mean(vb)), "diff": m, "diff_ci95": [lo, hi],
-                     "verdict": verdict(rel, lo, m, hi)})
+                     "b_mean": float(np.mean(vb)),
+                     **judge(rel, [x - y for x, y in zip(va, vb)], margin),
+                     "margin_source": why})
     order = [a for a in ("nurl", "nurl_partial", "nurl_explanation", "nurl_answer") if a in arms]
     if len(order) == 4:
         means = {a: float(np.mean([_metric(r, a, "hard@1") for r in per_seed])) for a in order}
         got = sorted(order, key=lambda a: -means[a])
         rows.append({"id": "hint_order", "claim": "Hint types rank abstract > partial steps > "
                      "explanation > answer", "paper": "docs/method.md §2.5", "metric": "hard@1",
-                     "means": means, "order": got,
-                     "verdict": "reproduced" if got == order else
-                     "mixed" if got[0] == "nurl" or got[-1] == "nurl_answer" else
-                     "not reproduced"})
+                     "means": means, "order": got, "mde": None,
+                     # a ranking of four means has no interval: exact order or inconclusive
+                     "verdict": "reproduced" if got == order else "inconclusive"})
     return rows
 
 
@@ -391,16 +408,20 @@ def claims_table(agg: dict) -> str:
     """The claims as a markdown table (what the README shows)."""
     kmax = agg["k"][-1]
     lines = ["| claim (docs/method.md §2.5–2.6) | paper | metric (no hints) | toy: a vs b "
-             "[diff, 95 % CI over seeds] | verdict |", "|---|---|---|---|---|"]
+             "[diff, 95 % CI over seeds] | MDE (80 % power) | margin | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for r in agg["claims"]:
         metric = METRIC_TEXT[r["metric"]].format(kmax=kmax)
         if r["id"] == "hint_order":
             toy = ", ".join(f"{HINT_OF_ARM[a]} {r['means'][a]:.3f}" for a in r["order"])
+            power = margin = "-"
         else:
             lo, hi = r["diff_ci95"]
             toy = (f"{r['a']} {r['a_mean']:.3f} vs {r['b']} {r['b_mean']:.3f} "
                    f"[{r['diff']:+.3f}, {lo:+.3f} .. {hi:+.3f}]")
-        lines.append(f"| {r['claim']} | {r['paper']} | {metric} | {toy} | **{r['verdict']}** |")
+            power, margin = f"{r['mde']:.3f}", f"{r['margin']:.3f}"
+        lines.append(f"| {r['claim']} | {r['paper']} | {metric} | {toy} | {power} | {margin} "
+                     f"| **{r['verdict']}** |")
     return "\n".join(lines)
 
 

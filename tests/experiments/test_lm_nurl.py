@@ -100,13 +100,29 @@ def test_fast_run_schema(fast_run, offline_model_dir):
     ids = {c["id"] for c in r["claims"]}
     assert {"grpo_learns", "nurl_upper_bound"} <= ids
     for c in r["claims"]:
-        assert {"id", "a", "b", "diff", "diff_ci95", "verdict"} <= set(c)
+        assert {"id", "a", "b", "diff", "diff_ci95", "mde", "margin", "verdict"} <= set(c)
+        assert c["verdict"] in ("reproduced", "not reproduced", "inconclusive")
         assert c["diff_ci95"][0] <= c["diff"] <= c["diff_ci95"][1]
     assert [x["hints"] for x in r["hint_lift"]["rows"]] == ["none", "self (abstract)",
                                                            "teacher (partial steps)", "answer"]
     # the results say how their tokens were drawn (CI runs the defaults on CPU)
     assert r["sampling"]["sampler"] == "race" and r["sampling"]["decode_loop"] == "lean"
     assert r["per_seed"][0]["sampling"] == r["sampling"]
+
+
+def test_the_committed_run_is_judged_by_todays_rule_with_its_power():
+    """Every committed claim equals what today's rule gives from the stored per-seed numbers;
+    the headline (NuRL's pass@64 upper bound, +0.000 with a CI of +-0.717 over 3 seeds) is
+    inconclusive, not "not reproduced": its MDE, 0.894, is larger than any possible gain."""
+    res = ln.load_committed()
+    if res is None:
+        pytest.skip("no checkout with data/results")
+    again = ln.claims(res["per_seed"], res["config"])
+    assert [(c["id"], c["verdict"]) for c in again] == [(c["id"], c["verdict"])
+                                                         for c in res["claims"]]
+    ub = {c["id"]: c for c in res["claims"]}["nurl_upper_bound"]
+    assert ub["verdict"] == "inconclusive" and ub["verdict_before"] == "not reproduced"
+    assert ub["mde"] == pytest.approx(0.894, abs=2e-3)
 
 
 def test_every_committed_results_file_names_its_sampler():

@@ -38,16 +38,49 @@ def test_mean_ci_hand_values():
         stats.mean_ci([0.5])
 
 
-@pytest.mark.parametrize("rel, lo, mean, hi, expect", [
-    (">", 0.01, 0.05, 0.09, "reproduced"), (">", -0.01, 0.05, 0.11, "mixed"),
-    (">", -0.1, -0.01, 0.08, "not reproduced"), (">", -0.1, 0.0, 0.1, "not reproduced"),
-    ("<", -0.09, -0.05, -0.01, "reproduced"), ("<", -0.09, -0.04, 0.01, "mixed"),
-    ("<", -0.02, 0.03, 0.08, "not reproduced"),
-    ("<=", -0.2, -0.08, 0.019, "reproduced"), ("<=", -0.2, -0.08, 0.03, "mixed"),
-    ("<=", 0.021, 0.1, 0.2, "not reproduced"),
+@pytest.mark.parametrize("rel, lo, hi, margin, expect", [
+    (">", 0.01, 0.09, 0.05, "reproduced"),
+    (">", -0.01, 0.11, 0.05, "inconclusive"),  # right direction, 0 inside
+    (">", -0.10, 0.04, 0.05, "not reproduced"),  # rules out +0.05 and more
+    (">", -0.30, 0.20, 0.05, "inconclusive"),  # mean <= 0 but too wide to rule anything out
+    (">", -0.01, 0.05, 0.05, "inconclusive"),  # the margin itself is not ruled out
+    ("<", -0.09, -0.01, 0.04, "reproduced"), ("<", -0.09, 0.01, 0.04, "inconclusive"),
+    ("<", -0.03, 0.08, 0.04, "not reproduced"),
+    ("<=", -0.2, 0.019, 0.02, "reproduced"), ("<=", -0.2, 0.03, 0.02, "inconclusive"),
+    ("<=", 0.021, 0.2, 0.02, "not reproduced"),
 ])
-def test_verdict_rules(rel, lo, mean, hi, expect):
-    assert stats.verdict(rel, lo, mean, hi) == expect
+def test_verdict_rules(rel, lo, hi, margin, expect):
+    assert stats.verdict(rel, lo, hi, margin) == expect
+
+
+def _t_quantile_one_sided(q, df):
+    """By bisection on the integrated density (independent of the tables)."""
+    lo, hi = 0.0, 10.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+@pytest.mark.parametrize("df", [2, 3, 9, 20])
+def test_t80_table_is_the_80_percent_quantile(df):
+    assert stats.t80(df) == pytest.approx(_t_quantile_one_sided(0.80, df), abs=2e-3)
+
+
+def test_mde_by_hand_and_the_judge_fields():
+    # the committed real-model run's pass@64 differences: sd .2887, n 3, df 2
+    d = [-0.333, 0.167, 0.167]
+    sd = float(np.std(d, ddof=1))
+    assert stats.mde(d) == pytest.approx((4.303 + 1.061) * sd / 3 ** 0.5, abs=1e-9)
+    assert stats.mde(d) == pytest.approx(0.894, abs=1e-3)
+    j = stats.judge(">", d, 0.06)
+    assert j["verdict"] == "inconclusive" and j["margin"] == 0.06  # was "not reproduced"
+    assert j["diff_ci95"] == pytest.approx([0.0003 - 4.303 * sd / 3 ** 0.5,
+                                            0.0003 + 4.303 * sd / 3 ** 0.5], abs=1e-4)
+    tight = stats.judge(">", [-0.01, 0.0, 0.01, 0.0], 0.06)  # CI +-0.013: rules out +0.06
+    assert tight["verdict"] == "not reproduced" and tight["mde"] < 0.06
+    with pytest.raises(ValueError, match="margin"):
+        stats.verdict(">", 0, 1, -0.1)
 
 
 def _fake_seed(seed, hard_at, learn):
@@ -75,17 +108,20 @@ def test_aggregate_and_claims_on_hand_made_results():
     assert (lo, hi) == pytest.approx((0.5 - 0.24844, 0.5 + 0.24844), abs=1e-4)
     c = {r["id"]: r for r in agg["claims"]}
     # nurl - grpo at k=2: .20 .29 .08 -> mean .19, sd .10536 -> CI .19 +- .2617: includes 0
+    # and the margin .06: inconclusive; MDE (4.303 + 1.061) * .10536 / sqrt 3 = .3263
     assert c["upper_bound_nurl"]["diff"] == pytest.approx(0.19)
-    assert c["upper_bound_nurl"]["verdict"] == "mixed"
+    assert c["upper_bound_nurl"]["verdict"] == "inconclusive"
+    assert c["upper_bound_nurl"]["mde"] == pytest.approx(0.3263, abs=1e-4)
     # grpo - base at k=2: 0, -.01, -.02 -> upper end < .02
     assert c["upper_bound_grpo"]["verdict"] == "reproduced"
-    # learnable nurl - grpo: .2 .1 .3 -> mean .2, sd .1, CI [-.048, .448] -> mixed
-    assert c["learnable_nurl"]["verdict"] == "mixed"
+    # learnable nurl - grpo: .2 .1 .3 -> mean .2, sd .1, CI [-.048, .448] -> inconclusive
+    assert c["learnable_nurl"]["verdict"] == "inconclusive"
     # held-out pass@1 weights easy (2 problems) and hard (6): nurl seed 0 = (.5*2 + .3*6) / 8
     assert tn._metric(seeds[0], "nurl", "heldout@1") == pytest.approx(0.35)
     assert "trigger" not in c  # its arms were not run
     table = tn.claims_table(agg)
-    assert "NuRL raises the upper bound" in table and "**mixed**" in table
+    assert "NuRL raises the upper bound" in table and "**inconclusive**" in table
+    assert "| 0.326 | 0.060 |" in table  # MDE and margin beside the interval
     with pytest.raises(ValueError, match="different config"):
         tn.aggregate([seeds[0], {**seeds[1], "config": {"x": 2}}])
 
@@ -203,7 +239,8 @@ def test_committed_results_are_the_confirmatory_run_with_verdicts_by_the_fixed_r
     for c in again:
         if "diff" in c:
             lo, hi = c["diff_ci95"]
-            assert stats.verdict(c["relation"], lo, c["diff"], hi) == c["verdict"]
+            assert stats.verdict(c["relation"], lo, hi, c["margin"]) == c["verdict"]
+            assert c["mde"] > 0 and c["margin"] == tn.MARGINS[c["id"]][0]
 
 
 def test_pass_at_k_band_is_clipped_to_probabilities():
