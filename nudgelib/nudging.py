@@ -397,8 +397,8 @@ class NudgeRL(NudgingStrategy):
     then a different method with privileged contexts.
 
     Normalisation: after the inter/intra decomposition the advantages are standardised per
-    problem over all its rollouts (Bessel std, eps 1e-6), as the paper's text states; the
-    reference code (tally0818/NudgeRL) was not available here to check its exact form.
+    problem over all its rollouts with the population std and eps 1e-5, as NudgeRL's reference
+    code does (read from its description; the paper's text alone does not say which std).
     """
 
     name = "nudgerl"

@@ -328,15 +328,19 @@ def test_nudgerl_advantages_match_the_hand_computed_decomposition():
     a = [(1 - m0) + lam * (m0 - m), (0 - m0) + lam * (m0 - m), (0 - m0) + lam * (m0 - m),
          1 - m, (0 - m1) + lam * (m1 - m), (0 - m1) + lam * (m1 - m),
          (1 - m1) + lam * (m1 - m), 0 - m]
-    mu, sd = statistics.mean(a), statistics.stdev(a)
-    want = [(x - mu) / (sd + 1e-6) for x in a]
+    # the population std and eps 1e-5, as NudgeRL's code standardises
+    mu, sd = statistics.mean(a), statistics.pstdev(a)
+    want = [(x - mu) / (sd + 1e-5) for x in a]
     got = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), c, lam=lam)
     assert got.tolist() == pytest.approx(want, abs=1e-5)
+    bessel = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), c, lam=lam, unbiased=True)
+    assert bessel.tolist() == pytest.approx([(x - mu) / (statistics.stdev(a) + 1e-5) for x in a],
+                                            abs=1e-5)
     # no context anywhere: plain r - mean, standardised by hand: mean 3/8, deviations 5/8 (x3)
-    # and -3/8 (x5), Bessel var (3 * 25 + 5 * 9) / 64 / 7 = 120 / 448
+    # and -3/8 (x5), population var (3 * 25 + 5 * 9) / 64 / 8 = 120 / 512
     got0 = nudgerl_advantages(r, torch.zeros(8, dtype=torch.long), torch.full((8,), -1))
-    sd0 = math.sqrt(120 / 448)
-    assert got0.tolist() == pytest.approx([(x - 3 / 8) / (sd0 + 1e-6) for x in r.tolist()],
+    sd0 = math.sqrt(120 / 512)
+    assert got0.tolist() == pytest.approx([(x - 3 / 8) / (sd0 + 1e-5) for x in r.tolist()],
                                           abs=1e-5)
     # all rewards equal: zero, not NaN
     z = nudgerl_advantages(torch.ones(8), torch.zeros(8, dtype=torch.long), c)
@@ -362,8 +366,13 @@ def test_nudgerl_samples_contexts_with_dropout_and_keeps_the_plain_prompt():
     # kept, so m_c = 1 for each kept context and a_i = lam (1 - m) there, -m without a context
     m = sum(c >= 0 for c in ctx) / 8
     a = [1.1 * (1 - m) if c >= 0 else -m for c in ctx]
-    mu, sd = statistics.mean(a), statistics.stdev(a)
-    assert nrl.advantages(out).tolist() == pytest.approx([(x - mu) / (sd + 1e-6) for x in a],
+    # standardised with the population std and eps 1e-5, as NudgeRL's code does
+    # (tally0818/NudgeRL, NudgeRLTrainer.compute_advantage_with_groups)
+    mu, sd = statistics.mean(a), statistics.pstdev(a)
+    assert nrl.advantages(out).tolist() == pytest.approx([(x - mu) / (sd + 1e-5) for x in a],
+                                                         abs=1e-5)
+    bessel = statistics.stdev(a)  # the other reading differs by more than the tolerance
+    assert nrl.advantages(out).tolist() != pytest.approx([(x - mu) / (bessel + 1e-5) for x in a],
                                                          abs=1e-5)
     with pytest.raises(ValueError, match="group_size=7 is not a multiple"):
         nrl.sample(PROBS[:1], ctx_for(pol, G=7))

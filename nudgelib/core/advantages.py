@@ -230,7 +230,7 @@ def compute_advantages(rewards, group_ids, estimator: str = "grpo", **options) -
 
 
 def nudgerl_advantages(rewards: Tensor, group_ids: Tensor, context: Tensor, *,
-                       lam: float = 1.1, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
+                       lam: float = 1.1, eps: float = 1e-5, unbiased: bool = False) -> Tensor:
     """NudgeRL's inter/intra-context advantage (arXiv 2605.15726; docs/method.md §3).
 
     Per problem (group), with m = mean reward of all its rollouts and m_c = mean reward of the
@@ -239,8 +239,9 @@ def nudgerl_advantages(rewards: Tensor, group_ids: Tensor, context: Tensor, *,
         a_i = (r_i - m_c) + lam * (m_c - m)     for a rollout under context c
         a_i = r_i - m                            for a rollout without context
 
-    then standardised per problem: (a - mean(a)) / (std(a) + eps) (Bessel std unless
-    ``unbiased=False``); a problem whose a are all equal gets 0.
+    then standardised per problem: (a - mean(a)) / (std(a) + eps), with the population std and
+    eps 1e-5 as NudgeRL's reference code normalises (``unbiased=True`` for Bessel's std, the
+    reading of the paper's text alone); a problem whose a are all equal gets 0.
     """
     rewards = torch.as_tensor(rewards, dtype=torch.float32)
     context = torch.as_tensor(context, dtype=torch.long)
