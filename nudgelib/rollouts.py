@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from nudgelib.core.advantages import group_stats
-from nudgelib.policies.base import Policy, Samples, right_pad, shared_rows
+from nudgelib.policies.base import Policy, Samples, left_pad, right_pad, shared_rows
 from nudgelib.tasks.problems import Problem
 from nudgelib.ui.progress import progress_bar
 
@@ -372,3 +372,37 @@ def evaluate_pass_counts(policy: Policy, problems: Sequence[Problem], scorer, *,
                              generator=generator, prompts_per_call=prompts_per_call,
                              progress=progress)
     return [int(c) for c in batch.group_pass_counts().tolist()]
+
+
+# ----------------------------------------------------------------------------- what a hint did
+
+@torch.no_grad()
+def hint_reliance(policy: Policy, batch: RolloutBatch, rows: Sequence[int], *,
+                  temperature: float = 1.0) -> Tensor:
+    """Per row of ``rows`` (hinted completions): the mean per-token log-ratio
+    log pi(y | q, hint) - log pi(y | q), the first from the sampling log-probs, the second from a
+    forward pass under the question alone. Large: the completion leans on the hint (copied
+    from it), and training it under the hinted prompt teaches little for the hint-free one
+    (the "hint reliance" of HiLL, arXiv 2604.00698). Empty ``rows``: an empty tensor."""
+    rows = list(rows)
+    if not rows:
+        return torch.zeros(0)
+    plain = policy.encode_prompts([batch.problems[int(batch.group[r])].question for r in rows])
+    ids, mask = left_pad(plain, policy.pad_id)
+    idx = torch.tensor(rows, dtype=torch.long)
+    cm = batch.completion_mask[idx]
+    args = [t.to(policy.device) for t in trim_padding(ids, mask, batch.completion_ids[idx], cm)]
+    width = args[2].shape[1]
+    lp_plain = policy.logprobs(*args, temperature=temperature).float().cpu()
+    cm = cm[:, :width].float()
+    diff = (batch.old_logp[idx, :width].float() - lp_plain) * cm
+    return diff.sum(-1) / cm.sum(-1).clamp(min=1)
+
+
+def nudge_metrics(policy: Policy, batch: RolloutBatch, *, temperature: float = 1.0) -> dict:
+    """What the nudging produced this step: ``hinted_successes`` (hinted rows that passed) and
+    their mean ``hint_reliance`` (:func:`hint_reliance`; None without hinted successes)."""
+    ok = (batch.hinted & batch.correct).nonzero().flatten().tolist()
+    rel = hint_reliance(policy, batch, ok, temperature=temperature)
+    return {"hinted_successes": len(ok),
+            "hint_reliance": float(rel.mean()) if len(ok) else None}

@@ -474,7 +474,6 @@ class CategoricalPolicy(ModulePolicy):
 
     def encode_prompts(self, prompts):
         """``p<i>`` -> [i]; ``p<i>|<hint>`` -> [i, P + t1, P + t2, ...] for the hint's tokens."""
-
         n_p, k = self.net.task.n_problems, self.net.task.n_answers
         out = []
         for p in prompts:

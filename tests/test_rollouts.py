@@ -106,3 +106,57 @@ def test_length_buckets_cover_every_row_once_and_minimise_padded_work():
                for k in range(len(order)) for cuts in itertools.combinations(range(1, 12), k))
     got = length_buckets([lengths[i] for i in sub], [keys[i] for i in sub], [65] * 12, 12)
     assert sum(cost([sub[i] for i in b]) for b in got) == best
+
+
+def test_hint_reliance_is_the_mean_per_token_log_ratio_by_hand():
+    """hint_reliance = mean over a completion's tokens of log pi(y|q,h) - log pi(y|q). On the
+    table toy only the answer token depends on the hint, through the learned table U: the
+    expected value is that token's log-ratio, from the policy's own logits, over the length."""
+    from nudgelib.rollouts import hint_reliance, nudge_metrics
+    from nudgelib.toy import hint_vocab_size, toy_hint_tokens, toy_table_hint
+
+    task = ToyTask.make({"easy": 2, "hard": 2}, seed=0)
+    net = ToyPolicy(task, max_len=3)
+    with torch.no_grad():
+        net.U.normal_(generator=torch.Generator().manual_seed(0))
+    pol = CategoricalPolicy(net)
+    probs = toy_problems(task)
+    hints = [toy_table_hint(p, "abstract") for p in probs]
+    batch = collect_rollouts(pol, probs, ExactMatchScorer(), group_size=4, max_new_tokens=3,
+                             generator=torch.Generator().manual_seed(1), hints=hints)
+    rows = list(range(len(batch)))
+    got = hint_reliance(pol, batch, rows)
+    K = task.n_answers
+    for r in rows:
+        g = int(batch.group[r])
+        p = torch.tensor([int(probs[g].question[1:])])
+        hv = torch.zeros(1, hint_vocab_size(K))
+        hv[0, toy_hint_tokens(hints[g], K)] = 1
+        a = int(batch.completion_ids[r, 0])
+        with torch.no_grad():
+            ratio = (torch.log_softmax(net.answer_logits(p, hv), -1)[0, a]
+                     - torch.log_softmax(net.answer_logits(p), -1)[0, a])
+        n = int(batch.completion_mask[r].sum())
+        assert float(got[r]) == pytest.approx(float(ratio) / n, abs=1e-5), r
+    assert got.abs().max() > 0.05  # the hints do move the answer's probability
+    m = nudge_metrics(pol, batch)
+    ok = (batch.hinted & batch.correct).nonzero().flatten()
+    assert m["hinted_successes"] == len(ok)
+    assert m["hint_reliance"] == pytest.approx(float(got[ok].mean()) if len(ok) else None)
+    assert hint_reliance(pol, batch, []).numel() == 0
+
+
+def test_answer_shapes_by_hand():
+    from nudgelib.tasks.arithmetic import answer_shape, answer_shape_shares
+
+    cases = {"17": "number", " 17.\nmore": "number", "9 + 8 = 17": "one_step",
+             "3 * 4 = 12": "one_step", "3 + 6 + 8 = 17": "several_steps",
+             "3 + 6 = 9, 9 + 8 = 17": "several_steps", "The answer is 17": "other",
+             "= 1": "other", "": "other", "  \n\n5": "number"}
+    for text, shape in cases.items():
+        assert answer_shape(text) == shape, text
+    shares = answer_shape_shares(["17", "9 + 8 = 17", "9 + 8 = 17", "x"])
+    assert shares == {"format_number": 0.25, "format_one_step": 0.5,
+                      "format_several_steps": 0.0, "format_other": 0.25}
+    assert answer_shape_shares([]) == {}
+    assert answer_shape("1 + " * 100_000) == "other"  # bounded: only 200 characters are read

@@ -230,6 +230,8 @@ def evaluate_policy(cfg: LMNuRLConfig, policy, train, heldout: dict, scorer, see
 
 
 CURVE_COLUMNS = ("step", "stage", "reward_mean", "pass_rate", "frac_zero_std", "frac_nudged",
+                 "hinted_successes", "hint_reliance", "format_number", "format_one_step",
+                 "format_several_steps",
                  "hinted_pass_rate", "learnable_ratio", "n_problems", "t_sample", "t_train")
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -149,3 +150,39 @@ def tier_of(problem: Problem) -> str:
     if problem.source != SOURCE or problem.subject not in TIERS:
         raise ValueError(f"problem {problem.id!r} is not an arithmetic problem")
     return problem.subject
+
+
+# ----------------------------------------------------------------------------- answer shapes
+
+ANSWER_SHAPES = ("number", "one_step", "several_steps", "other")
+"""How a completion's first line states its answer: a bare number (``17``), one written step
+(``9 + 8 = 17``), several steps (``3 + 6 + 8 = 17``, ``3 + 6 = 9, 9 + 8 = 17``) or anything
+else. A hinted success copied from a partial-step hint has the one-step shape; a learned
+decomposition shows as several steps on hint-free prompts."""
+
+_NUMBER_LINE = re.compile(r"\s*-?\d+(?:\.\d+)?\s*\.?\s*")
+_OPERATOR = re.compile(r"(?<=[\d\s)])[-+*/×x](?=[\s\d(])")
+
+
+def answer_shape(text: str) -> str:
+    """The :data:`ANSWER_SHAPES` label of a completion, read from its first non-empty line
+    (bounded: at most 200 characters are looked at)."""
+    line = next((ln for ln in text[:200].splitlines() if ln.strip()), "")
+    if _NUMBER_LINE.fullmatch(line):
+        return "number"
+    if "=" not in line:
+        return "other"
+    ops = len(_OPERATOR.findall(line))
+    steps = max(line.count("="), 1)
+    if ops == 1 and steps == 1:
+        return "one_step"
+    return "several_steps" if ops >= 2 else "other"
+
+
+def answer_shape_shares(texts) -> dict[str, float]:
+    """``format_<shape>``: the share of ``texts`` of each answer shape (empty: no keys)."""
+    texts = list(texts)
+    if not texts:
+        return {}
+    shapes = [answer_shape(t) for t in texts]
+    return {f"format_{s}": shapes.count(s) / len(shapes) for s in ANSWER_SHAPES}

@@ -21,18 +21,21 @@ from torch import Tensor
 from nudgelib.core.advantages import compute_advantages
 from nudgelib.core.losses import microbatch_scale, policy_loss
 from nudgelib.nudging import Nudger, SamplingContext
-from nudgelib.rollouts import RolloutBatch, micro_batches, trim_padding
+from nudgelib.rollouts import RolloutBatch, micro_batches, nudge_metrics, trim_padding
+from nudgelib.tasks.arithmetic import answer_shape_shares
 from nudgelib.training.config import TrainConfig
 
 
 @dataclass
 class StepResult:
     """What one step produced: the batch it trained on, its advantages, the hint-free metrics
-    taken before nudging, the loss statistics, the rows a strategy sampled again, timings."""
+    taken before nudging, what the nudge produced (hinted successes, their hint reliance), the
+    loss statistics, the rows a strategy sampled again, timings."""
 
     batch: RolloutBatch
     advantages: Tensor
     plain: dict
+    nudged: dict
     loss: dict
     rows_resampled: int
     seconds: dict
@@ -53,6 +56,7 @@ def train_step(policy, optimizer, scheduler, cfg: TrainConfig, problems, ctx: Sa
     before = ctx.rows_sampled
     if nudger is not None:
         batch = nudger.nudge(batch, ctx)
+    nudged = nudge_metrics(policy, batch, temperature=cfg.temperature) if nudger else {}
     t2 = time.time()
     # 4. advantages over each (possibly mixed hinted / hint-free) group
     if nudger is not None and nudger.sets_advantages:
@@ -63,7 +67,7 @@ def train_step(policy, optimizer, scheduler, cfg: TrainConfig, problems, ctx: Sa
     batch.advantages = adv  # kept on the batch for the views (dashboard, callbacks)
     # 5-6. the policy loss over micro-batches, then one optimizer step
     loss = update(policy, optimizer, scheduler, cfg, batch, adv, nudger)
-    return StepResult(batch, adv, plain, loss, ctx.rows_sampled - before,
+    return StepResult(batch, adv, plain, nudged, loss, ctx.rows_sampled - before,
                       {"sample": t1 - t0, "resample": t2 - t1, "train": time.time() - t2})
 
 
@@ -81,6 +85,7 @@ def plain_metrics(batch: RolloutBatch) -> dict:
     for lv in sorted({lv for lv in levels if lv is not None}):
         sel = torch.tensor([x == lv for x in levels])
         out[f"pass_rate_L{lv}"] = float(correct[sel].mean())
+    out.update(answer_shape_shares(t for t, p in zip(batch.texts, plain.tolist()) if p))
     return out
 
 

@@ -217,6 +217,7 @@ class Trainer:
             "missing_hints": self._missing_hints() - missed,  # 0/G groups with no hint to give
             "hinted_pass_rate": float(batch.correct[hinted].float().mean()) if hinted.any()
             else None,
+            **out.nudged,
             "adv_abs_mean": float(out.advantages.abs().mean()),
             "len_mean": float(batch.lengths.float().mean()),
             "truncated_frac": float(batch.truncated.float().mean()),

@@ -220,6 +220,9 @@ class TrainingDashboard:
                  f"reward {fmt('reward_mean')}", f"pass rate {fmt('pass_rate')}",
                  f"zero-variance groups {fmt('frac_zero_std', 2)}",
                  f"nudged {fmt('frac_nudged', 2)}"]
+        if r.get("hinted_successes") is not None:
+            parts.append(f"hinted successes {r['hinted_successes']}, hint reliance "
+                         f"{fmt('hint_reliance', 2)} nats/token")
         if _finite(r.get("t_sample")) and _finite(r.get("t_train")):
             parts.append(f"{r['t_sample'] + r['t_train']:.1f} s/step")
         return " · ".join(parts)
@@ -230,9 +233,10 @@ class TrainingDashboard:
         from plotly.subplots import make_subplots
 
         fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.09,
+                            specs=[[{}, {"secondary_y": True}], [{}, {}]],
                             subplot_titles=("reward and pass rates", "groups: zero-variance, "
-                                            "nudged, learnable", "pass-rate distribution "
-                                            "(hint-free, per prompt)",
+                                            "nudged, learnable; hint reliance",
+                                            "pass-rate distribution (hint-free, per prompt)",
                                             "advantages, latest step"))
         for key, name in (("reward_mean", "reward"), ("pass_rate", "pass rate (hint-free)"),
                           ("hinted_pass_rate", "pass rate (hinted)"),
@@ -247,6 +251,13 @@ class TrainingDashboard:
             if x:
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name,
                                          legendgroup="2"), row=1, col=2)
+        x, y = self.series("hint_reliance")  # nats per token: its own axis, on the right
+        if x:
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="hint reliance (nats)",
+                                     line=dict(dash="dot"), legendgroup="2"),
+                          row=1, col=2, secondary_y=True)
+            fig.update_yaxes(title_text="log π(y|q,h) − log π(y|q)", row=1, col=2,
+                             secondary_y=True)
         for r in self.rows:
             if r.get("stage_switch"):
                 for col in (1, 2):

@@ -269,13 +269,17 @@ def test_plateau_switch_happens_where_the_logged_metric_says(tmp_path):
     assert df["stage"].tolist() == [1] * fired_at + [2] * (12 - fired_at)
 
 
-@pytest.mark.parametrize("name", ["scaf", "nudgerl", "always"])
+@pytest.mark.parametrize("name", ["nurl", "scaf", "nudgerl", "always"])
 def test_each_strategy_trains_through_the_trainer(name):
     cfg = get_train_config("toy-table", nudging=name, seed=2)
     tr = Trainer(cfg, progress=False)
     before = [p.detach().clone() for p in tr.params]
     df = tr.train(until_step=2)
     assert df["frac_nudged"].max() > 0
+    # what the nudge produced is logged per step: hinted successes and their hint reliance
+    assert (df["hinted_successes"] >= 0).all() and df["hinted_successes"].max() > 0
+    ok = df["hinted_successes"] > 0
+    assert df.loc[ok, "hint_reliance"].notna().all() and df.loc[~ok, "hint_reliance"].isna().all()
     assert any(not torch.equal(a, p.detach()) for a, p in zip(before, tr.params))
     if name == "always":
         assert (df["frac_nudged"] == 1).all() and df["pass_rate"].isna().all()
