@@ -85,7 +85,7 @@ _FORK_CHANGES = _RESUMABLE_CHANGES | {
     "name", "nudging", "hint_type", "condition_on", "hint_bank", "nudging_options",
     "hint_explanation_tokens", "hint_tokens", "stage1", "stage1_steps", "plateau_metric",
     "plateau_patience", "plateau_window", "plateau_min_delta", "drop_solved_samples",
-    "val_every", "n_val_problems", "val_samples"}
+    "val_every", "n_val_problems", "val_samples", "surrogate", "seed"}
 FORK_FILE = "fork.json"
 ADAPTER = "adapter"
 
@@ -279,11 +279,12 @@ class Trainer:
         fired = feed_plateau_detectors(self.detectors, row)
         return fired or bool(cfg.stage1_steps and self.step >= cfg.stage1_steps)
 
-    def enter_stage_two(self) -> dict:
-        """Drop the problems the policy solves n/n (hint-free), then switch nudging on."""
+    def enter_stage_two(self, *, drop: bool = True) -> dict:
+        """Drop the problems the policy solves n/n (hint-free; ``drop=False``: keep the set,
+        e.g. a pool computed at a fork), then switch nudging on."""
         cfg = self.cfg
         dropped = 0
-        if cfg.drop_solved_samples:
+        if drop and cfg.drop_solved_samples:
             kept, _ = drop_solved(self.policy, self.problems, self.scorer,
                                   n_samples=cfg.drop_solved_samples,
                                   temperature=cfg.temperature, top_p=cfg.top_p,
@@ -437,21 +438,43 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def fork_from(self, checkpoint: str | os.PathLike) -> dict:
+    def fork_from(self, checkpoint: str | os.PathLike, *,
+                  pool: Sequence[Problem] | None = None) -> dict:
         """Start this run from another run's checkpoint: NuRL from the GRPO checkpoint at its
         plateau (docs/method.md §2.4). The policy, optimizer, scheduler, step, RNG states and data
         order are taken over; only what happens from now on may differ from the source's
-        config (nudging, stages, validation). The source's metrics up to that step become this
-        run's history. With nudging on, stage 2 begins at once: the problems solved n/n are
-        dropped and hints switch on. Returns what happened (also saved as ``fork.json``)."""
+        config (nudging, stages, validation, the surrogate, the seed). The source's metrics up
+        to that step become this run's history. With nudging on, stage 2 begins at once: the
+        problems solved n/n are dropped and hints switch on.
+
+        ``pool``: the problems to train on from now on, computed once at the fork and shared by
+        several forks (then nothing is dropped here, and a run without nudging trains on the
+        same pool: the control of a forked comparison). A ``seed`` other than the source's
+        re-seeds sampling and the data order from the fork on (forks that differ only in their
+        seed). Returns what happened (also saved as ``fork.json``)."""
         path = Path(checkpoint)
         self.load_checkpoint(path, fork=True)
         info = {"forked_from": str(path), "step": self.step}
+        source_seed = json.loads((path / "config.json").read_text()).get("seed")
+        if source_seed != self.cfg.seed:
+            self.sample_rng.manual_seed(self.cfg.seed)
+            torch.manual_seed(self.cfg.seed)
+            info["reseeded"] = self.cfg.seed
         self.stage, self.stage_switch_step = 1, None
+        if pool is not None:
+            by_id = {p.id: p for p in self.all_problems}
+            unknown = [p.id for p in pool if p.id not in by_id]
+            if unknown or not pool:
+                raise ConfigError(f"fork_from pool: {len(pool)} problem(s), "
+                                  f"{unknown[:3] or 'none'} not in this run's training set; "
+                                  f"expected a non-empty subset of it")
+            self.problems = [by_id[p.id] for p in pool]
+            self.epoch, self.cursor = self.epoch + 1, 0  # a fresh order over the pool
+            info["pool"] = len(self.problems)
         if self.nudger is not None:
-            info.update(self.enter_stage_two())
+            info.update(self.enter_stage_two(drop=pool is None))
         if self.out is not None:
-            (self.out / FORK_FILE).write_text(json.dumps(info, indent=1))
+            write_atomic(self.out / FORK_FILE, json.dumps(info, indent=1))
         self.fork_info = info
         return info
 

@@ -15,6 +15,7 @@ from nudgelib.core.losses import aggregate, microbatch_scale
 from nudgelib.nudging import NuRL
 from nudgelib.rollouts import evaluate_pass_counts
 from nudgelib.tasks.addition import addition_problems
+from nudgelib.tasks.problems import Problem
 from nudgelib.tasks.rewards import ExactMatchScorer
 from nudgelib.training.build import build_policy
 from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
@@ -432,6 +433,38 @@ def test_fork_from_a_grpo_checkpoint_equals_the_two_stage_run(tmp_path):
     # a fork may change what happens next, never what the state was made of
     with pytest.raises(ConfigError, match="cannot fork from .*lr"):
         Trainer(_table(lr=0.5), progress=False).fork_from(complete_checkpoints(tmp_path / "grpo")[1])
+
+
+def test_forks_share_one_pool_and_a_new_seed_reseeds_sampling(tmp_path):
+    """A forked comparison: one pool computed once at the fork, given to a GRPO control and a
+    NuRL arm (nothing is dropped again; the control trains on the same pool); with the same
+    seed both draw the same hint-free samples at the first step after the fork (common random
+    numbers), and a fork with another seed draws others."""
+    grpo_cfg = get_train_config("toy-table", seed=1, save_every=1, keep_checkpoints=0)
+    Trainer(grpo_cfg, tmp_path / "grpo", progress=False).train(until_step=2)
+    ckpt = complete_checkpoints(tmp_path / "grpo")[-1]
+    problems = Trainer(grpo_cfg, progress=False).problems
+    pool = problems[::2]
+    arms = {}
+    for name, cfg in {"control": get_train_config("toy-table", seed=1),
+                      "nurl": _table(), "control_s7": get_train_config("toy-table", seed=7)
+                      }.items():
+        tr = Trainer(cfg, tmp_path / name, progress=False, problems=problems)
+        info = tr.fork_from(ckpt, pool=pool)
+        assert info["pool"] == len(pool) and [p.id for p in tr.problems] == [p.id for p in pool]
+        assert info.get("dropped_solved", 0) == 0  # the shared pool, not a new drop
+        assert info.get("reseeded") == (7 if name == "control_s7" else None)
+        tr.train(until_step=3)
+        assert all(pid in {p.id for p in pool} for pid in [p.id for p in tr.last_batch.problems])
+        arms[name] = tr
+    assert arms["control"].stage == 1 and arms["nurl"].stage == 2
+    row = {n: t.rows[-1] for n, t in arms.items()}
+    assert row["control"]["pass_rate"] == row["nurl"]["pass_rate"]  # same draws before nudging
+    a, b = arms["control"].last_batch, arms["control_s7"].last_batch
+    assert not torch.equal(a.completion_ids, b.completion_ids) or a.problems != b.problems
+    with pytest.raises(ConfigError, match="fork_from pool"):
+        Trainer(_table(), progress=False, problems=problems).fork_from(
+            ckpt, pool=[Problem(id="nope", question="p0", answer="1")])
 
 
 def test_grpo_then_nurl_pipeline_switches_at_the_cap_and_exports_both_adapters(tmp_path):
