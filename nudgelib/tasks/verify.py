@@ -102,9 +102,12 @@ BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$\\{}]+)")
 """A ``\\boxed{`` / ``\\fbox{`` (group 1: its opening brace; see :func:`matching_braces`) or a
 brace-less ``\\boxed 42`` (group 2: the answer)."""
 _BRACE = re.compile(r"\\\\|\\[{}]|[{}]")
-_GSM8K = re.compile(r"####[ \t]*([^\s#][^\n]*?)[ \t]*$", re.M)
+# Both patterns are unambiguous (no two adjacent quantifiers can share a character), so a
+# failed match backtracks linearly: "(?:\*\*)?\s*" after "\s*" once made a long run of spaces
+# quadratic, and a lazy answer followed by "[ \t]*$" did the same to "#### 1" and spaces.
+_GSM8K = re.compile(r"####[ \t]*([^\s#][^\n]*)")  # trailing blanks: stripped by the caller
 _PHRASE = re.compile(
-    r"\banswer\s*(?:\*\*)?\s*(?:is\b|:|=)\s*(?:\*\*)?\s*([^\n]{1,200})",
+    r"\banswer\s*(?:\*\*\s*)?(?:is\b|:|=)\s*(?:\*\*\s*)?([^\n]{1,200})",
     re.I,
 )
 

@@ -298,3 +298,33 @@ def test_load_does_not_turn_correct_answers_into_timeouts():
     res = V.verify_batch(golds, comps, timeout=0.5, workers=8)
     assert [r.reason for r in res[1::2]] == ["correct"] * 8
     assert all(r.reason == "timeout" for r in res[0::2]), [r.reason for r in res[0::2]]
+
+
+@pytest.mark.parametrize("text", [
+    "The answer" + " " * 99_000,  # was quadratic: 129.8 s at 10^5 (two adjacent \s*)
+    "the answer is" + "\n" * 99_000,
+    "answer **" + " " * 99_000 + "x",
+    "#### 1" + " " * 99_000 + "x",  # was quadratic: a lazy answer before [ \t]*$
+    ("#### 1" + " \t" * 5_000 + "x\n") * 9,
+    "\\boxed" + " " * 99_000,
+])
+def test_answer_extraction_is_linear_on_long_blank_runs(text):
+    """Hostile completions of ~10^5 characters: extraction takes milliseconds (each of these
+    took 16-130 s before its pattern was made unambiguous), and a 10^6-character one is cut to
+    the last MAX_TEXT_CHARS first."""
+    import time
+
+    t0 = time.perf_counter()
+    V.extract_answer(text)
+    V.extract_answer(text * 10)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_unambiguous_patterns_extract_what_they_did():
+    assert V.extract_answer("so #### 1,234  \t\nmore") == "1,234"
+    assert V.extract_answer("#### 7\n#### 8   ") == "8"
+    assert V.extract_answer("#### 1" + " " * 50 + "x") == "1" + " " * 50 + "x"
+    assert V.extract_answer("The answer is **42**.") == "42"
+    assert V.extract_answer("final answer:   ** $\\frac{1}{2}$ **") == "\\frac{1}{2}"
+    assert V.extract_answer("answer = 5") == "5"
+    assert V.extract_answer("the answer is\n\n") is None
