@@ -275,6 +275,11 @@ def grpo_config(cfg, output_dir: str, *, max_steps: int, num_processes: int = 1,
         save_steps=cfg.save_every or max_steps, save_total_limit=cfg.keep_checkpoints or None,
         report_to="none", disable_dropout=True,
     )
+    if "use_bias_correction_kl" in GRPOConfig.__dataclass_fields__:
+        # TRL 1.16 multiplies the KL term by the importance ratio by default; nudgelib's KL
+        # (nudgelib.core.losses.kl_penalty) is not ratio-weighted, so the two paths match only
+        # with it off (it changes nothing while kl_beta = 0)
+        kw["use_bias_correction_kl"] = False
     kw.update(overrides)
     return GRPOConfig(**kw)
 

@@ -74,6 +74,9 @@ def test_grpo_config_maps_a_preset_and_names_fields_trl_cannot_express(tmp_path)
                                            aggregation="seq_mean_token_sum_norm"),
                         tmp_path, max_steps=1)
     assert (dr.loss_type, dr.scale_rewards) == ("dr_grpo", "none")
+    # nudgelib's KL is not weighted by the importance ratio; TRL >= 1.16 weights it by default
+    kl = nt.grpo_config(cfg.with_overrides(kl_beta=0.04), tmp_path, max_steps=1)
+    assert kl.beta == 0.04 and getattr(kl, "use_bias_correction_kl", False) is False
     for field, value in (("aggregation", "token_sum"), ("estimator", "rloo"),
                          ("stage1", "plateau")):
         with pytest.raises(ConfigError, match=f"TrainConfig.{field}="):
