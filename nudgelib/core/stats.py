@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["T80", "T95", "VERDICTS", "bootstrap_ci", "judge", "mde", "mean_ci", "pass_at_k",
            "pass_at_k_curve", "per_problem_pass_at_k", "power_of_two_ks", "t80", "t95",
-           "verdict"]
+           "t_quantile", "verdict"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -102,13 +102,40 @@ def t95(df: int) -> float:
     return T95[max(d for d in T95 if d <= df)]
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): a 95 % t-interval over independent runs (seeds)."""
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with ``df`` degrees of freedom, 0.5 < q < 1: bisection on
+    the CDF, itself Simpson's rule over the density (no SciPy; agrees with the tables above to
+    1e-3)."""
+    if not 0.5 < q < 1 or not isinstance(df, int) or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < q < 1 and df >= 1, got q={q!r}, df={df!r}")
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+
+    def cdf(x: float) -> float:
+        t = np.linspace(0.0, x, 4001)
+        f = c * (1 + t * t / df) ** (-(df + 1) / 2)
+        h = x / 4000
+        return 0.5 + h / 3 * float(f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < q:
+        lo, hi = hi, 2 * hi
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): a t-interval over independent runs (seeds), 95 % by default (from the
+    table :data:`T95`); another ``level`` (e.g. 0.975 for two comparisons, Bonferroni) from
+    :func:`t_quantile`."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or len(x) < 2:
         raise ValueError(f"mean_ci needs >= 2 values (seeds), got {len(np.atleast_1d(x))}")
     m = float(x.mean())
-    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    df = len(x) - 1
+    t = t95(df) if level == 0.95 else t_quantile(1 - (1 - level) / 2, df)
+    half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
     return m, m - half, m + half
 
 
@@ -128,16 +155,18 @@ def t80(df: int) -> float:
     return T80[max(d for d in T80 if d <= df)]
 
 
-def mde(values: Sequence[float]) -> float:
+def mde(values: Sequence[float], level: float = 0.95) -> float:
     """The minimum detectable effect of a paired t-test on ``values`` (differences a - b, one
     per independent unit: seeds, or problems of one seed): the true mean difference that a
-    two-sided 5 % test detects with 80 % power, (t_0.975 + t_0.80) x sd / sqrt(n), with df n - 1
-    (the usual approximation with the sample sd)."""
+    two-sided test at ``1 - level`` (5 % by default) detects with 80 % power,
+    (t_(1+level)/2 + t_0.80) x sd / sqrt(n), with df n - 1 (the usual approximation with the
+    sample sd)."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or len(x) < 2:
         raise ValueError(f"mde needs >= 2 values, got {len(np.atleast_1d(x))}")
     df = len(x) - 1
-    return (t95(df) + t80(df)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    t = t95(df) if level == 0.95 else t_quantile(1 - (1 - level) / 2, df)
+    return (t + t80(df)) * float(x.std(ddof=1)) / math.sqrt(len(x))
 
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
@@ -168,9 +197,13 @@ def verdict(relation: str, lo: float, hi: float, margin: float) -> str:
     raise ValueError(f"relation must be '>', '<' or '<=', got {relation!r}")
 
 
-def judge(relation: str, diffs: Sequence[float], margin: float) -> dict:
-    """A claim judged on its paired differences: ``diff`` (mean), ``diff_ci95`` (95 %
-    t-interval), ``mde`` (80 % power), ``margin`` and ``verdict`` (:func:`verdict`)."""
-    m, lo, hi = mean_ci(diffs)
-    return {"diff": m, "diff_ci95": [lo, hi], "mde": mde(diffs), "margin": float(margin),
-            "verdict": verdict(relation, lo, hi, margin)}
+def judge(relation: str, diffs: Sequence[float], margin: float, *,
+          comparisons: int = 1) -> dict:
+    """A claim judged on its paired differences: ``diff`` (mean), ``diff_ci95`` (t-interval,
+    95 % or, for one of ``comparisons`` pre-registered comparisons, Bonferroni's
+    1 - 0.05 / comparisons), ``mde`` (80 % power at that level), ``margin`` and ``verdict``
+    (:func:`verdict`)."""
+    level = 1 - 0.05 / comparisons
+    m, lo, hi = mean_ci(diffs, level)
+    return {"diff": m, "diff_ci95": [lo, hi], "mde": mde(diffs, level), "margin": float(margin),
+            "level": level, "verdict": verdict(relation, lo, hi, margin)}

@@ -96,6 +96,5 @@ def drop_solved(policy, problems: Sequence[Problem], scorer, *, n_samples: int =
                 **sampling) -> tuple[list[Problem], list[int]]:
     """Between the stages (docs/method.md §2.4): sample ``n_samples`` hint-free rollouts per problem
     and drop the problems solved n/n. Returns (kept problems, pass counts of all)."""
-
     counts = evaluate_pass_counts(policy, problems, scorer, n_samples=n_samples, **sampling)
     return [p for p, c in zip(problems, counts) if c < n_samples], counts

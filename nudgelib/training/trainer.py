@@ -526,14 +526,15 @@ def resume_or_start(cfg: TrainConfig, out_dir: str | os.PathLike, **kwargs) -> T
 
 
 def resume_or_fork(cfg: TrainConfig, out_dir: str | os.PathLike,
-                   checkpoint: str | os.PathLike, **kwargs) -> Trainer:
+                   checkpoint: str | os.PathLike, *, pool: Sequence[Problem] | None = None,
+                   **kwargs) -> Trainer:
     """A Trainer for ``out_dir`` that continues its own last checkpoint if it has one, else
     starts by forking from ``checkpoint`` (:meth:`Trainer.fork_from`; ``trainer.fork_info``
-    says what the fork did). ``kwargs`` go to :class:`Trainer`."""
+    says what the fork did; ``pool``: see there). ``kwargs`` go to :class:`Trainer`."""
     if complete_checkpoints(out_dir):
         return resume_or_start(cfg, out_dir, **kwargs)
     trainer = Trainer(cfg, out_dir, warm=False, **kwargs)
-    trainer.fork_from(checkpoint)
+    trainer.fork_from(checkpoint, pool=pool)
     return trainer
 
 

@@ -1,0 +1,326 @@
+"""Can a hint teach SmolLM2-135M what it cannot find alone? NuRL against a control on the same
+data, forked from one GRPO run (design v3 of the real-model experiment).
+
+    python -m nudgelib.experiments.lm_fork --fast --out FILE.json            # CI, < 3 min
+    python -m nudgelib.experiments.lm_fork --pilot --out pilot.json          # exploration
+    python -m nudgelib.experiments.lm_fork --out data/results/lm_fork.json   # confirmatory
+
+The design (docs/method.md §5; every value below is :class:`ForkConfig`'s default, fixed before
+the confirmatory run):
+
+1. **Stage 1, shared.** One GRPO run (``stage1_seed``) on the training problems for
+   ``switch_step`` steps: the switch is fixed in advance (the plateau rule never fired by step
+   15 in the earlier runs).
+2. **The fork.** The problems the stage-1 model solves ``drop_samples``/``drop_samples`` are
+   dropped once; the pool that is left is every arm's and every seed's training set. The
+   stage-1 model is evaluated once on the held-out problems (the boundary: which problems it
+   never solves).
+3. **Stage 2.** For each of ``seeds`` (re-seeding sampling and data order after the fork) and
+   each arm, ``stage2_updates`` updates from the fork's checkpoint on the pool:
+
+   ==============  ==========================================================================
+   arm             stage 2
+   ==============  ==========================================================================
+   control         GRPO on the pool, no hints: the same data as the NuRL arms
+   nurl_hinted     NuRL as published: hinted rollouts scored under the hinted prompt, PPO-clip
+   nurl_original   NuRL whose hinted rollouts are trained under the original prompt with a
+                   ratio-free surrogate (``condition_on="original"``, ``surrogate="reinforce"``)
+   sft_grpo        ``sft_updates`` supervised updates on the pool's chain problems' solutions
+                   written in one line (``a + b + c = s``), then GRPO for the remaining updates
+   ==============  ==========================================================================
+
+4. **Evaluation, hint-free**, of every (arm, seed): the held-out chain problems with
+   ``eval_samples`` samples each (primary: pass@``k_primary`` and pass@1), the other tiers with
+   ``regression_samples`` (a regression check) and the pool's chain problems with
+   ``learnable_samples`` (the learnable share).
+5. **Claims** (:data:`CLAIMS`): each arm against the control, paired over (seed, problem) with a
+   t-interval over seed means, Bonferroni-adjusted over the ``len(CLAIMS)`` primary comparisons,
+   judged by :func:`nudgelib.core.stats.judge` with the margins of :data:`MARGINS`; boundary
+   crossing (the share of held-out chain problems the fork model solves 0/n that the arm solves
+   at least once) as a secondary endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nudgelib.core.checks import check_fields
+from nudgelib.core.stats import judge, per_problem_pass_at_k
+from nudgelib.experiments.toy_nurl import save_results
+from nudgelib.policies.base import left_pad
+from nudgelib.rollouts import evaluate_pass_counts
+from nudgelib.tasks.arithmetic import arithmetic_problems
+from nudgelib.training.build import build_scorer
+from nudgelib.training.config import get_train_config
+from nudgelib.training.stages import drop_solved
+from nudgelib.training.trainer import Trainer, resume_or_fork, resume_or_start
+
+ARMS: dict[str, dict] = {
+    "control": {"nudging": "none"},
+    "nurl_hinted": {"nudging": "nurl", "condition_on": "hinted", "surrogate": "ppo_clip"},
+    "nurl_original": {"nudging": "nurl", "condition_on": "original", "surrogate": "reinforce"},
+    "sft_grpo": {"nudging": "none"},
+}
+"""Arm -> TrainConfig overrides of stage 2 (``sft_grpo`` adds its supervised updates first)."""
+
+CLAIMS = [
+    # (id, claim, arm a, arm b, metric, relation)
+    ("hinted_upper", "NuRL as published raises the hint-free pass@k of held-out hard problems "
+     "above the control", "nurl_hinted", "control", "chain@k", ">"),
+    ("original_upper", "NuRL trained under the original prompt raises it above the control",
+     "nurl_original", "control", "chain@k", ">"),
+    ("sft_upper", "A supervised warm start on worked solutions raises it above the control",
+     "sft_grpo", "control", "chain@k", ">"),
+    ("hinted_pass1", "NuRL as published raises held-out hard pass@1 above the control",
+     "nurl_hinted", "control", "chain@1", ">"),
+    ("original_pass1", "NuRL trained under the original prompt raises held-out hard pass@1",
+     "nurl_original", "control", "chain@1", ">"),
+]
+"""The pre-registered comparisons (each arm against the control on the same pool)."""
+
+MARGINS = {"hinted_upper": 0.06, "original_upper": 0.06, "sft_upper": 0.06,
+           "hinted_pass1": 0.008, "original_pass1": 0.008}
+"""The smallest effects that count: the paper's smallest pass@1024 gain (GPQA +6.1 points) for
+the upper bound, its smallest pass@1 gain (+0.8 points) for pass@1."""
+
+
+@dataclass
+class ForkConfig:
+    """The design; ``fast()`` is the CI variant, ``pilot()`` the exploration run."""
+
+    train_counts: dict = field(default_factory=lambda: {"sum": 16, "product": 16, "chain": 64})
+    heldout_counts: dict = field(default_factory=lambda: {"sum": 12, "product": 12, "chain": 64})
+    problem_seed: int = 0
+    preset: str = "cpu"
+    stage1_seed: int = 0
+    switch_step: int = 20
+    stage2_updates: int = 14
+    sft_updates: int = 4
+    sft_batch: int = 32
+    seeds: tuple = (20, 21, 22, 23)
+    arms: tuple = tuple(ARMS)
+    drop_samples: int = 8
+    eval_samples: int = 32
+    k_primary: int = 8
+    regression_samples: int = 8
+    learnable_samples: int = 8
+    protocol: str = "confirmatory"
+
+    def __post_init__(self):
+        self.seeds, self.arms = tuple(self.seeds), tuple(self.arms)
+        check_fields(self, positive_int=("switch_step", "stage2_updates", "sft_batch",
+                                         "drop_samples", "eval_samples", "k_primary",
+                                         "regression_samples", "learnable_samples"),
+                     non_negative_int=("sft_updates", "problem_seed", "stage1_seed"),
+                     choices={"protocol": ("confirmatory", "exploration", "ci")})
+        if "control" not in self.arms or any(a not in ARMS for a in self.arms):
+            raise ValueError(f"ForkConfig.arms={list(self.arms)}: some of {list(ARMS)}, "
+                             f"with 'control'")
+        if self.sft_updates >= self.stage2_updates or self.k_primary > self.eval_samples:
+            raise ValueError("ForkConfig: sft_updates < stage2_updates and k_primary <= "
+                             "eval_samples are needed")
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ForkConfig.seeds={list(self.seeds)}: >= 2 distinct seeds")
+
+    @classmethod
+    def fast(cls, **changes) -> ForkConfig:
+        base = dict(train_counts={"sum": 4, "product": 4, "chain": 8},
+                    heldout_counts={"sum": 2, "product": 2, "chain": 6}, switch_step=2,
+                    stage2_updates=2, sft_updates=1, sft_batch=8, seeds=(90, 91),
+                    eval_samples=8, k_primary=4, regression_samples=2, learnable_samples=4,
+                    drop_samples=4, protocol="ci")
+        return cls(**{**base, **changes})
+
+    @classmethod
+    def pilot(cls, **changes) -> ForkConfig:
+        """Exploration on other seeds, smaller: 1 seed pair, 8 stage-2 updates, n = 8."""
+        base = dict(heldout_counts={"sum": 4, "product": 4, "chain": 32}, stage2_updates=8,
+                    sft_updates=2, seeds=(500, 501), eval_samples=8, k_primary=4,
+                    regression_samples=2, learnable_samples=4, protocol="exploration")
+        return cls(**{**base, **changes})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seeds"], d["arms"] = list(self.seeds), list(self.arms)
+        return d
+
+
+def train_config(cfg: ForkConfig, seed: int, arm: str = "control"):
+    return get_train_config(cfg.preset, seed=seed, difficulty_counts=dict(cfg.train_counts),
+                            n_train_problems=sum(cfg.train_counts.values()), save_every=1,
+                            keep_checkpoints=0, drop_solved_samples=cfg.drop_samples,
+                            **ARMS[arm])
+
+
+def sft_pairs(pool) -> list[tuple[str, str]]:
+    """(question, one-line solution) for the pool's chain problems: ``a + b + c = s`` (all
+    operands, then the sum: what the worked solution says, in the 12 tokens of one line)."""
+    out = []
+    for p in pool:
+        if p.subject == "chain":
+            nums = [int(x) for x in p.question.rstrip("?").split("is", 1)[1].split("+")]
+            out.append((p.question, " + ".join(map(str, nums)) + f" = {p.answer}"))
+    return out
+
+
+def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: int) -> list:
+    """``updates`` AdamW steps of the trainer's optimizer on -mean log p(solution + newline |
+    question) over batches of ``pairs`` (the arm's supervised warm start). Returns the losses."""
+    policy, gen = trainer.policy, torch.Generator().manual_seed(seed)
+    tok, losses = policy.tokenizer, []
+    prompts = policy.encode_prompts([q for q, _ in pairs])
+    targets = [tok(t + "\n", add_special_tokens=False).input_ids for _, t in pairs]
+    policy.train_mode(True)
+    for _ in range(updates):
+        idx = torch.randperm(len(pairs), generator=gen)[:batch].tolist()
+        p_ids, p_mask = left_pad([prompts[i] for i in idx], policy.pad_id)
+        width = max(len(targets[i]) for i in idx)
+        c_ids = torch.full((len(idx), width), policy.pad_id, dtype=torch.long)
+        c_mask = torch.zeros(len(idx), width)
+        for j, i in enumerate(idx):
+            c_ids[j, :len(targets[i])] = torch.tensor(targets[i])
+            c_mask[j, :len(targets[i])] = 1
+        dev = policy.device
+        logp = policy.logprobs(p_ids.to(dev), p_mask.to(dev), c_ids.to(dev), c_mask.to(dev))
+        loss = -(logp * c_mask.to(dev)).sum() / c_mask.sum()
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainer.params, trainer.cfg.max_grad_norm)
+        trainer.optimizer.step()
+        losses.append(float(loss.detach()))
+    policy.train_mode(False)
+    return losses
+
+
+def evaluate(cfg: ForkConfig, policy, scorer, heldout: dict, pool, seed: int) -> dict:
+    """Hint-free counts: held-out chain (n = eval_samples), other tiers (regression_samples),
+    the pool's chain problems (learnable_samples)."""
+    gen = torch.Generator().manual_seed(10_007 * (seed + 1))
+    out = {}
+    for tier, probs in heldout.items():
+        n = cfg.eval_samples if tier == "chain" else cfg.regression_samples
+        out[tier] = evaluate_pass_counts(policy, probs, scorer, n_samples=n, max_new_tokens=12,
+                                         generator=gen, prompts_per_call=max(1, 512 // n))
+    chain = [p for p in pool if p.subject == "chain"]
+    out["pool_chain"] = evaluate_pass_counts(policy, chain, scorer,
+                                             n_samples=cfg.learnable_samples, max_new_tokens=12,
+                                             generator=gen) if chain else []
+    return out
+
+
+def run(cfg: ForkConfig, work: Path, *, progress: bool = False) -> dict:
+    t0 = time.time()
+    train = arithmetic_problems(dict(cfg.train_counts), split="train", seed=cfg.problem_seed)
+    heldout = {t: arithmetic_problems({t: n}, split="heldout", seed=cfg.problem_seed)
+               for t, n in cfg.heldout_counts.items() if n}
+    base_cfg = train_config(cfg, cfg.stage1_seed)
+    scorer = build_scorer(base_cfg)
+    stage1 = resume_or_start(base_cfg, work / "stage1", problems=train, progress=progress)
+    stage1.train(until_step=cfg.switch_step)
+    ckpt = stage1.checkpoint_dir(cfg.switch_step)
+    pool, _ = drop_solved(stage1.policy, train, scorer, n_samples=cfg.drop_samples,
+                          max_new_tokens=12, generator=torch.Generator().manual_seed(77))
+    fork_eval = evaluate(cfg, stage1.policy, scorer, heldout, pool, cfg.stage1_seed)
+    res = {"experiment": "lm_fork", "protocol": cfg.protocol, "config": cfg.to_dict(),
+           "pool": [p.id for p in pool], "fork": fork_eval, "stage1_rows": len(stage1.rows),
+           "arms": {}, "sampling": stage1.policy.sampling_info()}
+    stage1.close()
+    del stage1
+    for seed in cfg.seeds:
+        for arm in cfg.arms:
+            acfg = train_config(cfg, seed, arm)
+            tr = resume_or_fork(acfg, work / f"{arm}-{seed}", ckpt, pool=pool, problems=train,
+                                progress=progress)
+            sft = []
+            if arm == "sft_grpo" and tr.step == cfg.switch_step:
+                sft = supervised_updates(tr, sft_pairs(pool), cfg.sft_updates, cfg.sft_batch,
+                                         seed)
+            grpo_steps = cfg.stage2_updates - (cfg.sft_updates if arm == "sft_grpo" else 0)
+            tr.train(until_step=cfg.switch_step + grpo_steps)
+            rows = tr.rows[cfg.switch_step:]
+            res["arms"].setdefault(arm, {})[str(seed)] = {
+                "eval": evaluate(cfg, tr.policy, scorer, heldout, pool, seed),
+                "sft_losses": sft,
+                "curves": {k: [r.get(k) for r in rows] for k in (
+                    "reward_mean", "pass_rate", "frac_nudged", "hinted_successes",
+                    "hint_reliance", "format_number", "format_one_step",
+                    "format_several_steps", "grad_norm")}}
+            tr.close()
+    res["claims"] = claims(res)
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def metric_values(res: dict, arm: str, seed: str, metric: str) -> list[float]:
+    """Per held-out chain problem: pass@k_primary or pass@1 from eval_samples samples."""
+    n = res["config"]["eval_samples"]
+    k = res["config"]["k_primary"] if metric == "chain@k" else 1
+    counts = res["arms"][arm][seed]["eval"]["chain"]
+    return per_problem_pass_at_k([(n, c) for c in counts], [k])[:, 0].tolist()
+
+
+def boundary_crossing(res: dict, arm: str, seed: str) -> float | None:
+    """The share of held-out chain problems the fork model solves 0/n that the arm solves
+    at least once (None: the fork model solves every problem at least once)."""
+    fork = res["fork"]["chain"]
+    mine = res["arms"][arm][seed]["eval"]["chain"]
+    hard = [i for i, c in enumerate(fork) if c == 0]
+    return float(np.mean([mine[i] > 0 for i in hard])) if hard else None
+
+
+def claims(res: dict) -> list[dict]:
+    """Every claim whose arms were run: paired seed-level differences, Bonferroni over
+    :data:`CLAIMS`, with MDE, margin and verdict; boundary crossing beside them."""
+    seeds = [str(s) for s in res["config"]["seeds"]]
+    rows = []
+    for cid, text, a, b, metric, rel in CLAIMS:
+        if a not in res["arms"] or b not in res["arms"]:
+            continue
+        va = [float(np.mean(metric_values(res, a, s, metric))) for s in seeds]
+        vb = [float(np.mean(metric_values(res, b, s, metric))) for s in seeds]
+        cross = [boundary_crossing(res, a, s) for s in seeds]
+        rows.append({"id": cid, "claim": text, "a": a, "b": b, "metric": metric,
+                     "relation": rel, "a_mean": float(np.mean(va)), "b_mean": float(np.mean(vb)),
+                     **judge(rel, [x - y for x, y in zip(va, vb)], MARGINS[cid],
+                             comparisons=len(CLAIMS)),
+                     "boundary_crossing_a": [c for c in cross if c is not None]})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nudgelib.experiments.lm_fork",
+                                 description=__doc__.split("\n")[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--fast", action="store_true", help="the CI sizes (ForkConfig.fast)")
+    g.add_argument("--pilot", action="store_true", help="exploration (ForkConfig.pilot)")
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--work", help="folder for the run folders (kept and resumed)")
+    args = ap.parse_args(argv)
+    cfg = ForkConfig.fast() if args.fast else ForkConfig.pilot() if args.pilot else ForkConfig()
+    tmp = None if args.work else Path(tempfile.mkdtemp(prefix="lm_fork-"))
+    try:
+        res = run(cfg, Path(args.work) if args.work else tmp, progress=not args.fast)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out = save_results(res, args.out)
+    print(f"wrote {out} ({res['seconds']} s, pool {len(res['pool'])} problems)")
+    for c in res["claims"]:
+        lo, hi = c["diff_ci95"]
+        print(f"{c['id']:<16} {c['a']} {c['a_mean']:.3f} vs {c['b']} {c['b_mean']:.3f}: "
+              f"{c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({c['level']:.3f}) MDE {c['mde']:.3f} "
+              f"margin {c['margin']} -> {c['verdict']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

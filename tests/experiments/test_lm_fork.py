@@ -1,0 +1,95 @@
+"""nudgelib.experiments.lm_fork: the forked design's statistics by hand, and its --fast run
+(the run CI executes: every arm forked from one stage-1 checkpoint onto one pool)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nudgelib.core import stats
+from nudgelib.experiments import lm_fork as lf
+
+
+def _res(fork, arms):
+    """A result with held-out chain counts (n = 4, k = 2) per arm and seed."""
+    return {"config": {"seeds": [1, 2], "eval_samples": 4, "k_primary": 2},
+            "fork": {"chain": fork},
+            "arms": {a: {str(s): {"eval": {"chain": c}} for s, c in zip((1, 2), per)}
+                     for a, per in arms.items()}}
+
+
+def test_claims_and_boundary_crossing_by_hand():
+    res = _res([0, 0, 2, 4], {"control": [[0, 0, 2, 4], [0, 1, 2, 4]],
+                              "nurl_hinted": [[1, 0, 2, 4], [2, 2, 2, 4]]})
+    rows = {r["id"]: r for r in lf.claims(res)}
+    assert set(rows) == {"hinted_upper", "hinted_pass1"}  # only the arms that ran
+    # pass@1 per problem = c / 4; seed means: control .375 .4375, nurl .4375 .625
+    p1 = rows["hinted_pass1"]
+    assert p1["a_mean"] == pytest.approx((0.4375 + 0.625) / 2)
+    assert p1["b_mean"] == pytest.approx((0.375 + 0.4375) / 2)
+    diffs = [0.0625, 0.1875]
+    assert p1["diff"] == pytest.approx(np.mean(diffs))
+    # Bonferroni over the five pre-registered comparisons: a 99 % interval, t(1) = 63.657
+    half = 63.657 * np.std(diffs, ddof=1) / np.sqrt(2)
+    assert p1["level"] == pytest.approx(0.99)
+    assert p1["diff_ci95"] == pytest.approx([p1["diff"] - half, p1["diff"] + half], abs=2e-3)
+    assert p1["verdict"] == "inconclusive" and p1["mde"] > half
+    # boundary crossing: the fork model solves problems 0 and 1 never (0/4); seed 1's NuRL
+    # solves problem 0 once -> 1/2; seed 2's solves both -> 1
+    assert lf.boundary_crossing(res, "nurl_hinted", "1") == 0.5
+    assert lf.boundary_crossing(res, "nurl_hinted", "2") == 1.0
+    assert rows["hinted_upper"]["boundary_crossing_a"] == [0.5, 1.0]
+    # pass@2 from n = 4 by the unbiased estimator: c = 1 -> 1 - C(3,2)/C(4,2) = .5
+    assert lf.metric_values(res, "nurl_hinted", "1", "chain@k")[0] == pytest.approx(0.5)
+
+
+def test_sft_pairs_write_the_solution_in_one_line_and_the_design_is_checked():
+    from nudgelib.tasks.arithmetic import arithmetic_problems
+
+    pool = arithmetic_problems({"chain": 3, "sum": 2}, split="train", seed=0)
+    pairs = lf.sft_pairs(pool)
+    assert len(pairs) == 3
+    for (q, t), p in zip(pairs, [p for p in pool if p.subject == "chain"]):
+        nums = [int(x) for x in t.split("=")[0].split("+")]
+        assert q == p.question and sum(nums) == int(p.answer) and t.endswith(f"= {p.answer}")
+    with pytest.raises(ValueError, match="control"):
+        lf.ForkConfig(arms=("nurl_hinted",))
+    with pytest.raises(ValueError, match="ForkConfig.switch_step=0"):
+        lf.ForkConfig(switch_step=0)
+    assert lf.ForkConfig().protocol == "confirmatory" and lf.ForkConfig.pilot().seeds != \
+        lf.ForkConfig().seeds  # exploration never uses the confirmatory seeds
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory, offline_model_dir):
+    out = tmp_path_factory.mktemp("fork") / "fast.json"
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "nudgelib.experiments.lm_fork", "--fast",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    print(f"lm_fork --fast: {time.time() - t0:.0f} s")
+    return json.loads(out.read_text())
+
+
+def test_fast_run_forks_every_arm_onto_one_pool(fast_run):
+    r, cfg = fast_run, lf.ForkConfig.fast()
+    assert r["protocol"] == "ci" and r["config"] == cfg.to_dict()
+    assert 0 < len(r["pool"]) <= sum(cfg.train_counts.values())
+    assert set(r["arms"]) == set(lf.ARMS)
+    for arm, by_seed in r["arms"].items():
+        assert set(by_seed) == {str(s) for s in cfg.seeds}
+        for got in by_seed.values():
+            assert len(got["eval"]["chain"]) == cfg.heldout_counts["chain"]
+            assert all(0 <= c <= cfg.eval_samples for c in got["eval"]["chain"])
+            nudged = got["curves"]["frac_nudged"]
+            if arm in ("control", "sft_grpo"):
+                assert all(x == 0 for x in nudged)  # no hints in these arms
+            assert len(got["sft_losses"]) == (cfg.sft_updates if arm == "sft_grpo" else 0)
+    assert {c["id"] for c in r["claims"]} == {c[0] for c in lf.CLAIMS}
+    for c in r["claims"]:
+        assert c["level"] == pytest.approx(1 - 0.05 / len(lf.CLAIMS))
+        assert c["verdict"] in stats.VERDICTS and c["mde"] >= 0 and c["margin"] > 0
+    assert r["sampling"]["sampler"] == "race"
