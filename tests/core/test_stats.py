@@ -59,3 +59,17 @@ def test_bootstrap_ci_covers_mean_and_shrinks():
     assert lo_m < np.median(small) < hi_m
     with pytest.raises(ValueError, match=">= 2 items"):
         bootstrap_ci([1.0])
+
+
+@pytest.mark.parametrize("df", [1, 2, 5, 20, 30])
+def test_t_quantile_agrees_with_the_tables_and_other_levels_widen_the_interval(df):
+    from nudgelib.core import stats
+
+    assert stats.t_quantile(0.975, df) == pytest.approx(stats.t95(df), abs=2e-3)
+    assert stats.t_quantile(0.80, df) == pytest.approx(stats.t80(df), abs=2e-3)
+    x = [0.1, 0.3, 0.2, 0.5]
+    m, lo, hi = stats.mean_ci(x)
+    m2, lo2, hi2 = stats.mean_ci(x, 0.99)
+    assert m2 == m and lo2 < lo and hi2 > hi
+    # df 3 at 99 %: t = 5.841 (standard table)
+    assert hi2 - m2 == pytest.approx(5.841 * float(np.std(x, ddof=1)) / 2, abs=1e-3)
