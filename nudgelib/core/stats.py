@@ -94,12 +94,21 @@ freedom between listed values use the next smaller listed one (a wider interval)
 normal 1.960."""
 
 
-def t95(df: int) -> float:
+def _from_table(table: dict, normal: float, name: str, df: int) -> float:
+    """A quantile from ``table`` at the next smaller listed df (conservative), ``normal`` above
+    30."""
     if not isinstance(df, int) or df < 1:
-        raise ValueError(f"t95 needs degrees of freedom >= 1, got {df!r}")
-    if df > 30:
-        return 1.960
-    return T95[max(d for d in T95 if d <= df)]
+        raise ValueError(f"{name} needs degrees of freedom >= 1, got {df!r}")
+    return normal if df > 30 else table[max(d for d in table if d <= df)]
+
+
+def t95(df: int) -> float:
+    return _from_table(T95, 1.960, "t95", df)
+
+
+def _two_sided(level: float, df: int) -> float:
+    """The t quantile of a two-sided interval at ``level``: the table at 95 %, else computed."""
+    return t95(df) if level == 0.95 else t_quantile(1 - (1 - level) / 2, df)
 
 
 def t_quantile(q: float, df: int) -> float:
@@ -134,8 +143,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
         raise ValueError(f"mean_ci needs >= 2 values (seeds), got {len(np.atleast_1d(x))}")
     m = float(x.mean())
     df = len(x) - 1
-    t = t95(df) if level == 0.95 else t_quantile(1 - (1 - level) / 2, df)
-    half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
+    half = _two_sided(level, df) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return m, m - half, m + half
 
 
@@ -148,11 +156,7 @@ minimum detectable effect."""
 
 
 def t80(df: int) -> float:
-    if not isinstance(df, int) or df < 1:
-        raise ValueError(f"t80 needs degrees of freedom >= 1, got {df!r}")
-    if df > 30:
-        return 0.842
-    return T80[max(d for d in T80 if d <= df)]
+    return _from_table(T80, 0.842, "t80", df)
 
 
 def mde(values: Sequence[float], level: float = 0.95) -> float:
@@ -165,8 +169,7 @@ def mde(values: Sequence[float], level: float = 0.95) -> float:
     if x.ndim != 1 or len(x) < 2:
         raise ValueError(f"mde needs >= 2 values, got {len(np.atleast_1d(x))}")
     df = len(x) - 1
-    t = t95(df) if level == 0.95 else t_quantile(1 - (1 - level) / 2, df)
-    return (t + t80(df)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return (_two_sided(level, df) + t80(df)) * float(x.std(ddof=1)) / math.sqrt(len(x))
 
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
