@@ -226,7 +226,7 @@ The language-model rows are made from the hardware rows of :data:`PRESETS`.
 
 The CPU rows train on short-answer arithmetic (``Preset.tier_counts``): SmolLM2-135M cannot do
 GSM8K, but its pass rates on these tiers go from learnable to 0/G. Settings chosen from measured
-runs (README, "A real model learning on CPU"): G = 8, 8 prompts per step, lr 3e-4, teacher
+runs (docs/results.md): G = 8, 8 prompts per step, lr 3e-4, teacher
 partial-step hints for the hard tier; 12 new tokens and a stop at the first newline: the longest
 answer line of the default tiers, "3 + 6 + 8 = 17", is 11 tokens (with 10, the first design, it
 was cut to "= 1"), and nothing after the answer line is sampled."""

@@ -52,6 +52,36 @@ def test_readme_links_point_to_existing_notebooks():
         assert (ROOT / "notebooks" / name).is_file(), name
 
 
+README_MAX_LINES = 200
+DOCS = sorted((ROOT / "docs").rglob("*.md"))
+
+
+def test_readme_is_a_front_door():
+    """Short, and it (with docs/ and the notebooks) speaks of the project as it is: no issue
+    numbers or work sessions as explanations, no path outside the repository."""
+    assert len(README.splitlines()) <= README_MAX_LINES, len(README.splitlines())
+    bad = []
+    for path in [ROOT / "README.md", *DOCS, *NOTEBOOKS]:
+        text = path.read_text(encoding="utf-8")
+        bad += [f"{path.name}: {m.group(0)!r}" for m in
+                re.finditer(r"(?i)issue [0-9]|\.\./shared", text)]
+        if path.suffix == ".md":
+            bad += [f"{path.name}: {m.group(0)!r}" for m in re.finditer(r"(?i)\bsession\b", text)]
+    assert not bad, bad
+
+
+def test_links_in_the_readme_and_docs_resolve():
+    """Every relative markdown link (a page, an image, a notebook) names a file that exists."""
+    missing = []
+    for path in [ROOT / "README.md", *DOCS]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
+            if "://" in target:
+                continue
+            if not (path.parent / target).exists():
+                missing.append(f"{path.relative_to(ROOT)} -> {target}")
+    assert not missing, missing
+
+
 def _readme_command(title: str) -> str:
     m = re.search(rf"<!-- {title} -->\s*```bash\n(.*?)```", README, re.S)
     assert m, f"README has no '{title}' command block"

@@ -7,7 +7,7 @@
 Protocol (docs/method.md §7): the design -- :data:`ARMS`, :class:`ToyNuRLConfig`'s defaults,
 :data:`CLAIMS` with the verdict rule of :func:`nudgelib.core.stats.verdict` and the margins of
 :data:`MARGINS`, and :data:`CONFIRMATORY_SEEDS` -- is
-committed before the confirmatory run; the committed results and the README table come from
+committed before the confirmatory run; the committed results and the table of docs/results.md come from
 those seeds only. Any other seeds are exploration and their results say so (``protocol``).
 
 Hints are learned, not hand-set (:class:`nudgelib.toy.ToyPolicy`): a hint is a set of input
@@ -405,7 +405,7 @@ METRIC_TEXT = {"hard@max": "held-out hard pass@{kmax}", "hard@1": "held-out hard
 
 
 def claims_table(agg: dict) -> str:
-    """The claims as a markdown table (what the README shows)."""
+    """The claims as a markdown table (what docs/results.md shows)."""
     kmax = agg["k"][-1]
     lines = ["| claim (docs/method.md §2.5–2.6) | paper | metric (no hints) | toy: a vs b "
              "[diff, 95 % CI over seeds] | MDE (80 % power) | margin | verdict |",

@@ -61,7 +61,7 @@ def data_dir() -> Path | None:
     path = Path(raw).expanduser().resolve()
     if not path.is_dir():
         raise DataNotFound(f"{DATA_ENV}={raw!r} is not a directory; point it at a folder with "
-                           f"gsm8k/ and math500/ (see README, 'Data and models')")
+                           f"gsm8k/ and math500/ (see docs/data.md)")
     return path
 
 
@@ -155,7 +155,7 @@ def _hub_rows(name: str, split: str) -> Iterable[dict]:
         raise DataNotFound(
             f"could not load {name}/{split}: {DATA_ENV} is not set and the hub dataset {repo!r} "
             f"failed to load ({type(err).__name__}: {str(err)[:200]}). Set {DATA_ENV} to a "
-            f"folder with gsm8k/ and math500/ (see README)."
+            f"folder with gsm8k/ and math500/ (see docs/data.md)."
         ) from err
     return iter(ds)
 
