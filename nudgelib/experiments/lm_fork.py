@@ -3,7 +3,7 @@ data, forked from one GRPO run (design v3 of the real-model experiment).
 
     python -m nudgelib.experiments.lm_fork --fast --out FILE.json            # CI, < 3 min
     python -m nudgelib.experiments.lm_fork --pilot --out pilot.json          # exploration
-    python -m nudgelib.experiments.lm_fork --out data/results/lm_fork.json   # confirmatory
+    python -m nudgelib.experiments.lm_fork --out data/results/lm_nurl.json   # confirmatory
 
 The design (docs/method.md §5; every value below is :class:`ForkConfig`'s default, fixed before
 the confirmatory run):
@@ -55,7 +55,8 @@ import torch
 
 from nudgelib.core.checks import check_fields
 from nudgelib.core.stats import judge, per_problem_pass_at_k
-from nudgelib.experiments.toy_nurl import save_results
+from nudgelib.experiments import lm_fork_report as report
+from nudgelib.experiments.toy_nurl import load_results, save_results
 from nudgelib.policies.base import left_pad
 from nudgelib.rollouts import evaluate_pass_counts
 from nudgelib.tasks.arithmetic import arithmetic_problems
@@ -296,6 +297,16 @@ def claims(res: dict) -> list[dict]:
     return rows
 
 
+RESULTS_NAME = "lm_nurl.json"
+"""The committed confirmatory run (the real-model experiment's current design)."""
+
+
+def load_committed(name: str = RESULTS_NAME) -> dict | None:
+    """The committed confirmatory results (``data/results/lm_nurl.json``), or None without a
+    checkout."""
+    return load_results(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nudgelib.experiments.lm_fork",
                                  description=__doc__.split("\n")[0])
@@ -314,11 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     out = save_results(res, args.out)
     print(f"wrote {out} ({res['seconds']} s, pool {len(res['pool'])} problems)")
-    for c in res["claims"]:
-        lo, hi = c["diff_ci95"]
-        print(f"{c['id']:<16} {c['a']} {c['a_mean']:.3f} vs {c['b']} {c['b_mean']:.3f}: "
-              f"{c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({c['level']:.3f}) MDE {c['mde']:.3f} "
-              f"margin {c['margin']} -> {c['verdict']}")
+    print(report.arms_table(res))
+    print(report.claims_table(res))
     return 0
 
 

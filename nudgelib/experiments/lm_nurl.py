@@ -500,11 +500,12 @@ def run(cfg: LMNuRLConfig, seeds: Sequence[int], *, work: Path | None = None,
     return out
 
 
-RESULTS_NAME = "lm_nurl.json"
+RESULTS_NAME = "lm_nurl_v2.json"
 
 
 def load_committed(name: str = RESULTS_NAME) -> dict | None:
-    """The committed results (``data/results/lm_nurl.json``), or None without a checkout."""
+    """The committed results of this (superseded) design, ``data/results/lm_nurl_v2.json``,
+    or None without a checkout."""
     return load_results(name)
 
 

@@ -62,6 +62,7 @@ from nudgelib.rollouts import evaluate_pass_counts
 from nudgelib.tasks.rewards import ExactMatchScorer
 from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask, toy_problems
 from nudgelib.training.config import get_train_config
+from nudgelib.training.runs import write_atomic
 from nudgelib.training.trainer import Trainer
 from nudgelib.ui.plots import pass_at_k_curves
 from nudgelib.ui.progress import progress_bar
@@ -479,10 +480,11 @@ def _round(x, nd: int = 5):
 
 
 def save_results(res: dict, path) -> Path:
-    """Write a result as compact JSON (5 decimals); returns the path."""
+    """Write a result as compact JSON (5 decimals), atomically (a temporary file beside it,
+    fsynced, then renamed: an interrupted write leaves the old file whole); returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_round(res), separators=(",", ":")) + "\n")
+    write_atomic(out, json.dumps(_round(res), separators=(",", ":")) + "\n")
     return out
 
 

@@ -93,3 +93,56 @@ def test_fast_run_forks_every_arm_onto_one_pool(fast_run):
         assert c["level"] == pytest.approx(1 - 0.05 / len(lf.CLAIMS))
         assert c["verdict"] in stats.VERDICTS and c["mde"] >= 0 and c["margin"] > 0
     assert r["sampling"]["sampler"] == "race"
+
+
+def _full_res():
+    """A two-seed result with every field the report reads (n = 4, k = 2)."""
+    res = _res([0, 0, 2, 4], {"control": [[0, 0, 2, 4], [0, 1, 2, 4]],
+                              "nurl_hinted": [[1, 0, 2, 4], [2, 2, 2, 4]]})
+    res["config"].update(regression_samples=2)
+    res["fork"].update(sum=[2, 1], product=[0, 2], pool_chain=[0, 3, 0, 1])
+    for arm, reliance in (("control", [None, None]), ("nurl_hinted", [1.5, 2.5])):
+        for s, pool in (("1", [1, 0, 0, 0]), ("2", [1, 1, 0, 2])):
+            res["arms"][arm][s]["eval"].update(sum=[2, 2], product=[1, 1], pool_chain=pool)
+            res["arms"][arm][s]["curves"] = {"frac_nudged": [0.5, 0.0], "hinted_successes":
+                                             [3, 1], "hint_reliance": reliance}
+    res["claims"] = lf.claims(res)
+    return res
+
+
+def test_report_tables_by_hand():
+    from nudgelib.experiments import lm_fork_report as rep
+
+    res = _full_res()
+    fork = rep.fork_values(res)
+    # fork: pass@1 = mean(c / 4) = (0 + 0 + .5 + 1) / 4; pool learnable = 2 of 4 solved once
+    assert fork["chain@1"] == pytest.approx(0.375) and fork["pool_learnable"] == 0.5
+    assert fork["sum@1"] == pytest.approx(0.75) and fork["product@1"] == pytest.approx(0.5)
+    v = rep.arm_values(res, "nurl_hinted")
+    assert v["crossing"] == [0.5, 1.0]             # as boundary_crossing, per seed
+    assert v["pool_learnable"] == [0.25, 0.75]     # 1 of 4, then 3 of 4
+    assert v["hint_reliance"] == [2.0, 2.0]        # the mean of the logged steps
+    assert rep.arm_values(res, "control")["hint_reliance"] == [pytest.approx(np.nan,
+                                                               nan_ok=True)] * 2
+    table = rep.arms_table(res)
+    assert table.count("\n") == 1 + 1 + 2          # header, rule, fork, two arms
+    # the interval of the crossing column: t(1) = 12.706 over seeds .5 and 1
+    m, half = 0.75, 12.706 * np.std([0.5, 1.0], ddof=1) / np.sqrt(2)
+    assert f"{m:.3f} [{m - half:.3f}, {m + half:.3f}]" in table
+    claims = rep.claims_table(res)
+    assert "**inconclusive**" in claims and "| 0.990 |" in claims
+    fig = rep.pass_at_k_figure(res)
+    assert [t.name for t in fig.data if t.showlegend is not False][:3] == [
+        rep.ARM_LABELS["fork"], rep.ARM_LABELS["control"], rep.ARM_LABELS["nurl_hinted"]]
+    # the fork's pass@1, @2, @4: c = 2 of 4 gives pass@2 = 1 - C(2,2)/C(4,2) = 5/6
+    assert list(fig.data[0].y) == pytest.approx([0.375, (5 / 6 + 1) / 4, 0.5])
+    mech = rep.mechanism_figure(res)
+    assert [t.name for t in mech.data] == [rep.ARM_LABELS["nurl_hinted"]]
+    assert list(mech.data[0].y) == [1.5, 2.5]      # per update, the mean over seeds
+
+
+def test_fast_run_report_renders(fast_run):
+    from nudgelib.experiments import lm_fork_report as rep
+
+    assert rep.arms_table(fast_run).count("\n") == 2 + len(lf.ARMS)
+    assert rep.claims_table(fast_run).count("**") == 2 * len(lf.CLAIMS)
