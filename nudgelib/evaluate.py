@@ -38,8 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nudgelib.core.advantages import compute_advantages
 from nudgelib.core.stats import bootstrap_ci, per_problem_pass_at_k, power_of_two_ks
 from nudgelib.hints.bank import HintBank
+from nudgelib.hints.leaks import hint_leaks_answer
 from nudgelib.policies.hf import HFPolicy
 from nudgelib.rollouts import collect_rollouts, evaluate_pass_counts
 from nudgelib.tasks.problems import Problem
@@ -293,3 +295,33 @@ def hint_lift(policy, problems: Sequence[Problem], banks: Mapping[str, HintBank]
     frame = pd.DataFrame(rows)
     frame.attrs["rollouts"] = rollouts
     return frame
+
+
+def try_hint(policy, problem: Problem, hint: str, scorer, *, group_size: int = 8,
+             generator: torch.Generator | None = None, **sampling) -> dict:
+    """What one hint would do for one problem (notebook 05's hint lab): the leak check's verdict,
+    G hint-free and G hinted rollouts (correct counts, pass@1 and pass@G from them), and the
+    group NuRL would train on if the hint-free group is 0/G: the first hint-free failure kept,
+    G - 1 hinted rows, their rewards and GRPO advantages."""
+    hint = (hint or "").strip()
+    if not hint:
+        raise ValueError("try_hint needs a hint: write one")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    plain = collect_rollouts(policy, [problem], scorer, group_size=group_size, generator=gen,
+                             **sampling)
+    hinted = collect_rollouts(policy, [problem], scorer, group_size=group_size, hints=[hint],
+                              generator=gen, **sampling)
+    k_plain, k_hinted = int(plain.correct.sum()), int(hinted.correct.sum())
+    out = {"question": problem.question, "answer": problem.answer, "hint": hint,
+           "leaks": bool(hint_leaks_answer(hint, problem.answer)), "G": group_size,
+           "plain_correct": k_plain, "hinted_correct": k_hinted,
+           "plain_pass@1": k_plain / group_size, "hinted_pass@1": k_hinted / group_size,
+           "plain_pass@G": float(k_plain > 0), "hinted_pass@G": float(k_hinted > 0),
+           "fires": k_plain == 0, "plain_completions": list(plain.texts),
+           "hinted_completions": list(hinted.texts)}
+    if k_plain == 0:  # NuRL's group: the first (failed) hint-free row, then G - 1 hinted rows
+        rewards = torch.cat([plain.rewards[:1], hinted.rewards[:group_size - 1]])
+        adv = compute_advantages(rewards, torch.zeros(group_size, dtype=torch.long), "grpo")
+        out.update(nurl_rewards=rewards.tolist(), nurl_advantages=adv.tolist(),
+                   nurl_texts=[plain.texts[0], *hinted.texts[:group_size - 1]])
+    return out

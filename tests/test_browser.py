@@ -1,5 +1,5 @@
 """What a learner sees, in a real browser: JupyterLab on 127.0.0.1, opened in headless Chromium
-(Debian's ``chromium``, driven by playwright), runs notebooks 02, 04 and 06 in fast mode the way a
+(Debian's ``chromium``, driven by playwright), runs notebooks 02, 04, 05 and 06 in fast mode the way a
 learner would (Run All) and checks the page, not just the kernel:
 
 - every live training dashboard redraws in place: while it trains, each dashboard holds exactly
@@ -9,6 +9,8 @@ learner would (Run All) and checks the page, not just the kernel:
   "Error displaying widget", also after the notebook is closed and reopened while its kernel
   lives; no cell raised and none wrote to stderr (a red box reads as a failure);
 - the rollout browser's filters change its table when a learner picks them (after training);
+- notebook 05's hint lab answers a hint the learner types: the leak check's verdict, pass@G with
+  and without it, NuRL's group and its advantages;
 - the saved notebook exports to HTML with every figure in it, and that HTML, opened in the same
   browser (plotly.js served from the installed plotly, nothing from the network), draws them.
 
@@ -36,6 +38,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_NOTEBOOKS = ("02_toy_policy_and_group_advantages.ipynb", "04_nudging_with_hints.ipynb",
+                     "05_language_model_rollouts_and_self_hints.ipynb",
                      "06_lora_training_grpo_then_nurl.ipynb")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RUN_TIMEOUT_S = 600
@@ -384,6 +387,32 @@ def test_interactive_figure_redraws_in_place(runs):
         expect(title).to_have_text(re.compile(rf"^{option}, G=8"), timeout=15_000)
         assert cell.locator(".js-plotly-plot").count() == 1
     assert _visible_static_copies(page) == 0
+    assert not res["console"].errors, res["console"].errors
+
+
+def test_hint_lab_answers_a_typed_hint(runs, artifacts):
+    """Notebook 05's hint lab: a learner types a hint (here one that leaks the answer, then one
+    that does not) and presses the button; the result replaces the previous one in place."""
+    from playwright.sync_api import expect
+
+    res = runs("05_language_model_rollouts_and_self_hints.ipynb")
+    page = res["page"]
+    cell = page.locator(".jp-Cell", has_text="lab = HintLab(")
+    lab_box = cell.locator(".nudgelib-hint-lab")
+    expect(lab_box).to_have_count(1)
+    result = lab_box.locator(".nudgelib-hint-lab-result")
+    expect(result).to_contain_text("leak check", timeout=15_000)  # the cell's own first try
+    answer = re.search(r"\(answer (\d+)\)", result.inner_text()).group(1)
+    for hint, verdict in ((f"The answer is {answer}.", "leaks the answer"),
+                          ("Add the first two numbers, then add the third to that sum.",
+                           "passes")):
+        lab_box.locator("textarea").fill(hint)
+        lab_box.locator("button", has_text="Try this hint").click()
+        expect(result).to_contain_text(hint, timeout=60_000)
+        expect(result).to_contain_text(verdict)
+        expect(result).to_contain_text(re.compile(r"with the hint\s*\d+ / \d+ correct"))
+        assert lab_box.locator(".nudgelib-hint-lab-result").count() == 1
+    page.screenshot(path=str(artifacts / "05-hint-lab.png"))
     assert not res["console"].errors, res["console"].errors
 
 

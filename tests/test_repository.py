@@ -1,5 +1,5 @@
-"""Repository hygiene: notebooks are committed clean, the README matches what exists and
-what CI runs."""
+"""Repository hygiene: notebooks are committed executed with their provenance, the README
+matches what exists and what CI runs."""
 
 import json
 import os
@@ -12,24 +12,56 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 REPO = "nudgelib/nudgelib"
-OUTPUT_BUDGET_BYTES = 100_000  # committed outputs per notebook (plotly figures bloat files)
 
 
 def test_there_are_notebooks():
     assert [p.name[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
 
 
+def _execute_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course_execute", ROOT / "notebooks" / "execute.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_is_committed_clean(path):
+def test_notebook_is_committed_executed_with_provenance(path):
+    """Committed with the outputs of a full run (not fast mode), readable without a kernel:
+    provenance in the metadata, the code that made the outputs unchanged since, every code cell
+    run without an error, every figure with a copy a static viewer shows, no widget state, and
+    at most 1 MB. `python notebooks/execute.py NN` makes it so."""
+    ex = _execute_module()
     raw = path.read_text(encoding="utf-8")
     nb = json.loads(raw)
     assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), "name must be NN_snake_case"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert len(raw.encode("utf-8")) <= ex.MAX_BYTES, f"{len(raw.encode('utf-8')):,} bytes"
     assert "application/vnd.jupyter.widget-state+json" not in raw, "strip widget state"
     assert "widgets" not in nb["metadata"], "strip widget state from notebook metadata"
-    outputs = sum(len(json.dumps(c.get("outputs", []))) for c in nb["cells"])
-    assert outputs <= OUTPUT_BUDGET_BYTES, f"{outputs} bytes of outputs"
+    meta = nb["metadata"].get("nudgelib")
+    run = f"python notebooks/execute.py {path.name[:2]}"
+    assert meta, f"not executed with provenance: {run}"
+    assert meta["code_sha256"] == ex.code_sha256(nb), \
+        f"its code changed after the outputs were made: {run}"
+    assert meta["preset"] != "cpu-fast", f"executed in fast mode; the committed copy is a full run: {run}"
+    assert {"version", "commit", "date", "minutes", "machine"} <= set(meta)
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["execution_count"] is not None for c in code), f"some cells did not run: {run}"
+    outputs = [o for c in code for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"], "a cell ended in an error"
+    for o in outputs:
+        data = o.get("data", {})
+        assert ex.WIDGET_VIEW not in data, "a widget view was committed"
+        if PLOTLY in data:
+            assert "text/html" in data, "a plotly figure without its static HTML copy"
+            if meta.get("static_figures") == "png":
+                assert "image/png" in data, "a plotly figure without the PNG GitHub shows"
     first = "".join(code[0]["source"])
     assert '"google.colab" in sys.modules' in first and f"github.com/{REPO}" in first
     assert "-e " not in first and "--editable" not in first, "Colab install must not be editable"
@@ -39,6 +71,33 @@ def test_notebook_is_committed_clean(path):
     assert head["cell_type"] == "markdown" and badge in "".join(head["source"]).split("\n")[:4]
     last = "".join(code[-1]["source"])
     assert "assert" in last, "a notebook ends with asserts that check its claims"
+
+
+def test_code_hash_sees_a_changed_cell():
+    ex = _execute_module()
+    nb = {"cells": [{"cell_type": "code", "source": ["x = 1\n", "y = 2"]},
+                    {"cell_type": "markdown", "source": "text"}]}
+    before = ex.code_sha256(nb)
+    nb["cells"][1]["source"] = "other text"  # prose does not make outputs
+    assert ex.code_sha256(nb) == before
+    nb["cells"][0]["source"] = "x = 1\ny = 3"
+    assert ex.code_sha256(nb) != before
+
+
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
+
+
+def test_every_notebook_01_07_has_an_exercise_with_a_solution():
+    for path in NOTEBOOKS:
+        n = path.name[:2]
+        if n == "00":
+            continue
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        md = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+        assert any(s.startswith("## Exercise") for s in md), f"{path.name} has no exercise"
+        code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        assert f'check("{n}"' in code, f"{path.name}'s exercise is not checked"
+        assert [s for s in SOLUTIONS if s.name.startswith(n + "_")], f"no solution for {n}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
