@@ -76,11 +76,10 @@ def claim_run_folder(out: Path, cfg_dict: dict, problems) -> dict:
         return marker
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} is a file, not a folder: choose another run folder")
+    if out.is_dir():  # a marker write cut short by a kill leaves only nudgelib's temp file
+        (out / f".tmp-{MARKER}").unlink(missing_ok=True)
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    legacy = out.is_dir() and (  # a run of an older nudgelib: nudgelib's or TRL's checkpoints
-        any((p / "COMPLETE").is_file() for p in out.glob("checkpoints/step-*"))
-        or any((p / "trainer_state.json").is_file() for p in out.glob("checkpoint-*")))
-    if entries and not legacy:
+    if entries and not _older_nudgelib_run(out):
         raise RunFolderError(
             f"{out} is not empty and is not a nudgelib run folder (no {MARKER}; it holds "
             f"{', '.join(entries[:5])}{'…' if len(entries) > 5 else ''}); nothing was written. "
@@ -94,6 +93,32 @@ def claim_run_folder(out: Path, cfg_dict: dict, problems) -> dict:
     except OSError as err:
         raise RunFolderError(f"cannot write the run folder {out}: {_os_reason(err)}") from err
     return marker
+
+
+def _older_nudgelib_run(out: Path) -> bool:
+    """A run folder of an older nudgelib (before markers): nudgelib's own complete checkpoints,
+    or the TRL script's ``run.json`` (config and TRL version) beside TRL's checkpoints. Another
+    trainer's folder (any ``checkpoint-*/trainer_state.json`` alone, as Hugging Face's Trainer
+    writes) is not one."""
+    if any((p / "COMPLETE").is_file() for p in out.glob("checkpoints/step-*")):
+        return True
+    try:
+        meta = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and {"config", "trl_version"} <= set(meta)
+            and any((p / "trainer_state.json").is_file() for p in out.glob("checkpoint-*")))
+
+
+def check_folder_present(out: Path) -> None:
+    """Refuse to write into a run folder that vanished (or lost its marker) while the run was
+    writing it: recreating it would make a folder without marker or lock, and a later resume a
+    second writer."""
+    if not (Path(out) / MARKER).is_file():
+        raise RunFolderError(
+            f"the run folder {out} (or its {MARKER}) vanished while this run was writing it; "
+            f"nothing was recreated and this run stops here. Restore the folder to resume it, "
+            f"or start a new run folder")
 
 
 def _first_difference(saved: list, problems: list) -> str:
@@ -130,17 +155,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_HELD: dict[str, RunLock] = {}
+"""The locks this process holds, by path: a second acquire in this process takes the lock over
+(a notebook that re-runs its training cell)."""
+
+
 class RunLock:
-    """An exclusive lock on a run folder: ``LOCK`` created with ``O_EXCL`` holding pid, host
-    and start time, removed on release. A lock of a process that is gone (same host, pid not
-    running) is stale: it is reported and replaced. A lock of this very process (a notebook
-    that re-runs its training cell) is taken over. Any other holder is named in the error."""
+    """An exclusive lock on a run folder (``LOCK``), holding pid, host, start time and a token.
+
+    The lock is an advisory ``fcntl.flock`` on the lock file, taken without waiting, so two
+    processes that start at the same moment cannot both hold it, and the kernel drops it when
+    its process dies (a kill, SIGTERM, a crash). The file's record names the holder for the
+    error message. Under the flock the record is checked too: a record of a live process that
+    does not hold the flock (another host, an older nudgelib) still refuses; one of a process
+    that is gone (same host) is stale, reported (``replaced``) and replaced; one of this very
+    process is taken over. Where the file system has no flock, the older scheme is used: the
+    file created with ``O_EXCL``, a stale one removed and created again."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK
         self.held = False
         self.token = ""
         self.replaced: dict | None = None  # the stale lock this one replaced, if any
+        self._fd: int | None = None
 
     def acquire(self) -> RunLock:
         import uuid
@@ -148,6 +185,82 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
               "token": uuid.uuid4().hex}  # whose lock it is, even within one process
         self.token = me["token"]
+        key = str(self.path.resolve())
+        mine = _HELD.get(key)
+        if mine is not None and mine.held and mine._fd is not None:  # this process: take over
+            self._fd, mine._fd, mine.held = mine._fd, None, False
+            self._write(me)
+            return self._done(key)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return self._acquire_exclusive(me)
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise RunFolderError(f"cannot lock {self.path.parent}: {_os_reason(err)}") \
+                    from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._in_use(self._holder()) from None
+            except OSError:  # no flock on this file system: the O_EXCL scheme
+                os.close(fd)
+                return self._acquire_exclusive(me)
+            try:  # the file we locked must still be the one at the path (not unlinked since)
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            holder = self._holder()
+            if holder and not self._stale(holder, me):
+                os.close(fd)
+                raise self._in_use(holder)
+            if holder and holder.get("pid") != me["pid"]:
+                self.replaced = holder
+            self._fd = fd
+            self._write(me)
+            return self._done(key)
+        raise RunFolderError(f"could not take the lock {self.path}: it keeps changing hands")
+
+    @staticmethod
+    def _stale(holder: dict, me: dict) -> bool:
+        """A holder record that no live process stands behind (or this process's own)."""
+        if holder.get("host") != me["host"]:
+            return False
+        try:
+            pid = int(holder.get("pid"))
+        except (TypeError, ValueError):
+            return False
+        return pid == me["pid"] or not _pid_alive(pid)
+
+    def _in_use(self, holder: dict | None) -> RunFolderError:
+        holder = holder or {"pid": "?", "host": "?", "since": "?"}
+        return RunFolderError(
+            f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} "
+            f"since {holder.get('since')} (lock file {self.path}). Wait for that run to end; if "
+            f"it is gone (a dead Colab runtime, another machine), delete the lock file")
+
+    def _write(self, me: dict) -> None:
+        data = json.dumps(me).encode()
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, data)
+        os.fsync(self._fd)
+
+    def _done(self, key: str) -> RunLock:
+        self.held = True
+        _HELD[key] = self
+        import atexit
+
+        atexit.register(self.release)  # a normal exit leaves no lock file behind
+        return self
+
+    def _acquire_exclusive(self, me: dict) -> RunLock:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -155,45 +268,46 @@ class RunLock:
                 holder = self._holder()
                 if holder is None:
                     continue  # released between our two looks
-                if holder.get("host") == me["host"] and (
-                        holder.get("pid") == me["pid"] or not _pid_alive(int(holder["pid"]))):
+                if self._stale(holder, me):
                     if holder.get("pid") != me["pid"]:
                         self.replaced = holder
                     self.path.unlink(missing_ok=True)
                     continue
-                raise RunFolderError(
-                    f"{self.path.parent} is in use by pid {holder.get('pid')} on "
-                    f"{holder.get('host')} since {holder.get('since')} (lock file {self.path}). "
-                    f"Wait for that run to end; if it is gone (a dead Colab runtime), delete "
-                    f"the lock file") from None
+                raise self._in_use(holder) from None
             except OSError as err:
                 raise RunFolderError(f"cannot lock {self.path.parent}: {_os_reason(err)}") \
                     from err
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-                f.flush()
-                os.fsync(f.fileno())
-            self.held = True
-            import atexit
-
-            atexit.register(self.release)  # a normal exit leaves no lock behind
-            return self
+            self._fd = fd
+            self._write(me)
+            return self._done(str(self.path.resolve()))
         raise RunFolderError(f"could not take the lock {self.path}: it keeps changing hands")
 
     def _holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return None
-        except (OSError, json.JSONDecodeError):
+        except OSError:
             return {"pid": "?", "host": "?", "since": "? (unreadable lock file)"}
+        if not text.strip():
+            return None  # an empty record: released, or a lock file whose write was cut short
+        try:
+            holder = json.loads(text)
+        except json.JSONDecodeError:
+            return {"pid": "?", "host": "?", "since": "? (unreadable lock file)"}
+        return holder if isinstance(holder, dict) else None
 
     def release(self) -> None:
         if self.held:
             holder = self._holder()
             if holder and holder.get("token") == self.token:  # not a lock taken over since
-                self.path.unlink(missing_ok=True)
+                self.path.unlink(missing_ok=True)  # while the flock is held: no one waits on it
+            if self._fd is not None:
+                os.close(self._fd)  # drops the flock
+                self._fd = None
             self.held = False
+            if _HELD.get(str(self.path.resolve())) is self:
+                del _HELD[str(self.path.resolve())]
 
     def __enter__(self):
         return self.acquire()
@@ -201,8 +315,6 @@ class RunLock:
     def __exit__(self, *exc):
         self.release()
 
-
-# ----------------------------------------------------------------------------- manifests
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -341,8 +453,8 @@ def newest_verified_checkpoint(out_dir, *, report=None) -> Path | None:
     found = complete_checkpoints(out_dir)
     damaged = []
     for ckpt in reversed(found):
-        problem = verify_folder(ckpt)
-        if problem is None or (not (ckpt / MANIFEST).exists() and _older_layout(ckpt)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
             if damaged and report is not None:
                 report(f"checkpoint {damaged[-1][0].name} is damaged: {damaged[-1][1]}; "
                        f"resuming from {ckpt.name} instead")
@@ -352,6 +464,17 @@ def newest_verified_checkpoint(out_dir, *, report=None) -> Path | None:
         report("; ".join(f"checkpoint {c.name} is damaged: {p}" for c, p in damaged)
                + "; no intact checkpoint is left")
     return None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """What is wrong with a complete checkpoint's files (a file missing, cut short or changed
+    against its manifest), or None when they match; a checkpoint of an older nudgelib (no
+    manifest, its files all there) counts as intact."""
+    ckpt = Path(ckpt)
+    problem = verify_folder(ckpt)
+    if problem is not None and not (ckpt / MANIFEST).exists() and _older_layout(ckpt):
+        return None
+    return problem
 
 
 def _older_layout(ckpt: Path) -> bool:

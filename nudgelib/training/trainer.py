@@ -56,7 +56,9 @@ from nudgelib.training.runs import (
     COMPLETE,
     RunFolderError,
     RunLock,
+    check_folder_present,
     check_free_space,
+    checkpoint_problem,
     claim_run_folder,
     clean_partial_checkpoints,
     complete_checkpoints,
@@ -307,10 +309,12 @@ class Trainer:
         start, saved = self.step, None
         while self.step < until_step:
             row = self.train_step()
-            for cb in self.callbacks:  # first: a column a callback adds reaches metrics.jsonl
-                cb(self, row, self.last_batch)
-            self.rows.append(row)
-            self._write_metrics(row)
+            try:
+                for cb in self.callbacks:  # first: a column a callback adds reaches metrics.jsonl
+                    cb(self, row, self.last_batch)
+            finally:  # the step happened: its row is stored even when a callback raises (Ctrl-C)
+                self.rows.append(row)
+                self._write_metrics(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward_mean']:.3f}", zero_std=f"{row['frac_zero_std']:.2f}")
             if self.out is not None and (row.get("stage_switch") or (
@@ -330,7 +334,7 @@ class Trainer:
     def _write_metrics(self, row: dict) -> None:
         if self.out is None:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
+        check_folder_present(self.out)
         with open(self.out / METRICS_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -343,6 +347,7 @@ class Trainer:
         """Write the full training state for ``self.step``; atomic (temp folder + rename)."""
         if self.out is None:
             raise ConfigError("this Trainer has no out_dir to save checkpoints in")
+        check_folder_present(self.out)
         state = {
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -381,6 +386,12 @@ class Trainer:
         path = Path(path)
         if not (path / _COMPLETE).is_file():
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no {_COMPLETE} file)")
+        problem = checkpoint_problem(path)  # every load path: resume, fork, a notebook's call
+        if problem is not None:
+            raise RunFolderError(
+                f"checkpoint {path} is damaged: {problem}. Nothing was loaded; "
+                + ("fork from another checkpoint of that run" if fork else
+                   "resume picks the newest intact checkpoint by itself"))
         saved = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
         diff = {k for k, v in saved.to_dict().items()
                 if self.cfg.to_dict()[k] != v} - (_FORK_CHANGES if fork else _RESUMABLE_CHANGES)

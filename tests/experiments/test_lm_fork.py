@@ -146,3 +146,24 @@ def test_fast_run_report_renders(fast_run):
 
     assert rep.arms_table(fast_run).count("\n") == 2 + len(lf.ARMS)
     assert rep.claims_table(fast_run).count("**") == 2 * len(lf.CLAIMS)
+
+
+def test_the_committed_confirmatory_run_is_the_preregistered_design_and_its_claims_recompute():
+    res = lf.load_committed()
+    if res is None:
+        pytest.skip("no checkout with data/results")
+    assert res["experiment"] == "lm_fork" and res["protocol"] == "confirmatory"
+    assert res["config"] == lf.ForkConfig().to_dict(), "the design committed before the run"
+    assert len(res["config"]["seeds"]) >= 4 and set(res["arms"]) == set(lf.ARMS)
+    assert res["sampling"]["sampler"] == "race" and res["sampling"]["decode_loop"] == "lean"
+    again = lf.claims(res)
+    for got, stored in zip(again, res["claims"]):
+        assert got["id"] == stored["id"] and got["verdict"] == stored["verdict"]
+        assert got["diff"] == pytest.approx(stored["diff"], abs=1e-4)
+        assert got["mde"] == pytest.approx(stored["mde"], abs=1e-4)
+        assert {"diff", "diff_ci95", "mde", "margin", "verdict", "level"} <= set(stored)
+    # the superseded designs are kept and labelled
+    from nudgelib.experiments.toy_nurl import load_results
+
+    for name in ("lm_nurl_v2.json", "lm_nurl_v1_truncated.json"):
+        assert load_results(name)["superseded"]["by"] == "lm_nurl.json"

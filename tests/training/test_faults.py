@@ -1,0 +1,174 @@
+"""Run folders under faults: each failure a fault-injection review found, reproduced, and what
+the run does now (nothing lost, the message names the file and the fix). The table toy keeps
+every case to seconds."""
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nudgelib.training.cli import main
+from nudgelib.training.config import get_train_config
+from nudgelib.training.runs import (
+    LOCK,
+    MARKER,
+    RunFolderError,
+    RunLock,
+    claim_run_folder,
+    complete_checkpoints,
+)
+from nudgelib.training.trainer import METRICS_FILE, Trainer
+
+
+def _cfg(**kw):
+    return get_train_config("toy-table", **{"save_every": 1, "keep_checkpoints": 0, **kw})
+
+
+def _rows(run):
+    return [json.loads(x) for x in (run / METRICS_FILE).read_text().splitlines()]
+
+
+def test_another_trainers_folder_is_refused_and_left_untouched(tmp_path):
+    """Hugging Face's Trainer writes checkpoint-*/trainer_state.json and config.json: that is
+    not an older nudgelib run, and its config.json is the user's."""
+    hf = tmp_path / "hf-run"
+    (hf / "checkpoint-500").mkdir(parents=True)
+    (hf / "checkpoint-500" / "trainer_state.json").write_text('{"global_step": 500}')
+    (hf / "config.json").write_text('{"model_type": "llama"}')
+    before = {p: p.read_bytes() for p in hf.rglob("*") if p.is_file()}
+    with pytest.raises(RunFolderError, match="not a nudgelib run folder"):
+        Trainer(_cfg(), hf, progress=False)
+    assert {p: p.read_bytes() for p in hf.rglob("*") if p.is_file()} == before
+    assert not (hf / MARKER).exists() and not (hf / LOCK).exists()
+
+
+def test_a_marker_write_cut_short_leaves_a_folder_a_new_run_can_use(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".tmp-{MARKER}").write_text('{"nudgelib_run": 1, "crea')  # killed mid-write
+    tr = Trainer(_cfg(), run, progress=False)
+    tr.train(until_step=1)
+    tr.close()
+    assert (run / MARKER).is_file() and not (run / f".tmp-{MARKER}").exists()
+
+
+def test_a_callback_that_raises_after_the_step_loses_no_row(tmp_path):
+    """Ctrl-C inside the dashboard's callback, after the step advanced: the row is stored, and
+    re-running the cell continues with no gap."""
+    run = tmp_path / "run"
+    calls = {"n": 0}
+
+    def interrupt_at_step_2(trainer, row, batch):
+        calls["n"] += 1
+        row["seen_by_callback"] = True
+        if trainer.step == 2 and calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    tr = Trainer(_cfg(), run, callbacks=[interrupt_at_step_2], progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(until_step=4)
+    assert [r["step"] for r in _rows(run)] == [1, 2] and _rows(run)[1]["seen_by_callback"]
+    tr.train(until_step=4)  # the cell again
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4]
+    tr.close()
+
+
+def test_forking_from_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, capsys):
+    src = tmp_path / "grpo"
+    tr = Trainer(_cfg(), src, progress=False)
+    tr.train(until_step=2)
+    tr.close()
+    ckpt = complete_checkpoints(src)[-1]
+    target = ckpt / "trainer_state.pt"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: loads fine, silently wrong
+    target.write_bytes(bytes(data))
+    out = tmp_path / "nurl"
+    rc = main(["--config", "toy-table", "--nudging", "nurl", "--steps", "3", "--out", str(out),
+               "--quiet", "--fork-from", str(ckpt)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "damaged" in err and "trainer_state.pt" in err, err
+    assert "Traceback" not in err
+    assert not (out / METRICS_FILE).exists()
+
+
+def test_a_folder_deleted_while_the_run_writes_is_not_recreated(tmp_path):
+    run = tmp_path / "run"
+
+    def delete_folder(trainer, row, batch):
+        if trainer.step == 2:
+            shutil.rmtree(run)
+
+    tr = Trainer(_cfg(), run, callbacks=[delete_folder], progress=False)
+    with pytest.raises(RunFolderError, match="vanished"):
+        tr.train(until_step=4)
+    assert not run.exists(), "no folder without marker or lock was made"
+    tr.close()
+
+
+CONTENDERS = 6
+
+
+def _contender(folder, barrier, results):
+    try:
+        barrier.wait()
+        lock = RunLock(folder).acquire()
+        results.put(("held", os.getpid(), bool(lock.replaced)))
+        time.sleep(30)  # hold it until the round ends (killed)
+    except RunFolderError:
+        results.put(("refused", os.getpid(), False))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method and flock: Linux")
+def test_a_stale_lock_and_simultaneous_starts_give_one_holder_in_100_rounds(tmp_path):
+    """A stale lock (its process killed) and six starts at the same moment, 100 times: exactly
+    one holds the lock each round, and it reports the stale one it replaced (the older
+    read-unlink-create takeover let two or three hold it in some rounds)."""
+    ctx = mp.get_context("fork")
+    doubles, rounds = [], 100
+    for r in range(rounds):
+        folder = tmp_path / f"r{r}"
+        folder.mkdir()
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (folder / LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                               "since": "earlier", "token": "old"}))
+        barrier, results = ctx.Barrier(CONTENDERS), ctx.Queue()
+        procs = [ctx.Process(target=_contender, args=(folder, barrier, results))
+                 for _ in range(CONTENDERS)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=30) for _ in procs]
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+        held = [g for g in got if g[0] == "held"]
+        if len(held) != 1 or not held[0][2]:
+            doubles.append((r, got))
+    assert not doubles, f"{len(doubles)} of {rounds} rounds: {doubles[:3]}"
+
+
+def test_a_killed_holder_leaves_a_lock_the_next_run_replaces_and_reports(tmp_path):
+    run = tmp_path / "run"
+    claim_run_folder(run, _cfg().to_dict(), [])
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pathlib import Path; from nudgelib.training.runs import RunLock; "
+        f"RunLock(Path({str(run)!r})).acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunFolderError, match=f"in use by pid {holder.pid}"):
+        RunLock(run).acquire()
+    holder.send_signal(signal.SIGTERM)  # no atexit runs: the lock file stays behind
+    holder.wait()
+    assert (run / LOCK).exists()
+    lock = RunLock(run).acquire()
+    assert lock.replaced["pid"] == holder.pid
+    lock.release()
+    assert not (run / LOCK).exists()
