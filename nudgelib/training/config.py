@@ -13,6 +13,7 @@ two-stage pipeline (:mod:`nudgelib.training.pipeline`) and the TRL integration
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -24,11 +25,22 @@ from nudgelib.hints.bank import HINT_TYPES
 from nudgelib.nudging import CONDITION_ON, STRATEGIES
 from nudgelib.policies.base import SAMPLERS, lm_switch_defaults
 from nudgelib.presets import TRAIN_PRESETS
-from nudgelib.tasks.arithmetic import TIERS
+from nudgelib.tasks.arithmetic import TIERS, split_pool
 
 POLICIES = ("char-transformer", "toy-table", "hf")
 TASKS = ("addition", "toy-table", "arithmetic", "gsm8k", "math500")
 HINT_SOURCES = ("auto", "self", "reference")
+
+MAX_GROUP_SIZE = 4096
+MAX_ROWS_PER_STEP = 262_144
+"""Bounds on a step's size, checked before anything runs: every row of a step is sampled and
+kept in memory (a group of 10**6 would allocate until the allocator fails)."""
+
+
+@functools.cache
+def _train_pool_size(tier: str) -> int:
+    return len(split_pool(tier, "train"))
+
 
 class ConfigError(ValueError):
     """A training configuration value is invalid; the message names the field."""
@@ -163,6 +175,31 @@ class TrainConfig:
         if not isinstance(self.difficulty_counts, dict) or not all(
                 isinstance(v, int) and v >= 0 for v in self.difficulty_counts.values()):
             bad("difficulty_counts", "a dict {difficulty: count >= 0}")
+        if isinstance(self.seed, int) and not isinstance(self.seed, bool) and \
+                self.seed >= 2 ** 32:
+            bad("seed", "an integer in [0, 2**32) (torch, numpy and the derived seeds need it)")
+        if not isinstance(self.hint_bank, str):
+            bad("hint_bank", "the path of a saved hint bank as a string, or '' for none")
+        if isinstance(self.group_size, int) and isinstance(self.prompts_per_step, int) and (
+                self.group_size > MAX_GROUP_SIZE
+                or self.group_size * self.prompts_per_step > MAX_ROWS_PER_STEP):
+            bad("group_size", f"at most {MAX_GROUP_SIZE}, with group_size x prompts_per_step at "
+                              f"most {MAX_ROWS_PER_STEP:,} rows per step (got "
+                              f"{self.group_size} x {self.prompts_per_step}): a step samples "
+                              f"and keeps every row in memory")
+        if self.policy == "char-transformer" and isinstance(self.char_d_model, int) and \
+                isinstance(self.char_heads, int) and self.char_heads > 0 and \
+                self.char_d_model % self.char_heads:
+            bad("char_d_model", f"a multiple of char_heads={self.char_heads} (each head gets "
+                                f"d_model / heads dimensions), got {self.char_d_model}")
+        if self.task == "arithmetic" and isinstance(self.difficulty_counts, dict):
+            for tier, n in self.difficulty_counts.items():
+                if tier not in TIERS:
+                    bad("difficulty_counts", f"tiers of the arithmetic task, some of "
+                                             f"{list(TIERS)} (got {tier!r})")
+                elif isinstance(n, int) and n > _train_pool_size(tier):
+                    bad("difficulty_counts", f"at most {_train_pool_size(tier)} training "
+                                             f"problems of tier {tier!r} (got {n})")
         if not isinstance(self.estimator_options, dict):
             bad("estimator_options", "a dict of keyword arguments for the estimator")
         if not isinstance(self.nudging_options, dict):

@@ -172,3 +172,30 @@ def test_a_killed_holder_leaves_a_lock_the_next_run_replaces_and_reports(tmp_pat
     assert lock.replaced["pid"] == holder.pid
     lock.release()
     assert not (run / LOCK).exists()
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"seed": 2 ** 64}, "seed"),
+    ({"hint_bank": 5}, "hint_bank"),
+    ({"group_size": 10 ** 6}, "group_size"),
+    ({"char_d_model": 66, "char_heads": 4}, "char_d_model"),
+])
+def test_config_values_the_run_cannot_use_are_refused_by_name(changes, field):
+    from nudgelib.training.config import ConfigError
+
+    base = "toy-fast" if field == "char_d_model" else "toy-table"
+    with pytest.raises(ConfigError, match=rf"TrainConfig\.{field}="):
+        get_train_config(base, **changes)
+
+
+def test_arithmetic_tiers_and_counts_are_checked_before_anything_is_written(tmp_path):
+    from nudgelib.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="tiers of the arithmetic task.*'cube'"):
+        get_train_config("cpu-fast", difficulty_counts={"cube": 4})
+    with pytest.raises(ConfigError, match=r"at most \d+ training problems of tier 'sum'"):
+        get_train_config("cpu-fast", difficulty_counts={"sum": 10 ** 5})
+    out = tmp_path / "run"
+    rc = main(["--config", "cpu-fast", "--steps", "1", "--out", str(out), "--quiet",
+               "--set", 'difficulty_counts={"sum": 100000}'])
+    assert rc == 2 and not out.exists()
