@@ -64,9 +64,22 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _strip_widgets(nb) -> None:
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+def _figure_html(data: dict) -> bool:
+    """An HTML output that is a plotly figure or a live view's static copy."""
+    html = data.get("text/html", "")
+    html = "".join(html) if isinstance(html, list) else html
+    return "plotly-graph-div" in html or "nudgelib-static" in html
+
+
+def _slim(nb) -> None:
     """No widget state: drop the widget-view mimetype (its text/plain and the library's static
-    copy stay) and the notebook-level widget metadata."""
+    copy stay) and the notebook-level widget metadata. A figure with a PNG keeps the PNG (and its
+    text) and drops plotly's own JSON and its HTML copy: GitHub's preview and an HTML export
+    prefer HTML, which draws nothing without JavaScript, while the PNG shows everywhere;
+    running the cell draws the interactive figure again."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -78,8 +91,15 @@ def _strip_widgets(nb) -> None:
                 data.pop(WIDGET_VIEW)
                 if not data:
                     continue
+            if data and "image/png" in data and (PLOTLY in data or _figure_html(data)):
+                data.pop(PLOTLY, None)
+                data.pop("text/html", None)
             kept.append(out)
         cell.outputs = kept
+
+
+class OverBudget(Exception):
+    """A notebook whose outputs would make it larger than :data:`MAX_BYTES`."""
 
 
 def execute(path: Path, env: dict, preset: str, timeout: int) -> dict:
@@ -101,7 +121,7 @@ def execute(path: Path, env: dict, preset: str, timeout: int) -> dict:
         os.environ.clear()
         os.environ.update(old)
     minutes = (time.time() - t0) / 60
-    _strip_widgets(nb)
+    _slim(nb)
     import nudgelib
 
     commit = _git("rev-parse", "HEAD")
@@ -114,8 +134,9 @@ def execute(path: Path, env: dict, preset: str, timeout: int) -> dict:
         "code_sha256": code_sha256(nb)}
     text = nbformat.writes(nb)
     if len(text.encode("utf-8")) > MAX_BYTES:
-        raise SystemExit(f"{path.name}: {len(text.encode('utf-8')):,} bytes with outputs, over "
-                         f"the {MAX_BYTES:,}-byte budget; show fewer or smaller figures")
+        raise OverBudget(f"{path.name}: {len(text.encode('utf-8')):,} bytes with outputs, over "
+                         f"the {MAX_BYTES:,}-byte budget; not written. Show fewer or smaller "
+                         f"figures")
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -148,13 +169,20 @@ def main(argv=None) -> int:
     from nudgelib import get_preset
 
     preset = get_preset().name
+    failed = []
     for path in paths:
         print(f"{path.name}: running (preset {preset}) ...", flush=True)
-        meta = execute(path, env, preset, args.timeout)
+        try:
+            meta = execute(path, env, preset, args.timeout)
+        except Exception as err:  # noqa: BLE001 (over budget, or a cell failed: not written)
+            print(f"{path.name}: not written: {type(err).__name__}: {str(err)[-3000:]}",
+                  file=sys.stderr, flush=True)
+            failed.append(path.name)
+            continue
         print(f"{path.name}: {meta['minutes']:.1f} min, {path.stat().st_size:,} bytes",
               flush=True)
-    print(json.dumps({"run_dir": env["NUDGE_RUN_DIR"]}))
-    return 0
+    print(json.dumps({"run_dir": env["NUDGE_RUN_DIR"], "not_written": failed}))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

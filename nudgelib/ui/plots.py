@@ -46,7 +46,7 @@ def use_notebook_renderer() -> str:
     if static and static not in ("png", "svg"):
         raise ValueError(f"{STATIC_FIGURES_ENV}={static!r}; expected png or svg (or unset)")
     if static and static not in pio.renderers.default.split("+"):
-        _start_kaleido()
+        _start_kaleido_once()
         pio.renderers.default = f"{pio.renderers.default}+{static}"
     return pio.renderers.default
 
@@ -66,6 +66,16 @@ def _start_kaleido() -> None:
                             category=UserWarning)
     kaleido.start_sync_server(silence_warnings=True)
     atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+
+
+_KALEIDO_STARTED = False
+
+
+def _start_kaleido_once() -> None:
+    global _KALEIDO_STARTED
+    if not _KALEIDO_STARTED:
+        _start_kaleido()
+        _KALEIDO_STARTED = True
 
 
 def static_figure_html(fig, *, live_class: str, before: str = "", after: str = "",
@@ -168,15 +178,23 @@ class LiveFigure:
             shell.events.register("post_execute", finish)
 
     def _write_static_now(self) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         before, after = self._parts
-        html = HTML(static_figure_html(self.fig, live_class=self.live_class, before=before,
-                                       after=after))
+        data = {"text/html": static_figure_html(self.fig, live_class=self.live_class,
+                                                before=before, after=after),
+                "text/plain": "<a static copy of the live figure>"}
+        if os.environ.get(STATIC_FIGURES_ENV, "").strip().lower() == "png":
+            import base64
+
+            import plotly.io as pio
+
+            _start_kaleido_once()  # a PNG beside it: what a viewer without JavaScript shows
+            data["image/png"] = base64.b64encode(pio.to_image(self.fig, format="png")).decode()
         if self._static is None:
-            self._static = display(html, display_id=True)
+            self._static = display(data, raw=True, display_id=True)
         else:
-            self._static.update(html)
+            self._static.update(data, raw=True)
 
 
 def figure_has_data(fig) -> bool:
