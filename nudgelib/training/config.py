@@ -193,11 +193,8 @@ class TrainConfig:
             bad("char_d_model", f"a multiple of char_heads={self.char_heads} (each head gets "
                                 f"d_model / heads dimensions), got {self.char_d_model}")
         if self.task == "arithmetic" and isinstance(self.difficulty_counts, dict):
-            for tier, n in self.difficulty_counts.items():
-                if tier not in TIERS:
-                    bad("difficulty_counts", f"tiers of the arithmetic task, some of "
-                                             f"{list(TIERS)} (got {tier!r})")
-                elif isinstance(n, int) and n > _train_pool_size(tier):
+            for tier, n in self.difficulty_counts.items():  # unknown tiers: checked below
+                if tier in TIERS and isinstance(n, int) and n > _train_pool_size(tier):
                     bad("difficulty_counts", f"at most {_train_pool_size(tier)} training "
                                              f"problems of tier {tier!r} (got {n})")
         if not isinstance(self.estimator_options, dict):

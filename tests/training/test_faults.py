@@ -191,7 +191,7 @@ def test_config_values_the_run_cannot_use_are_refused_by_name(changes, field):
 def test_arithmetic_tiers_and_counts_are_checked_before_anything_is_written(tmp_path):
     from nudgelib.training.config import ConfigError
 
-    with pytest.raises(ConfigError, match="tiers of the arithmetic task.*'cube'"):
+    with pytest.raises(ConfigError, match="over the arithmetic tiers"):
         get_train_config("cpu-fast", difficulty_counts={"cube": 4})
     with pytest.raises(ConfigError, match=r"at most \d+ training problems of tier 'sum'"):
         get_train_config("cpu-fast", difficulty_counts={"sum": 10 ** 5})
