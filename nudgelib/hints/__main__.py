@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
 import torch
 
-from nudgelib.hints.bank import CONTEXT_TYPES, HINT_TYPES, ON_LEAK, HintBank
+from nudgelib.hints.bank import CONTEXT_TYPES, HINT_TYPES, ON_LEAK, HintBank, HintBankError
 from nudgelib.hints.generate import HINT_TEMPLATES, generate_hints, model_calls
 from nudgelib.policies.hf import HFPolicy
-from nudgelib.tasks.problems import load_problems
+from nudgelib.tasks.problems import DataFormatError, DataNotFound, load_problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +32,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="folder for dataset.save_to_disk")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except (HintBankError, DataFormatError, DataNotFound, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; nothing was saved to {args.out} (the bank is written at the end). "
+              f"Run the same command again", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
     problems = load_problems(args.task, args.split, limit=args.limit)
     needs_model = any(model_calls(HINT_TEMPLATES[t]) for t in args.types)
     policy = HFPolicy.from_pretrained(args.model, lora_rank=0) if needs_model else None

@@ -101,9 +101,22 @@ class HintBank:
     @classmethod
     def load(cls, path) -> HintBank:
         """``datasets.load_from_disk(path)`` wrapped as a bank."""
-        from datasets import load_from_disk
+        from datasets import Dataset, load_from_disk
 
-        return cls(load_from_disk(str(path)))
+        try:
+            ds = load_from_disk(str(path))
+        except Exception as err:  # noqa: BLE001 (datasets/pyarrow raise many kinds: name the bank)
+            raise HintBankError(
+                f"hint bank {path}: cannot be read as a saved hint bank ({type(err).__name__}: "
+                f"{str(err)[:200]}); expected a folder written by HintBank.save or "
+                f"python -m nudgelib.hints --out") from err
+        if not isinstance(ds, Dataset):
+            raise HintBankError(f"hint bank {path}: holds a {type(ds).__name__} (several "
+                                f"splits), not one hint bank dataset")
+        try:
+            return cls(ds)
+        except HintBankError as err:
+            raise HintBankError(f"hint bank {path}: {err}") from err
 
     def save(self, path) -> None:
         """``dataset.save_to_disk(path)``."""

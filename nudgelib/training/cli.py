@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from nudgelib.hints.bank import HintBankError
 from nudgelib.nudging import STRATEGIES
 from nudgelib.presets import TRAIN_PRESETS
+from nudgelib.tasks.problems import DataFormatError, DataNotFound
 from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
-from nudgelib.training.runs import LOCK, RunFolderError, RunLock, complete_checkpoints
+from nudgelib.training.runs import LOCK, MARKER, RunFolderError, RunLock, complete_checkpoints
 from nudgelib.training.trainer import FORK_FILE, METRICS_FILE, Trainer, resume_or_start
 
 
@@ -84,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _set_aside(path: Path) -> Path | None:
+    """Rename ``path`` to a name of its own beside it (nothing deleted); None if absent."""
+    if not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.before-restart-{stamp}")
+    path.rename(target)
+    return target
+
+
+def _resume_command(argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in args:
+        args.append("--resume")
+    return "python -m nudgelib.training " + " ".join(shlex.quote(a) for a in args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -95,9 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             RunLock(out).acquire().release()
         ckpts = complete_checkpoints(out)
         if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
-        if args.resume and not ckpts and not args.fork_from:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it (from its "
+                              f"last checkpoint, or from step 0 if it stopped before its first) "
+                              f"or choose another --out")
+        restart = args.resume and not ckpts and not args.fork_from
+        if restart and not (out / MARKER).is_file():
             raise ConfigError(f"--resume: {out} has no complete checkpoint to resume; nothing "
                               f"was changed (run without --resume to start a run there)")
         forked = json.loads((out / FORK_FILE).read_text()).get("forked_from") \
@@ -110,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"resumed from {trainer.resumed_from} (step {trainer.step})", flush=True)
         else:
             trainer = Trainer(cfg, out, progress=not args.quiet, warm=not args.fork_from)
+            if restart:  # killed before its first checkpoint: start again, the old rows kept
+                kept = _set_aside(out / METRICS_FILE)  # after the folder was claimed and locked
+                print(f"{out} has no complete checkpoint (the run stopped before its first "
+                      f"save): starting again from step 0"
+                      + (f"; the earlier rows are kept in {kept}" if kept else ""), flush=True)
             if args.fork_from:
                 info = trainer.fork_from(args.fork_from)
                 print(f"forked from {args.fork_from}: {json.dumps(info)}", flush=True)
@@ -118,11 +146,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             trainer.train(until_step=args.steps)
             adapter = trainer.export_adapter()
+        except KeyboardInterrupt:
+            ckpts = complete_checkpoints(out)
+            where = (f"its last checkpoint is {ckpts[-1].name}" if ckpts else
+                     "it has no checkpoint yet (--resume starts it again from step 0)")
+            print(f"interrupted at step {trainer.step} of {args.steps}; {out}: {where}. "
+                  f"Continue with: {_resume_command(argv)}", file=sys.stderr, flush=True)
+            return 130
         finally:
             trainer.close()
-    except (ConfigError, RunFolderError) as err:
+    except (ConfigError, RunFolderError, HintBankError, DataFormatError, DataNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing was trained. Run the same command "
+              "again to start", file=sys.stderr, flush=True)
+        return 130
     last = trainer.rows[-1] if trainer.rows else {}
     print(json.dumps({"step": trainer.step, "out": str(out), "adapter": str(adapter),
                       **{k: last.get(k) for k in ("reward_mean", "pass_rate", "frac_zero_std",

@@ -199,3 +199,73 @@ def test_arithmetic_tiers_and_counts_are_checked_before_anything_is_written(tmp_
     rc = main(["--config", "cpu-fast", "--steps", "1", "--out", str(out), "--quiet",
                "--set", 'difficulty_counts={"sum": 100000}'])
     assert rc == 2 and not out.exists()
+
+
+def test_ctrl_c_on_the_cli_says_where_it_stopped_and_how_to_continue(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nudgelib.training", "--config", "toy-table", "--steps", "100000",
+           "--out", str(out), "--save-every", "3", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not complete_checkpoints(out):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at step" in err, err
+    resume = err.split("Continue with: ", 1)[1].strip()
+    assert resume.startswith("python -m nudgelib.training ") and resume.endswith("--resume")
+    stopped = len(_rows(out))
+    assert [r["step"] for r in _rows(out)] == list(range(1, stopped + 1)), "no row lost"
+    args = resume.split()[3:]
+    args[args.index("100000")] = str(stopped + 2)
+    assert main(args) == 0
+    assert [r["step"] for r in _rows(out)] == list(range(1, stopped + 3))
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume_keeping_its_rows(
+        tmp_path, capsys):
+    run = tmp_path / "run"
+    Trainer(_cfg(), run, progress=False)._write_metrics({"step": 1})
+    cli = ["--config", "toy-table", "--steps", "2", "--out", str(run), "--quiet"]
+    assert main(cli) == 2 and "pass --resume" in capsys.readouterr().err
+    assert main([*cli, "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "starting again from step 0" in said
+    kept = list(run.glob(f"{METRICS_FILE}.before-restart-*"))
+    assert len(kept) == 1 and kept[0].read_text() == '{"step": 1}\n' and kept[0].name in said
+    assert [r["step"] for r in _rows(run)] == [1, 2]
+
+
+@pytest.mark.parametrize("make", ["empty", "garbage", "foreign"])
+def test_a_damaged_or_foreign_hint_bank_is_named(tmp_path, capsys, make):
+    from nudgelib.hints.bank import HintBank, HintBankError
+
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    if make == "garbage":
+        (bank / "dataset_info.json").write_text("{not json")
+        (bank / "state.json").write_bytes(b"\x00\xff" * 50)
+    elif make == "foreign":
+        from datasets import Dataset
+
+        Dataset.from_dict({"text": ["a", "b"]}).save_to_disk(str(bank))
+    with pytest.raises(HintBankError, match=rf"hint bank {bank}"):
+        HintBank.load(bank)
+    out = tmp_path / "run"
+    rc = main(["--config", "toy-table", "--nudging", "nurl", "--steps", "1", "--out", str(out),
+               "--quiet", "--hint-bank", str(bank)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"hint bank {bank}" in err and "Traceback" not in err, err
+
+
+def test_the_hints_cli_turns_data_errors_into_a_message(tmp_path, capsys, monkeypatch):
+    from nudgelib.hints.__main__ import main as hints_main
+
+    monkeypatch.setenv("NUDGE_DATA_DIR", str(tmp_path))  # an empty data folder
+    rc = hints_main(["--model", "offline:smollm2-135m-instruct", "--types", "answer",
+                     "--out", str(tmp_path / "bank")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "gsm8k" in err and "Traceback" not in err, err
+    assert not (tmp_path / "bank").exists()

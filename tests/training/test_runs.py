@@ -58,7 +58,7 @@ def test_resume_with_nothing_to_resume_says_so_and_changes_nothing(tmp_path, cap
     assert main(_cli(tmp_path / "new", "--resume")) == 2
     assert "no complete checkpoint to resume" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
-    # a run killed before its first checkpoint: its rows are not deleted by a CLI --resume
+    # a run killed before its first checkpoint, resumed with other problems: refused, its rows kept
     run = tmp_path / "run"
     Trainer(_cfg(), run, progress=False)._write_metrics({"step": 1})
     assert main(_cli(run, "--resume")) == 2
