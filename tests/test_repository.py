@@ -1,6 +1,7 @@
 """Repository hygiene: notebooks are committed executed with their provenance, the README
 matches what exists and what CI runs."""
 
+import functools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ def test_there_are_notebooks():
     assert [p.name[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
 
 
+@functools.cache
 def _execute_module():
     import importlib.util
 
@@ -26,8 +28,6 @@ def _execute_module():
     spec.loader.exec_module(mod)
     return mod
 
-
-PLOTLY = "application/vnd.plotly.v1+json"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -61,7 +61,7 @@ def test_notebook_is_committed_executed_with_provenance(path):
         assert ex.WIDGET_VIEW not in data, "a widget view was committed"
         pngs += "image/png" in data
         if meta.get("static_figures") == "png":  # every figure as a PNG a viewer without JS shows
-            assert PLOTLY not in data and not ex._figure_html(data), \
+            assert ex.PLOTLY not in data and not ex._figure_html(data), \
                 f"a figure that draws only with JavaScript: {run}"
     if path.name[:2] in ("02", "03", "04", "05", "06", "07"):
         assert pngs, "a notebook with figures committed without them"

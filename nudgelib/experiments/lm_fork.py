@@ -54,8 +54,9 @@ import numpy as np
 import torch
 
 from nudgelib.core.checks import check_fields
-from nudgelib.core.stats import judge, per_problem_pass_at_k
+from nudgelib.core.stats import judge
 from nudgelib.experiments import lm_fork_report as report
+from nudgelib.experiments.lm_fork_report import boundary_crossing, metric_values
 from nudgelib.experiments.toy_nurl import load_results, save_results
 from nudgelib.policies.base import left_pad
 from nudgelib.rollouts import evaluate_pass_counts
@@ -257,25 +258,9 @@ def run(cfg: ForkConfig, work: Path, *, progress: bool = False) -> dict:
                     "format_several_steps", "grad_norm")}}
             tr.close()
     res["claims"] = claims(res)
+    res["exploratory"] = {"what": EXPLORATORY, "rows": report.exploratory(res)}
     res["seconds"] = round(time.time() - t0, 1)
     return res
-
-
-def metric_values(res: dict, arm: str, seed: str, metric: str) -> list[float]:
-    """Per held-out chain problem: pass@k_primary or pass@1 from eval_samples samples."""
-    n = res["config"]["eval_samples"]
-    k = res["config"]["k_primary"] if metric == "chain@k" else 1
-    counts = res["arms"][arm][seed]["eval"]["chain"]
-    return per_problem_pass_at_k([(n, c) for c in counts], [k])[:, 0].tolist()
-
-
-def boundary_crossing(res: dict, arm: str, seed: str) -> float | None:
-    """The share of held-out chain problems the fork model solves 0/n that the arm solves
-    at least once (None: the fork model solves every problem at least once)."""
-    fork = res["fork"]["chain"]
-    mine = res["arms"][arm][seed]["eval"]["chain"]
-    hard = [i for i, c in enumerate(fork) if c == 0]
-    return float(np.mean([mine[i] > 0 for i in hard])) if hard else None
 
 
 def claims(res: dict) -> list[dict]:
@@ -296,6 +281,12 @@ def claims(res: dict) -> list[dict]:
                      "boundary_crossing_a": [c for c in cross if c is not None]})
     return rows
 
+
+EXPLORATORY = ("per held-out chain problem, the arm's pass@k averaged over the seeds minus the "
+               "control's, 95 % bootstrap interval over the problems: the effect for these "
+               "trained models, not for a new training seed (it leaves the seed-to-seed variance "
+               "out); not pre-registered, it never changes a verdict")
+"""What the results file's ``exploratory`` block is (:func:`lm_fork_report.exploratory`)."""
 
 RESULTS_NAME = "lm_nurl.json"
 """The committed confirmatory run (the real-model experiment's current design)."""

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from nudgelib.core.stats import mean_ci, pass_at_k_curve, power_of_two_ks
+from nudgelib.core.stats import (
+    bootstrap_ci,
+    mean_ci,
+    pass_at_k_curve,
+    per_problem_pass_at_k,
+    power_of_two_ks,
+)
 from nudgelib.ui.plots import curves, pass_at_k_curves
 
 ARM_LABELS = {"fork": "fork (stage-1 GRPO model)", "control": "GRPO control, same pool",
@@ -23,28 +29,56 @@ def _seeds(res: dict) -> list[str]:
     return [str(s) for s in res["config"]["seeds"]]
 
 
-def _pass(counts: Sequence[int], n: int, k: int) -> float:
-    return pass_at_k_curve([(n, c) for c in counts], [k])[k] if counts else float("nan")
+def per_problem(counts: Sequence[int], n: int, k: int) -> np.ndarray:
+    """pass@k of each problem from its count of correct samples out of ``n``."""
+    return per_problem_pass_at_k([(n, c) for c in counts], [k])[:, 0]
+
+
+def _mean_pass(counts: Sequence[int], n: int, k: int) -> float:
+    return float(per_problem(counts, n, k).mean()) if counts else float("nan")
+
+
+def metric_values(res: dict, arm: str, seed: str, metric: str) -> list[float]:
+    """Per held-out chain problem: pass@k_primary (``chain@k``) or pass@1 (``chain@1``) from
+    eval_samples samples."""
+    c = res["config"]
+    k = c["k_primary"] if metric == "chain@k" else 1
+    return per_problem(res["arms"][arm][seed]["eval"]["chain"], c["eval_samples"], k).tolist()
+
+
+def crossing(fork_chain: Sequence[int], chain: Sequence[int]) -> float | None:
+    """The share of the problems the fork model solves 0/n (``fork_chain``) that ``chain``
+    solves at least once (None: the fork model solves every problem at least once)."""
+    hard = [i for i, c in enumerate(fork_chain) if c == 0]
+    return float(np.mean([chain[i] > 0 for i in hard])) if hard else None
+
+
+def boundary_crossing(res: dict, arm: str, seed: str) -> float | None:
+    """Boundary crossing of one (arm, seed): :func:`crossing` against the fork model."""
+    return crossing(res["fork"]["chain"], res["arms"][arm][seed]["eval"]["chain"])
+
+
+def _eval_row(res: dict, ev: dict) -> dict[str, float]:
+    """The hint-free numbers of one evaluation (the fork model's or an arm's): held-out chain
+    pass@k_primary and pass@1, boundary crossing, the pool's learnable share (chain problems
+    solved at least once in ``learnable_samples``), held-out sum and product pass@1."""
+    c = res["config"]
+    k, n, nr = c["k_primary"], c["eval_samples"], c["regression_samples"]
+    cross = crossing(res["fork"]["chain"], ev["chain"])
+    return {f"chain@{k}": _mean_pass(ev["chain"], n, k), "chain@1": _mean_pass(ev["chain"], n, 1),
+            "crossing": float("nan") if cross is None else cross,
+            "pool_learnable": float(np.mean([x > 0 for x in ev["pool_chain"]]))
+            if ev["pool_chain"] else float("nan"),
+            "sum@1": _mean_pass(ev.get("sum", []), nr, 1),
+            "product@1": _mean_pass(ev.get("product", []), nr, 1)}
 
 
 def arm_values(res: dict, arm: str) -> dict[str, list[float]]:
-    """Per seed: held-out chain pass@k_primary and pass@1, boundary crossing, the pool's learnable
-    share (chain problems solved at least once in ``learnable_samples``), held-out sum and
-    product pass@1 (the regression check), and stage-2 means of the mechanism columns."""
-    c = res["config"]
-    k, n, nr = c["k_primary"], c["eval_samples"], c["regression_samples"]
-    hard = [i for i, x in enumerate(res["fork"]["chain"]) if x == 0]
+    """Per seed: :func:`_eval_row`'s numbers and the stage-2 means of the mechanism columns."""
     out: dict[str, list[float]] = {}
     for s in _seeds(res):
-        ev = res["arms"][arm][s]["eval"]
+        row = _eval_row(res, res["arms"][arm][s]["eval"])
         cur = res["arms"][arm][s]["curves"]
-        row = {f"chain@{k}": _pass(ev["chain"], n, k), "chain@1": _pass(ev["chain"], n, 1),
-               "crossing": float(np.mean([ev["chain"][i] > 0 for i in hard])) if hard else
-               float("nan"),
-               "pool_learnable": float(np.mean([x > 0 for x in ev["pool_chain"]]))
-               if ev["pool_chain"] else float("nan"),
-               "sum@1": _pass(ev.get("sum", []), nr, 1),
-               "product@1": _pass(ev.get("product", []), nr, 1)}
         for col in ("frac_nudged", "hinted_successes", "hint_reliance"):
             vals = [v for v in cur.get(col, []) if v is not None]
             row[col] = float(np.mean(vals)) if vals else float("nan")
@@ -54,14 +88,29 @@ def arm_values(res: dict, arm: str) -> dict[str, list[float]]:
 
 
 def fork_values(res: dict) -> dict[str, float]:
+    """:func:`_eval_row` of the fork model (its boundary crossing is 0 by definition)."""
+    return _eval_row(res, res["fork"])
+
+
+def exploratory(res: dict) -> list[dict]:
+    """Not pre-registered, computed after the run: per held-out chain problem, each arm's
+    pass@k (k_primary, then 1) averaged over the seeds minus the control's, with a 95 %
+    bootstrap interval over the problems. The effect for these trained models, not for a new
+    training seed (it leaves the seed-to-seed variance out)."""
     c = res["config"]
-    ev = res["fork"]
-    return {f"chain@{c['k_primary']}": _pass(ev["chain"], c["eval_samples"], c["k_primary"]),
-            "chain@1": _pass(ev["chain"], c["eval_samples"], 1), "crossing": 0.0,
-            "pool_learnable": float(np.mean([x > 0 for x in ev["pool_chain"]]))
-            if ev["pool_chain"] else float("nan"),
-            "sum@1": _pass(ev.get("sum", []), c["regression_samples"], 1),
-            "product@1": _pass(ev.get("product", []), c["regression_samples"], 1)}
+    rows = []
+    for arm in (a for a in res["arms"] if a != "control"):
+        for k in (c["k_primary"], 1):
+            metric = "chain@k" if k != 1 else "chain@1"
+
+            def seed_mean(a, metric=metric):
+                return np.mean([metric_values(res, a, s, metric) for s in _seeds(res)], axis=0)
+
+            diff = seed_mean(arm) - seed_mean("control")
+            lo, hi = bootstrap_ci(diff)
+            rows.append({"a": arm, "b": "control", "metric": f"chain@{k}",
+                         "diff": float(diff.mean()), "ci95_problems": [float(lo), float(hi)]})
+    return rows
 
 
 COLUMNS = {"chain@k": "held-out chain pass@{k} (n = {n})", "chain@1": "held-out chain pass@1",

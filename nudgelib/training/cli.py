@@ -113,7 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--steps must be >= 0, got {args.steps}")
         out = Path(args.out)
         if (out / LOCK).exists():  # a live run there: name it before anything else
-            RunLock(out).acquire().release()
+            probe = RunLock(out).acquire()
+            if probe.replaced:
+                print(f"note: replaced the lock of pid {probe.replaced.get('pid')} on "
+                      f"{probe.replaced.get('host')} (no longer running)", file=sys.stderr)
+            probe.release()
         ckpts = complete_checkpoints(out)
         if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it (from its "

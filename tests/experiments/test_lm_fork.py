@@ -162,6 +162,15 @@ def test_the_committed_confirmatory_run_is_the_preregistered_design_and_its_clai
         assert got["diff"] == pytest.approx(stored["diff"], abs=1e-4)
         assert got["mde"] == pytest.approx(stored["mde"], abs=1e-4)
         assert {"diff", "diff_ci95", "mde", "margin", "verdict", "level"} <= set(stored)
+    # the exploratory block is what lm_fork_report.exploratory computes from the stored counts
+    from nudgelib.experiments.lm_fork_report import exploratory
+
+    again = exploratory(res)
+    assert [(r["a"], r["metric"]) for r in again] == [(r["a"], r["metric"])
+                                                      for r in res["exploratory"]["rows"]]
+    for got, stored in zip(again, res["exploratory"]["rows"]):
+        assert got["diff"] == pytest.approx(stored["diff"], abs=1e-4)
+        assert got["ci95_problems"] == pytest.approx(stored["ci95_problems"], abs=1e-4)
     # the superseded designs are kept and labelled
     from nudgelib.experiments.toy_nurl import load_results
 

@@ -269,3 +269,16 @@ def test_the_hints_cli_turns_data_errors_into_a_message(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert rc == 2 and "gsm8k" in err and "Traceback" not in err, err
     assert not (tmp_path / "bank").exists()
+
+
+def test_the_cli_reports_the_stale_lock_it_replaces(tmp_path, capsys):
+    from nudgelib.training.build import build_problems
+
+    run = tmp_path / "run"
+    claim_run_folder(run, _cfg().to_dict(), build_problems(_cfg()))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                        "since": "earlier", "token": "old"}))
+    rc = main(["--config", "toy-table", "--steps", "1", "--out", str(run), "--quiet"])
+    assert rc == 0 and f"replaced the lock of pid {dead.pid}" in capsys.readouterr().err
