@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,14 @@ from nudgelib.nudging import STRATEGIES
 from nudgelib.presets import TRAIN_PRESETS
 from nudgelib.tasks.problems import DataFormatError, DataNotFound
 from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
-from nudgelib.training.runs import LOCK, MARKER, RunFolderError, RunLock, complete_checkpoints
+from nudgelib.training.runs import (
+    LOCK,
+    MARKER,
+    RunFolderError,
+    RunLock,
+    complete_checkpoints,
+    set_aside,
+)
 from nudgelib.training.trainer import FORK_FILE, METRICS_FILE, Trainer, resume_or_start
 
 
@@ -88,14 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _set_aside(path: Path) -> Path | None:
-    """Rename ``path`` to a name of its own beside it (nothing deleted); None if absent."""
+def _forked_from(out: Path) -> str | None:
+    """The checkpoint ``out``'s run was forked from (its ``fork.json``), None if not forked.
+    A damaged record is named, not read through: it is what checks a resume's --fork-from."""
+    path = out / FORK_FILE
     if not path.is_file():
         return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.before-restart-{stamp}")
-    path.rename(target)
-    return target
+    fix = (f"restore it, or move it aside (mv {path} {path}.damaged) to resume without that "
+           f"check; nothing was changed")
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise RunFolderError(f"{path} is unreadable ({type(err).__name__}); it records which "
+                             f"checkpoint this run was forked from: {fix}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("forked_from"), str):
+        raise RunFolderError(f"{path} is not a fork record (expected an object with "
+                             f"\"forked_from\"): {fix}")
+    return info["forked_from"]
 
 
 def _resume_command(argv: Sequence[str] | None) -> str:
@@ -115,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (out / LOCK).exists():  # a live run there: name it before anything else
             probe = RunLock(out).acquire()
             if probe.replaced:
-                print(f"note: replaced the lock of pid {probe.replaced.get('pid')} on "
-                      f"{probe.replaced.get('host')} (no longer running)", file=sys.stderr)
+                print(f"note: {probe.replaced_note()}", file=sys.stderr)
             probe.release()
         ckpts = complete_checkpoints(out)
         if not args.resume and ((out / METRICS_FILE).exists() or ckpts):
@@ -127,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if restart and not (out / MARKER).is_file():
             raise ConfigError(f"--resume: {out} has no complete checkpoint to resume; nothing "
                               f"was changed (run without --resume to start a run there)")
-        forked = json.loads((out / FORK_FILE).read_text()).get("forked_from") \
-            if (out / FORK_FILE).is_file() else None
+        forked = _forked_from(out)
         if args.resume and ckpts and args.fork_from and forked != str(Path(args.fork_from)):
             raise ConfigError(f"--fork-from {args.fork_from}: {out} continues a run forked from "
                               f"{forked}; resume it without --fork-from, or fork into a new --out")
@@ -138,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             trainer = Trainer(cfg, out, progress=not args.quiet, warm=not args.fork_from)
             if restart:  # killed before its first checkpoint: start again, the old rows kept
-                kept = _set_aside(out / METRICS_FILE)  # after the folder was claimed and locked
+                kept = set_aside(out / METRICS_FILE, "before-restart")  # after the folder was claimed and locked
                 print(f"{out} has no complete checkpoint (the run stopped before its first "
                       f"save): starting again from step 0"
                       + (f"; the earlier rows are kept in {kept}" if kept else ""), flush=True)

@@ -60,12 +60,19 @@ def claim_run_folder(out: Path, cfg_dict: dict, problems) -> dict:
     problems = list(problems)
     marker_path = out / MARKER
     if marker_path.is_file():
+        fix = (f"if this is a nudgelib run folder, restore the file, or move it aside (mv "
+               f"{marker_path} {marker_path}.damaged) and run again: a folder with complete "
+               f"checkpoints and no marker is adopted and gets a new one; else start a new --out")
         try:
-            marker = json.loads(marker_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise RunFolderError(f"{marker_path}: unreadable run marker ({err}); if this is a "
-                                 f"nudgelib run folder, restore the file or start a new --out") \
-                from err
+            marker = json.loads(marker_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+            raise RunFolderError(f"{marker_path}: unreadable run marker ({type(err).__name__}: "
+                                 f"{str(err)[:120]}); {fix}") from err
+        if not (isinstance(marker, dict) and marker.get("nudgelib_run") == 1
+                and isinstance(marker.get("problems_hash"), str)
+                and isinstance(marker.get("problems"), list)):
+            raise RunFolderError(f"{marker_path}: not a nudgelib run marker (expected an object "
+                                 f"with nudgelib_run 1, problems_hash and problems); {fix}")
         want = problems_hash(problems)
         if marker.get("problems_hash") != want:
             raise RunFolderError(
@@ -217,7 +224,9 @@ class RunLock:
                 os.close(fd)
                 continue
             holder = self._holder()
-            if holder and not self._stale(holder, me):
+            # an unreadable record under a flock we now hold: no live process on this host
+            # holds the lock, and the record names no other host
+            if holder and not holder.get("unreadable") and not self._stale(holder, me):
                 os.close(fd)
                 raise self._in_use(holder)
             if holder and holder.get("pid") != me["pid"]:
@@ -226,6 +235,15 @@ class RunLock:
             self._write(me)
             return self._done(key)
         raise RunFolderError(f"could not take the lock {self.path}: it keeps changing hands")
+
+    def replaced_note(self) -> str | None:
+        """What :meth:`acquire` replaced, in words (None: nothing)."""
+        r = self.replaced
+        if not r:
+            return None
+        if r.get("unreadable"):
+            return f"replaced the unreadable lock file {self.path} (no run held it)"
+        return f"replaced the lock of pid {r.get('pid')} on {r.get('host')} (no longer running)"
 
     @staticmethod
     def _stale(holder: dict, me: dict) -> bool:
@@ -283,19 +301,20 @@ class RunLock:
         raise RunFolderError(f"could not take the lock {self.path}: it keeps changing hands")
 
     def _holder(self) -> dict | None:
+        unreadable = {"pid": "?", "host": "?", "since": "? (unreadable lock file)", "unreadable": True}
         try:
-            text = self.path.read_text()
+            text = self.path.read_bytes().decode("utf-8")
         except FileNotFoundError:
             return None
-        except OSError:
-            return {"pid": "?", "host": "?", "since": "? (unreadable lock file)"}
+        except (OSError, ValueError):  # ValueError: bytes that are not UTF-8
+            return unreadable
         if not text.strip():
             return None  # an empty record: released, or a lock file whose write was cut short
         try:
             holder = json.loads(text)
-        except json.JSONDecodeError:
-            return {"pid": "?", "host": "?", "since": "? (unreadable lock file)"}
-        return holder if isinstance(holder, dict) else None
+        except (ValueError, RecursionError):
+            return unreadable
+        return holder if isinstance(holder, dict) and "pid" in holder else unreadable
 
     def release(self) -> None:
         if self.held:
@@ -369,16 +388,26 @@ def write_manifest(folder: Path, *, last: str | None = None) -> dict:
 def verify_folder(folder: Path) -> str | None:
     """None when every file of ``folder``'s manifest is there with its size and checksum;
     else what is wrong, naming the file. A folder without a manifest (written by an older
-    nudgelib) is reported as such."""
+    nudgelib) is reported as such; so is a manifest that is not one (any bytes, any JSON shape,
+    any encoding: it must be a UTF-8 object whose ``files`` map names to size and checksum)."""
     folder = Path(folder)
+    where = folder / MANIFEST
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads(where.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        return f"{folder / MANIFEST} is missing (written by an older nudgelib, or damaged)"
-    except (OSError, json.JSONDecodeError) as err:
-        return f"{folder / MANIFEST} is unreadable ({err})"
-    for rel, want in manifest.get("files", {}).items():
+        return f"{where} is missing (written by an older nudgelib, or damaged)"
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return f"{where} is unreadable ({type(err).__name__}: {str(err)[:120]})"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size"), int)
+            and isinstance(v.get("sha256"), str) for k, v in files.items()):
+        return (f"{where} is not a manifest (expected an object whose \"files\" maps each file to "
+                f"its size and sha256; found {type(manifest).__name__})")
+    for rel, want in files.items():
         p = folder / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return f"{where} names a file outside its folder ({rel!r})"
         if not p.is_file():
             return f"{p} is missing"
         size = p.stat().st_size
@@ -501,27 +530,56 @@ def clean_partial_checkpoints(out_dir) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def set_aside(path: Path, why: str) -> Path | None:
+    """Rename ``path`` to ``<name>.<why>-<time>`` beside it, a name of its own (nothing is
+    deleted); None if there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.{why}-{stamp}"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
+    path.rename(target)
+    _fsync_path(path.parent)
+    return target
+
+
+def scan_metric_rows(source: Path, up_to_step: int) -> tuple[list[dict], list[int]]:
+    """(the rows of ``metrics.jsonl`` for steps 1..``up_to_step``, the numbers of the lines that
+    are not metric rows). Any bytes: undecodable bytes are replaced, a UTF-8 byte-order mark is
+    skipped, a line that is not a JSON object with an integer ``step`` is a bad line."""
+    kept, bad = [], []
+    source = Path(source)
+    if source.is_file():
+        text = source.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")
+        for n, line in enumerate(text.splitlines(), 1):
+            try:
+                row = json.loads(line)
+                step = row["step"] if isinstance(row, dict) else None
+                if not isinstance(step, int) or isinstance(step, bool):
+                    raise ValueError("no integer step")
+            except (ValueError, KeyError, TypeError, RecursionError):
+                bad.append(n)
+                continue
+            if step <= up_to_step:
+                kept.append(row)
+    return kept, bad
+
+
 def read_metric_rows(source: Path, up_to_step: int) -> list[dict]:
     """The rows of ``metrics.jsonl`` for steps 1..``up_to_step``. A line that is not a metric
     row (the last one cut by a kill, or a damaged one) is reported with its number, as are
     missing or repeated steps; nothing is dropped silently."""
     import warnings
 
-    kept, bad = [], []
     source = Path(source)
-    if source.is_file():
-        for n, line in enumerate(source.read_text(errors="replace").splitlines(), 1):
-            try:
-                row = json.loads(line)
-                step = int(row["step"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                bad.append(n)
-                continue
-            if step <= up_to_step:
-                kept.append(row)
+    kept, bad = scan_metric_rows(source, up_to_step)
     if bad:
-        warnings.warn(f"{source}: line(s) {bad} are not metric rows (cut by a kill, or damaged) "
-                      f"and were left out; {len(kept)} rows kept", stacklevel=3)
+        warnings.warn(f"{source}: line(s) {bad[:8]}{'…' if len(bad) > 8 else ''} are not metric "
+                      f"rows (cut by a kill, or damaged) and were left out; {len(kept)} rows kept",
+                      stacklevel=3)
     steps = [r["step"] for r in kept]
     if source.is_file() and steps != list(range(1, up_to_step + 1)):
         warnings.warn(f"{source}: the rows up to step {up_to_step} are steps {steps[:8]}"

@@ -68,6 +68,8 @@ from nudgelib.training.runs import (
     rng_state,
     save_error,
     save_folder_atomic,
+    scan_metric_rows,
+    set_aside,
     set_rng_state,
     verify_folder,
     write_atomic,
@@ -122,8 +124,7 @@ class Trainer:
             claim_run_folder(self.out, cfg.to_dict(), self.problems)
             self.lock = RunLock(self.out).acquire()
             if self.lock.replaced:
-                warnings.warn(f"{self.out}: replaced the stale lock of pid "
-                              f"{self.lock.replaced.get('pid')} (no longer running)", stacklevel=2)
+                warnings.warn(f"{self.out}: {self.lock.replaced_note()}", stacklevel=2)
         self.policy = policy if policy is not None else build_policy(cfg, warm=warm,
                                                                       progress=progress)
         self.scorer = scorer or build_scorer(cfg)
@@ -357,6 +358,9 @@ class Trainer:
             "detectors": {m: d.state_dict() for m, d in self.detectors.items()},
             "problem_ids": [p.id for p in self.problems],
             "elapsed": time.time() - self._t0,
+            # the metrics history up to this step, checksummed with the checkpoint: a damaged
+            # metrics.jsonl is rebuilt from it on resume
+            "metric_rows": [r for r in self.rows if r.get("step", 0) <= self.step],
         }
 
         def write(tmp: Path) -> None:
@@ -414,7 +418,8 @@ class Trainer:
         set_rng_state(st["rng"])
         if fork:
             self._load_problem_ids(st)
-            self._take_metrics(path.parent.parent / METRICS_FILE, forked_from=str(path))
+            self._take_metrics(path.parent.parent / METRICS_FILE, forked_from=str(path),
+                               saved=st.get("metric_rows"))
             return
         if st.get("nudger") is not None and self.nudger is not None:
             self.nudger.load_state_dict(st["nudger"])
@@ -428,7 +433,7 @@ class Trainer:
         self._load_problem_ids(st)
         self._t0 = time.time() - st.get("elapsed", 0.0)
         if self.out is not None:
-            self._take_metrics(self.out / METRICS_FILE)
+            self._take_metrics(self.out / METRICS_FILE, saved=st.get("metric_rows"))
 
     def _load_problem_ids(self, st: dict) -> None:
         if "problem_ids" in st:
@@ -439,11 +444,28 @@ class Trainer:
                                   f"this run's training set")
             self.problems = [by_id[i] for i in st["problem_ids"]]
 
-    def _take_metrics(self, source: Path, forked_from: str | None = None) -> None:
+    def _take_metrics(self, source: Path, forked_from: str | None = None,
+                      saved: list[dict] | None = None) -> None:
         """Keep the rows of ``source`` up to the loaded step as this run's history (and its
-        metrics file, when it has an out_dir)."""
-        kept = [{**r, "forked_from": forked_from} if forked_from else r
-                for r in read_metric_rows(source, self.step)]
+        metrics file, when it has an out_dir). ``saved``: the rows the checkpoint holds
+        (verified with it); when they cover every step they are the history, and an own
+        metrics file that disagrees with them (damaged, cut, edited) is set aside, never
+        overwritten."""
+        complete = saved is not None and [r.get("step") for r in saved] == list(range(1, self.step + 1))
+        if not complete:
+            kept = read_metric_rows(source, self.step)
+        else:
+            kept = saved
+            file_rows, bad = scan_metric_rows(source, self.step)
+            same = not bad and [json.dumps(r, sort_keys=True) for r in file_rows] == \
+                [json.dumps(r, sort_keys=True) for r in saved]
+            if not same and forked_from is None and Path(source).is_file():
+                aside = set_aside(Path(source), "damaged")
+                warnings.warn(f"{source} disagreed with checkpoint step {self.step} "
+                              f"({len(bad)} unreadable line(s), {len(file_rows)} rows up to the step, "
+                              f"the checkpoint holds {len(saved)}): the checkpoint's rows are kept "
+                              f"and the file is set aside as {aside.name}", stacklevel=3)
+        kept = [{**r, "forked_from": forked_from} if forked_from else r for r in kept]
         self.rows = kept
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -530,9 +552,9 @@ def resume_or_start(cfg: TrainConfig, out_dir: str | os.PathLike, **kwargs) -> T
         trainer.resumed_from = ckpt
     elif (Path(out_dir) / METRICS_FILE).exists():
         n = len((Path(out_dir) / METRICS_FILE).read_text(errors="replace").splitlines())
+        aside = set_aside(Path(out_dir) / METRICS_FILE, "before-restart")
         warnings.warn(f"{out_dir}: no complete checkpoint; starting again from step 0 (the "
-                      f"{n} metric rows of the attempt before are discarded)", stacklevel=2)
-        (Path(out_dir) / METRICS_FILE).unlink()
+                      f"{n} metric rows of the attempt before are kept as {aside.name})", stacklevel=2)
     return trainer
 
 

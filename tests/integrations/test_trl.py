@@ -356,3 +356,82 @@ def test_the_trl_script_refuses_a_folder_in_use_or_not_a_run(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+# ----------------------------------------------------------------------------- KL: TRL vs nudgelib
+
+def _lora_params(model):
+    return [p for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_trl_kl_gradient_matches_nudgelib_with_the_setting_grpo_config_chooses(tmp_path, offline_model_dir):
+    """The loss TRL computes for a batch, KL included, has the gradient of nudgelib's policy_loss.
+
+    The batch is built by hand: ratios away from 1 (old log-probs shifted, some clipped), a
+    reference that differs per token, padding. With zero advantages the loss is beta x KL alone,
+    so the first comparison is the KL gradient by itself; the second is the whole loss. TRL's
+    ratio-weighted KL (``use_bias_correction_kl=True``, its default since 1.16) must differ, or the
+    test could not tell the settings apart.
+    """
+    from peft import LoraConfig
+
+    from nudgelib.core.losses import policy_loss
+    from nudgelib.policies.models import load_model_and_tokenizer
+    from nudgelib.training.config import get_train_config
+
+    cfg = get_train_config("cpu-fast", stop_at_newline=False, kl_beta=0.04, group_size=G, prompts_per_step=1,
+                           aggregation="seq_mean_token_mean", micro_batch_size=G)
+    args = nt.grpo_config(cfg, tmp_path, max_steps=1, save_strategy="no", disable_tqdm=True)
+    assert args.use_bias_correction_kl is False and args.loss_type == "grpo"
+    model, tok = load_model_and_tokenizer(offline_model_dir)
+    ds = nt.trl_dataset([Problem("p", "What is 2 + 3?", "5")], instruction=INSTRUCTION)
+    tr = nt.NudgedGRPOTrainer(model=model, processing_class=tok, reward_funcs=[correctness_reward], args=args,
+                              train_dataset=ds, nudging="none",
+                              peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                     task_type="CAUSAL_LM", init_lora_weights=False))
+    tr.current_gradient_accumulation_steps = 1
+    model = tr.model
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    prompt = tok("What is 2 + 3?", return_tensors="pt")["input_ids"].repeat(G, 1)
+    T = 6
+    completion = torch.randint(100, 5000, (G, T), generator=g)
+    cmask = torch.ones(G, T, dtype=torch.long)
+    cmask[1, 4:] = 0  # padding: a shorter completion
+    cmask[3, 2:] = 0
+    ids = torch.cat([prompt, completion], 1)
+    att = torch.cat([torch.ones_like(prompt), cmask], 1)
+    with torch.no_grad():
+        now, _, _ = tr._get_per_token_logps_and_entropies(model, ids, att, T)
+    old = now + 0.3 * torch.randn(G, T, generator=g)  # ratios from about 0.5 to 2: the clip is hit
+    ref = now + 0.5 * torch.randn(G, T, generator=g)
+    params = _lora_params(model)
+
+    def grads_trl(adv, bias_correction):
+        tr.args.use_bias_correction_kl = bias_correction
+        inputs = {"prompt_ids": prompt, "prompt_mask": torch.ones_like(prompt), "completion_ids": completion,
+                  "completion_mask": cmask, "advantages": adv, "old_per_token_logps": old,
+                  "ref_per_token_logps": ref}
+        loss = tr._compute_loss(model, inputs)
+        return loss, torch.autograd.grad(loss, params)
+
+    def grads_nudgelib(adv):
+        logp, _, _ = tr._get_per_token_logps_and_entropies(model, ids, att, T)
+        loss, stats = policy_loss(logp, old, adv, cmask.float(), surrogate="ppo_clip",
+                                  aggregation="seq_mean_token_mean", eps_low=cfg.eps_low, eps_high=cfg.eps_high,
+                                  ref_logp=ref, kl="k3", beta=cfg.kl_beta)
+        return loss, torch.autograd.grad(loss, params), stats
+
+    for adv in (torch.zeros(G), torch.tensor([1.5, -0.5, -1.0, 0.7])):
+        l_trl, g_trl = grads_trl(adv, False)
+        l_nl, g_nl, stats = grads_nudgelib(adv)
+        assert abs(float(l_trl.detach()) - float(l_nl.detach())) < 1e-6
+        for a, b in zip(g_trl, g_nl):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+        assert max(float(x.abs().max()) for x in g_nl) > 1e-4  # a gradient, not zeros
+        if adv.any():
+            assert stats["clip_frac_low"] + stats["clip_frac_high"] > 0  # the clip took part
+        _, g_biased = grads_trl(adv, True)
+        gap = max(float((a - b).abs().max()) for a, b in zip(g_biased, g_nl))
+        scale = max(float(b.abs().max()) for b in g_nl)
+        assert gap > 1e-3 * scale, "TRL's ratio-weighted KL should change the gradient"

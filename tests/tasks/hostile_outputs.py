@@ -50,6 +50,17 @@ def hostile_outputs() -> list[tuple[str, object]]:
         ("1MB-then-answer", "a" * (1 << 20) + " \\boxed{42}"),
         ("1MB-hashes", "#### " * ((1 << 20) // 5)),
         ("1MB-inside-box", "\\boxed{" + "1+" * (1 << 19) + "1}"),
+        # long blank runs after an answer phrase: each was quadratic in extraction once (129.8 s at
+        # 10^5 characters); at 10^5 and 10^6 the whole call must stay inside its deadline
+        *((f"blank-run-{n:.0e}-{name}", text)
+          for n in (10**5, 10**6)
+          for name, text in (("answer-phrase", "The answer" + " " * n),
+                             ("answer-is-newlines", "the answer is" + "\n" * n),
+                             ("bold-answer", "answer **" + " " * n + "x"),
+                             ("hashes", "#### 1" + " " * n + "x"),
+                             ("hashes-tabs", ("#### 1" + " \t" * (n // 20) + "x\n") * 9),
+                             ("boxed", "\\boxed" + " " * n),
+                             ("boxed-brace", "\\boxed{" + " " * n + "7}"))),
         ("nul-bytes", "\\boxed{4\x002}\x00\x00"),
         ("lone-surrogate", "\\boxed{\ud800 42 \udfff}"),
         ("only-surrogates", "\udc80" * 1000),

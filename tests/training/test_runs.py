@@ -216,10 +216,17 @@ def test_a_damaged_metrics_row_is_reported_not_dropped_silently(tmp_path):
     tr.close()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     lines[1] = lines[1][: len(lines[1]) // 2]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.warns(UserWarning, match=r"line\(s\) \[2\] are not metric rows"):
+    damaged = "\n".join(lines) + "\n"
+    (tmp_path / "metrics.jsonl").write_text(damaged)
+    with pytest.warns(UserWarning, match=r"1 unreadable line\(s\).*checkpoint's rows are kept.*set "
+                                         r"aside as metrics.jsonl.damaged-"):
         again = resume_or_start(cfg, tmp_path, progress=False)
-    assert [r["step"] for r in again.rows] == [1, 3]
+    # the checkpoint holds the rows (checksummed): the history is whole again, and the damaged
+    # file is kept beside it, not overwritten
+    assert [r["step"] for r in again.rows] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    (aside,) = tmp_path.glob("metrics.jsonl.damaged-*")
+    assert aside.read_text() == damaged
 
 
 def test_a_resume_with_other_problems_under_the_same_ids_is_refused(tmp_path):
