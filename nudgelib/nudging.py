@@ -27,6 +27,8 @@ nudgerl    every prompt gets ``n_contexts`` strategy contexts x G / n_contexts r
            ``distill_coef`` x the advantage-weighted, length-normalised log-likelihood of each
            context rollout under the prompt WITHOUT its context (NudgeRL, arXiv 2605.15726)
 always     every prompt is sampled with its hint (the paper's "hints always" ablation)
+dynamic    no hints: a group whose rewards are all equal (0/G or G/G) is sampled again, all
+           G rows, up to ``max_resamples`` times (DAPO's dynamic sampling, arXiv 2503.14476)
 =========  ==============================================================================
 
 ``condition_on`` (nurl, scaf): ``"hinted"`` scores a hinted rollout under the prompt it was
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -56,6 +58,13 @@ from nudgelib.rollouts import ContextRows, RolloutBatch, collect_rollouts, sampl
 from nudgelib.tasks.problems import Problem
 
 CONDITION_ON = ("hinted", "original")
+
+LEDGER_KEYS = ("model_calls", "tokens_plain", "tokens_hinted", "tokens_resampled", "rows_plain",
+               "rows_hinted", "rows_resampled")
+"""The compute ledger of a :class:`SamplingContext`: sampling calls to the policy, and the
+completion tokens (and rows) sampled plain (a step's first draw), with a hint, or hint-free
+again by a strategy (dynamic sampling's redraws, NuRL's ``keep="fresh"`` row). The training
+step adds ``tokens_trained``; a run's metrics log each step's share as ``cost_<key>``."""
 
 
 # ----------------------------------------------------------------------------- context
@@ -78,18 +87,25 @@ class SamplingContext:
     step: int = 0
     prompts_per_call: int | None = None
     rows_sampled: int = 0
+    ledger: dict = field(default_factory=lambda: dict.fromkeys(LEDGER_KEYS, 0))
 
     def collect(self, problems: Sequence[Problem], hints: Sequence[str | None] | None = None,
-                *, progress: bool = False) -> RolloutBatch:
-        """``group_size`` rollouts per problem (:func:`nudgelib.rollouts.collect_rollouts`)."""
-        return collect_rollouts(self.policy, problems, self.scorer, group_size=self.group_size,
-                                temperature=self.temperature, top_p=self.top_p,
-                                max_new_tokens=self.max_new_tokens, generator=self.generator,
-                                prompts_per_call=self.prompts_per_call, hints=hints,
-                                step=self.step, progress=progress)
+                *, progress: bool = False, resample: bool = False) -> RolloutBatch:
+        """``group_size`` rollouts per problem (:func:`nudgelib.rollouts.collect_rollouts`);
+        ``resample``: hint-free rows are booked as sampled again (see :data:`LEDGER_KEYS`)."""
+        batch = collect_rollouts(self.policy, problems, self.scorer, group_size=self.group_size,
+                                 temperature=self.temperature, top_p=self.top_p,
+                                 max_new_tokens=self.max_new_tokens, generator=self.generator,
+                                 prompts_per_call=self.prompts_per_call, hints=hints,
+                                 step=self.step, progress=progress)
+        per_call = self.prompts_per_call or len(problems)
+        self._book(batch, resample, calls=-(-len(problems) // per_call))
+        return batch
 
-    def sample_rows(self, problems, group_ids, hints, all_problems) -> RolloutBatch:
-        """One completion per row; chunked by ``prompts_per_call * group_size`` rows."""
+    def sample_rows(self, problems, group_ids, hints, all_problems, *,
+                    resample: bool = False) -> RolloutBatch:
+        """One completion per row; chunked by ``prompts_per_call * group_size`` rows.
+        ``resample``: hint-free rows are booked as sampled again (see :data:`LEDGER_KEYS`)."""
         chunk = (self.prompts_per_call or len(problems)) * max(1, self.group_size)
         parts = []
         for i in range(0, len(problems), chunk):
@@ -99,7 +115,21 @@ class SamplingContext:
                 max_new_tokens=self.max_new_tokens, generator=self.generator, step=self.step,
                 all_problems=all_problems))
         self.rows_sampled += len(problems)
-        return parts[0] if len(parts) == 1 else RolloutBatch.concat(parts, all_problems)
+        batch = parts[0] if len(parts) == 1 else RolloutBatch.concat(parts, all_problems)
+        self._book(batch, resample, calls=len(parts))
+        return batch
+
+    def _book(self, batch: RolloutBatch, resample: bool, calls: int) -> None:
+        """Add a sampled batch to the ledger: its model calls, and its completion tokens and
+        rows as hinted (any row with a hint), resampled or plain."""
+        lengths, hinted = batch.lengths, batch.hinted
+        plain = "resampled" if resample else "plain"
+        led = self.ledger
+        led["model_calls"] += calls
+        led["tokens_hinted"] += int(lengths[hinted].sum())
+        led["rows_hinted"] += int(hinted.sum())
+        led[f"tokens_{plain}"] += int(lengths[~hinted].sum())
+        led[f"rows_{plain}"] += int((~hinted).sum())
 
 
 # ----------------------------------------------------------------------------- interface
@@ -262,7 +292,7 @@ class NuRL(NudgingStrategy):
         groups = [int(batch.group[r]) for r in rows]
         new = ctx.sample_rows([batch.problems[g] for g in groups], groups,
                               [hints[g] if h else None for g, h in zip(groups, plan.with_hint)],
-                              batch.problems)
+                              batch.problems, resample=True)  # keep="fresh": a plain redraw
         batch.replace_rows(rows, new)
         if self.condition_on == "original":
             _condition_on_original(batch, [(r, m[0]) for m in plan.members for r in m[1:]])
@@ -479,10 +509,66 @@ class NudgeRL(NudgingStrategy):
         return -self.distill_coef * (adv * per_seq).sum() / max(1, cr.n_context_rows)
 
 
+# ----------------------------------------------------------------------------- dynamic sampling
+
+class DynamicSampling(NudgingStrategy):
+    """DAPO's dynamic sampling (arXiv 2503.14476), group by group and without hints: a group
+    whose G rewards are all equal (0/G or G/G: zero advantage, no gradient) is sampled again,
+    all G rows, up to ``max_resamples`` times or until it has a spread. Every redrawn row is
+    booked in the ledger as resampled (``tokens_resampled``) and counted in
+    ``totals["resampled_rows"]``; ``rescued_groups`` counts the flat groups that came back with
+    a spread. DAPO itself over-samples prompts and keeps the groups with a spread; redrawing
+    the same prompt spends the extra compute on the problem that needed it and keeps the
+    batch's prompts fixed (docs/method.md).
+    """
+
+    name = "dynamic"
+    title = "dynamic sampling (DAPO)"
+    engines = ("nudgelib",)
+
+    def __init__(self, hints=None, *, max_resamples: int = 2, hint_type: str = "abstract",
+                 condition_on: str = "hinted"):
+        super().__init__(None, hint_type=hint_type, condition_on=condition_on)
+        if isinstance(max_resamples, bool) or not isinstance(max_resamples, int) or max_resamples < 0:
+            raise ValueError(f"max_resamples={max_resamples!r}; expected an integer >= 0")
+        self.max_resamples = max_resamples
+        self.hint_types = ()  # no hints
+        self.totals.update(resampled_groups=0, resampled_rows=0, rescued_groups=0)
+
+    def use_hints(self, hints) -> None:
+        """Dynamic sampling uses no hints; any given are ignored."""
+
+    @staticmethod
+    def flat_groups(batch: RolloutBatch) -> list[int]:
+        """The groups whose rewards are all equal (0/G, G/G, or any constant reward)."""
+        out = []
+        for g in range(batch.n_groups):
+            r = batch.rewards[batch.group == g]
+            if len(r) and bool((r == r[0]).all()):
+                out.append(g)
+        return out
+
+    def augment(self, batch, ctx):
+        flat_before = set(self.flat_groups(batch))
+        for _ in range(self.max_resamples):
+            flat = self.flat_groups(batch)
+            if not flat:
+                break
+            rows = [r for g in flat for r in batch.group_rows(g)]
+            groups = [int(batch.group[r]) for r in rows]
+            new = ctx.sample_rows([batch.problems[g] for g in groups], groups, [None] * len(rows),
+                                  batch.problems, resample=True)
+            batch.replace_rows(rows, new)
+            self.totals["resampled_groups"] += len(flat)
+            self.totals["resampled_rows"] += len(rows)
+        self.totals["rescued_groups"] += len(flat_before - set(self.flat_groups(batch)))
+        return batch
+
+
 # ----------------------------------------------------------------------------- registry
 
 STRATEGIES = {"none": NudgingStrategy, "nurl": NuRL, "scaf": ScafGRPO, "nudgerl": NudgeRL,
-              "always": AlwaysHint}
+              "always": AlwaysHint, "dynamic": DynamicSampling}
 """Strategy classes by the names of the CLI's ``--nudging``; each class's ``engines`` says
 whether it also runs inside TRL's GRPO loop (:mod:`nudgelib.integrations.trl`)."""
 

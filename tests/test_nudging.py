@@ -16,6 +16,7 @@ from nudgelib.core.trigger import nurl_trigger, zero_pass_groups
 from nudgelib.nudging import (
     STRATEGIES,
     AlwaysHint,
+    DynamicSampling,
     NudgeRL,
     NuRL,
     SamplingContext,
@@ -155,7 +156,8 @@ def test_nurl_trigger_on_trl_shaped_groups_picks_members_1_to_g_minus_1():
 def test_one_registry_says_where_each_strategy_runs():
     assert strategies_for("nudgelib") == tuple(STRATEGIES)
     assert strategies_for("trl") == ("none", "nurl", "always")
-    assert [STRATEGIES[n].sets_advantages for n in STRATEGIES] == [False, False, False, True, False]
+    assert [STRATEGIES[n].sets_advantages for n in STRATEGIES] == [False, False, False, True, False,
+                                                                    False]
 
 
 # ----------------------------------------------------------------------------- NuRL
@@ -409,7 +411,9 @@ def test_nudgerl_distillation_term_is_the_advantage_weighted_mean_log_likelihood
 # ----------------------------------------------------------------------------- registry, stages
 
 def test_registry_and_option_errors_name_the_problem():
-    assert set(STRATEGIES) == {"none", "nurl", "scaf", "nudgerl", "always"}
+    assert set(STRATEGIES) == {"none", "nurl", "scaf", "nudgerl", "always", "dynamic"}
+    with pytest.raises(ValueError, match=r"max_resamples=-1; expected an integer >= 0"):
+        make_strategy("dynamic", max_resamples=-1)
     with pytest.raises(ValueError, match="unknown nudging strategy 'nurll'"):
         make_strategy("nurll")
     with pytest.raises(ValueError, match="condition_on='prompt'"):
@@ -488,3 +492,60 @@ def test_table_toy_hints_act_only_through_the_learned_hint_table():
             assert min(by_hand) > 0.3  # copied far more often than the base 0.0007
     with pytest.raises(ValueError, match="clause 'h3s9' is not one of"):
         pol.encode_prompts(["p0|h3s9"])
+
+
+# ----------------------------------------------------------------------------- dynamic sampling
+
+def scripted_draws(draws: dict[str, list[str]]):
+    """A rule that answers problem q<i>'s rows, in order, from ``draws["q<i>"]``."""
+    queues = {q: iter(a) for q, a in draws.items()}
+    return lambda prompt: next(queues["q" + prompt.split("?")[0].split("Q")[-1]])
+
+
+# G = 4. q0 is mixed from the start; q1 is 0/4, then 0/4 again, then 1/4; q2 is 4/4, then 3/4
+DRAWS = {"q0": ["0", "x", "x", "x"],
+         "q1": ["x"] * 4 + ["x"] * 4 + ["1", "x", "x", "x"],
+         "q2": ["2"] * 4 + ["2", "x", "2", "2"]}
+
+
+@pytest.mark.parametrize("cap,resampled_rows,rescued,q1_after", [
+    (2, 12, 2, [1.0, 0.0, 0.0, 0.0]),  # round 1: q1 and q2 (8 rows); round 2: q1 (4 rows)
+    (1, 8, 1, [0.0] * 4),              # the cap stops q1 at 0/4 after one redraw
+    (0, 0, 0, [0.0] * 4),              # cap 0: plain GRPO
+])
+def test_dynamic_sampling_redraws_exactly_the_flat_groups_and_books_every_row(
+        cap, resampled_rows, rescued, q1_after):
+    pol = ScriptedPolicy(scripted_draws(DRAWS))
+    ctx = ctx_for(pol)
+    b = ctx.collect(PROBS)
+    assert b.group_pass_counts().tolist() == [1, 0, 4]
+    first = snapshot(b, range(4))
+    dyn = DynamicSampling(max_resamples=cap)
+    assert dyn.flat_groups(b) == [1, 2]
+    out = dyn.nudge(b, ctx)
+    assert snapshot(out, range(4)) == first  # q0 had a spread: never redrawn
+    assert out.rewards[4:8].tolist() == q1_after
+    if cap:
+        assert out.rewards[8:12].tolist() == [1.0, 0.0, 1.0, 1.0]  # q2 redrawn once, 3/4
+    assert not out.hinted.any() and out.nudge.frac_nudged == 0
+    assert dyn.totals["resampled_rows"] == resampled_rows == ctx.rows_sampled
+    assert dyn.totals["rescued_groups"] == rescued
+    # the ledger: every completion here is one character and EOS (2 tokens); one call per draw
+    assert ctx.ledger["rows_plain"] == 12 and ctx.ledger["tokens_plain"] == 24
+    assert ctx.ledger["rows_resampled"] == resampled_rows
+    assert ctx.ledger["tokens_resampled"] == 2 * resampled_rows
+    assert ctx.ledger["tokens_hinted"] == ctx.ledger["rows_hinted"] == 0
+    assert ctx.ledger["model_calls"] == 1 + {2: 2, 1: 1, 0: 0}[cap]
+    # after the redraws, GRPO sees a spread wherever one was found
+    adv = compute_advantages(out.rewards, out.group, "grpo")
+    assert (adv[4:8].abs().sum() > 0) == (cap == 2)
+
+
+def test_the_ledger_books_hinted_rows_apart_and_nurl_fresh_rows_as_resampled():
+    pol = ScriptedPolicy(hint_rule)
+    ctx = ctx_for(pol)
+    b = ctx.collect(PROBS[:1])  # q0: 0/4, 'x' + EOS each
+    NuRL({"q0": "GO"}, keep="fresh").nudge(b, ctx)  # 3 hinted rows ('0' + EOS) + 1 fresh plain
+    assert (ctx.ledger["rows_plain"], ctx.ledger["rows_hinted"], ctx.ledger["rows_resampled"]) == (4, 3, 1)
+    assert (ctx.ledger["tokens_plain"], ctx.ledger["tokens_hinted"], ctx.ledger["tokens_resampled"]) == (8, 6, 2)
+    assert ctx.ledger["model_calls"] == 2

@@ -39,12 +39,14 @@ class StepResult:
     loss: dict
     rows_resampled: int
     seconds: dict
+    cost: dict = None  # the step's compute ledger: LEDGER_KEYS and tokens_trained
 
 
 def train_step(policy, optimizer, scheduler, cfg: TrainConfig, problems, ctx: SamplingContext,
                nudger: Nudger | None = None) -> StepResult:
     """One step on ``problems``; ``nudger`` None: plain GRPO (stage 1 or no strategy)."""
     t0 = time.time()
+    booked = dict(ctx.ledger)
     # 1. sample G completions per problem (a strategy may draw the whole batch itself)
     batch = nudger.sample(problems, ctx) if nudger is not None else None
     if batch is None:
@@ -67,8 +69,10 @@ def train_step(policy, optimizer, scheduler, cfg: TrainConfig, problems, ctx: Sa
     batch.advantages = adv  # kept on the batch for the views (dashboard, callbacks)
     # 5-6. the policy loss over micro-batches, then one optimizer step
     loss = update(policy, optimizer, scheduler, cfg, batch, adv, nudger)
+    cost = {k: v - booked.get(k, 0) for k, v in ctx.ledger.items()}
+    cost["tokens_trained"] = loss.pop("tokens_trained")
     return StepResult(batch, adv, plain, nudged, loss, ctx.rows_sampled - before,
-                      {"sample": t1 - t0, "resample": t2 - t1, "train": time.time() - t2})
+                      {"sample": t1 - t0, "resample": t2 - t1, "train": time.time() - t2}, cost)
 
 
 def plain_metrics(batch: RolloutBatch) -> dict:
@@ -99,13 +103,14 @@ def update(policy, optimizer, scheduler, cfg: TrainConfig, batch: RolloutBatch, 
         rows = rows[adv != 0]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     sums: dict[str, float] = {"_w": 0.0}
-    total_loss, aux_sum, grad_norm = 0.0, None, torch.tensor(0.0)
+    total_loss, aux_sum, grad_norm, tokens_trained = 0.0, None, torch.tensor(0.0), 0
     policy.train_mode(True)
     dev = policy.device
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=False)
         for idx in micro_batches(batch, rows, cfg.micro_batch_size):
             cm = batch.completion_mask[idx]
+            tokens_trained += int(cm.sum())
             args = [t.to(dev) for t in trim_padding(batch.prompt_ids[idx],
                                                     batch.prompt_mask[idx],
                                                     batch.completion_ids[idx], cm)]
@@ -139,5 +144,6 @@ def update(policy, optimizer, scheduler, cfg: TrainConfig, batch: RolloutBatch, 
     out = {k: v / w for k, v in sums.items() if k != "n_tokens"} if w else {}
     if aux_sum is not None:
         out["aux_loss"] = aux_sum
-    out.update(loss=total_loss, grad_norm=float(grad_norm), rows_trained=int(len(rows)))
+    out.update(loss=total_loss, grad_norm=float(grad_norm), rows_trained=int(len(rows)),
+               tokens_trained=tokens_trained)
     return out

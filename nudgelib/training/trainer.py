@@ -131,9 +131,10 @@ class Trainer:
         self.all_problems = list(self.problems)
         if nudger is None and cfg.nudging != "none":
             nudger = build_nudger(cfg)
-            nudger.use_hints(build_hints(cfg, nudger.hint_types, self.problems, self.policy,
-                                         self.out, progress=progress))
-            warn_if_no_hints(nudger, self.problems)
+            if nudger.hint_types:  # dynamic sampling uses no hints
+                nudger.use_hints(build_hints(cfg, nudger.hint_types, self.problems, self.policy,
+                                             self.out, progress=progress))
+                warn_if_no_hints(nudger, self.problems)
         if nudger is not None and not isinstance(nudger, Nudger):
             raise TypeError(f"nudger={nudger!r} does not implement nudgelib.nudging.Nudger (name, "
                             f"hint_types, sets_advantages, totals, use_hints, sample, nudge, "
@@ -232,6 +233,7 @@ class Trainer:
             "t_sample": round(out.seconds["sample"], 4),
             "t_resample": round(out.seconds["resample"], 4),
             "rows_resampled": out.rows_resampled,
+            **{f"cost_{k}": v for k, v in (out.cost or {}).items()},
             "t_train": round(out.seconds["train"], 4),
         }
         if cfg.val_every and self.step % cfg.val_every == 0:
