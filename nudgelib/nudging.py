@@ -29,6 +29,8 @@ nudgerl    every prompt gets ``n_contexts`` strategy contexts x G / n_contexts r
 always     every prompt is sampled with its hint (the paper's "hints always" ablation)
 dynamic    no hints: a group whose rewards are all equal (0/G or G/G) is sampled again, all
            G rows, up to ``max_resamples`` times (DAPO's dynamic sampling, arXiv 2503.14476)
+prefix     the leading fraction of the worked solution as the prompt's hint, on every prompt
+           (or NuRL-style on 0/G groups), the fraction annealed to 0 (QuestA, arXiv 2507.13266)
 =========  ==============================================================================
 
 ``condition_on`` (nurl, scaf): ``"hinted"`` scores a hinted rollout under the prompt it was
@@ -565,10 +567,111 @@ class DynamicSampling(NudgingStrategy):
         return batch
 
 
+# ----------------------------------------------------------------------------- prefix hints
+
+def worked_steps(problem: Problem, n_answers: int = 10) -> list[str]:
+    """A problem's worked solution as steps: its lines when it has several, else its words.
+    The table toy's solution is its elimination order: every wrong answer, ruled out one by
+    one in a fixed order seeded by the problem (``not 4``, ``not 1``, ...), of ``n_answers`` as
+    in :func:`nudgelib.toy.toy_table_hint`."""
+    if problem.source == "toy-table":
+        import random
+
+        a = int(problem.answer)
+        wrong = [k for k in range(n_answers) if k != a]
+        random.Random(f"{problem.id}/solution").shuffle(wrong)
+        return [str(k) for k in wrong]
+    text = (problem.solution or "").strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines if len(lines) > 1 else text.split()
+
+
+def solution_prefix(problem: Problem, fraction: float) -> str | None:
+    """The leading ``floor(fraction x n)`` of the problem's ``n`` worked steps as hint text
+    (None when that is no step, or the problem has no worked solution). The last step is never
+    given: it states the answer."""
+    steps = worked_steps(problem)
+    k = min(int(fraction * len(steps) + 1e-9), len(steps) - 1)
+    if k <= 0:
+        return None
+    if problem.source == "toy-table":
+        return "not " + " ".join(steps[:k])
+    joiner = "\n" if "\n" in (problem.solution or "").strip() else " "
+    return joiner.join(steps[:k])
+
+
+def linear_anneal(step: int, start: float, anneal_steps: int) -> float:
+    """The prefix fraction at training step ``step`` (1-based): ``start`` at step 1, falling
+    linearly to 0 at step ``anneal_steps + 1`` and 0 after."""
+    if anneal_steps <= 0:
+        return 0.0
+    return start * max(0.0, 1.0 - (step - 1) / anneal_steps)
+
+
+class PrefixHints(NudgingStrategy):
+    """Prefix hints with annealing, after QuestA (arXiv 2507.13266): a prompt is sampled with
+    the leading fraction of its worked solution as its hint, and the fraction shrinks to 0 on a
+    schedule (:func:`linear_anneal`: ``start`` at step 1, 0 from step ``anneal_steps + 1``), so
+    training ends on the hint-free prompt.
+
+    ``apply="all"`` (QuestA) prefixes every prompt of the step; ``apply="zero_pass"`` draws the
+    step plainly and, like NuRL, regenerates G-1 rows of each 0/G group with the prefix. The
+    prefix is in the prompt, never in the completion: the loss covers only the tokens the
+    policy wrote after it, so the given steps are not rewarded as the policy's own.
+    """
+
+    name = "prefix"
+    title = "prefix hints, annealed"
+    engines = ("nudgelib",)
+
+    def __init__(self, hints=None, *, start: float = 0.5, anneal_steps: int = 50,
+                 apply: str = "all", hint_type: str = "prefix", condition_on: str = "hinted"):
+        super().__init__(None, hint_type=hint_type, condition_on="hinted")
+        if condition_on != "hinted":
+            raise ValueError("condition_on='original' would train a continuation of a prefix the "
+                             "prompt no longer holds; prefix hints use condition_on='hinted'")
+        if not 0.0 <= float(start) <= 1.0:
+            raise ValueError(f"start={start!r}; expected a fraction in [0, 1]")
+        if isinstance(anneal_steps, bool) or not isinstance(anneal_steps, int) or anneal_steps < 0:
+            raise ValueError(f"anneal_steps={anneal_steps!r}; expected an integer >= 0")
+        if apply not in ("all", "zero_pass"):
+            raise ValueError(f"apply={apply!r}; expected 'all' or 'zero_pass'")
+        self.start, self.anneal_steps, self.apply = float(start), anneal_steps, apply
+        self.hint_types = ()  # the hints come from the problems' worked solutions
+        self.fraction = self.start
+        self._nurl = NuRL(self._prefix_for)
+
+    def use_hints(self, hints) -> None:
+        """Prefix hints come from each problem's worked solution; any hints given are ignored."""
+
+    def _prefix_for(self, problem: Problem, hint_type: str | None = None) -> str | None:
+        return solution_prefix(problem, self.fraction)
+
+    def sample(self, problems, ctx):
+        self.fraction = linear_anneal(ctx.step, self.start, self.anneal_steps)
+        if self.apply != "all" or self.fraction <= 0:
+            return None
+        hints = [self._prefix_for(p) for p in problems]
+        return ctx.collect(problems, hints) if any(h is not None for h in hints) else None
+
+    def augment(self, batch, ctx):
+        if self.apply == "zero_pass" and self.fraction > 0:
+            batch = self._nurl.augment(batch, ctx)
+            self.totals["missing_hints"] = self._nurl.totals["missing_hints"]
+        return batch
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "fraction": self.fraction}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.fraction = state.get("fraction", self.fraction)
+
+
 # ----------------------------------------------------------------------------- registry
 
 STRATEGIES = {"none": NudgingStrategy, "nurl": NuRL, "scaf": ScafGRPO, "nudgerl": NudgeRL,
-              "always": AlwaysHint, "dynamic": DynamicSampling}
+              "always": AlwaysHint, "dynamic": DynamicSampling, "prefix": PrefixHints}
 """Strategy classes by the names of the CLI's ``--nudging``; each class's ``engines`` says
 whether it also runs inside TRL's GRPO loop (:mod:`nudgelib.integrations.trl`)."""
 

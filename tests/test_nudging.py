@@ -157,7 +157,7 @@ def test_one_registry_says_where_each_strategy_runs():
     assert strategies_for("nudgelib") == tuple(STRATEGIES)
     assert strategies_for("trl") == ("none", "nurl", "always")
     assert [STRATEGIES[n].sets_advantages for n in STRATEGIES] == [False, False, False, True, False,
-                                                                    False]
+                                                                    False, False]
 
 
 # ----------------------------------------------------------------------------- NuRL
@@ -411,7 +411,7 @@ def test_nudgerl_distillation_term_is_the_advantage_weighted_mean_log_likelihood
 # ----------------------------------------------------------------------------- registry, stages
 
 def test_registry_and_option_errors_name_the_problem():
-    assert set(STRATEGIES) == {"none", "nurl", "scaf", "nudgerl", "always", "dynamic"}
+    assert set(STRATEGIES) == {"none", "nurl", "scaf", "nudgerl", "always", "dynamic", "prefix"}
     with pytest.raises(ValueError, match=r"max_resamples=-1; expected an integer >= 0"):
         make_strategy("dynamic", max_resamples=-1)
     with pytest.raises(ValueError, match="unknown nudging strategy 'nurll'"):
@@ -549,3 +549,59 @@ def test_the_ledger_books_hinted_rows_apart_and_nurl_fresh_rows_as_resampled():
     assert (ctx.ledger["rows_plain"], ctx.ledger["rows_hinted"], ctx.ledger["rows_resampled"]) == (4, 3, 1)
     assert (ctx.ledger["tokens_plain"], ctx.ledger["tokens_hinted"], ctx.ledger["tokens_resampled"]) == (8, 6, 2)
     assert ctx.ledger["model_calls"] == 2
+
+
+# ----------------------------------------------------------------------------- prefix hints
+
+def test_the_prefix_schedule_and_the_prefix_by_hand():
+    from nudgelib.nudging import linear_anneal, solution_prefix
+
+    # start 0.5, 10 annealing steps: 0.5 at step 1, 0.25 at step 6, 0 from step 11 on
+    assert [linear_anneal(s, 0.5, 10) for s in (1, 6, 11, 12)] == [0.5, 0.25, 0.0, 0.0]
+    assert linear_anneal(1, 0.5, 0) == 0.0
+    two = Problem(id="c", question="What is 7 + 9 + 2?", answer="18",
+                  solution="7 + 9 = 16, so the question is 16 + 2.\n16 + 2 = 18")
+    # two steps: half gives the first line; the last step (the answer) is never given
+    assert solution_prefix(two, 0.49) is None
+    assert solution_prefix(two, 0.5) == solution_prefix(two, 1.0) == "7 + 9 = 16, so the question is 16 + 2."
+    words = Problem(id="w", question="?", answer="4", solution="add two and two to get 4")
+    assert solution_prefix(words, 0.5) == "add two and"  # 3 of 6 words
+    assert solution_prefix(Problem(id="n", question="?", answer="1"), 1.0) is None  # no solution
+
+
+def test_prefix_hints_prefix_every_prompt_until_annealed_and_train_only_the_completion():
+    from nudgelib.nudging import PrefixHints
+
+    probs = [Problem(id=f"q{i}", question=f"Q{i}?", answer=str(i), solution=f"step {i}\nanswer {i}")
+             for i in range(2)]
+    pol = ScriptedPolicy(lambda p: p.split("?")[0][-1] if "step" in p else "x")
+    pre = PrefixHints(start=0.5, anneal_steps=2)
+    ctx = ctx_for(pol)
+    ctx.step = 1  # fraction 0.5: 'step i' (1 of 2 lines) on every prompt
+    b = pre.nudge(pre.sample(probs, ctx), ctx)
+    assert b.hints == ["step 0"] * 4 + ["step 1"] * 4 and b.correct.all()
+    assert all(p.endswith("Hint: step 0") for p in b.prompts[:4])
+    # the prefix is in the prompt: the trained tokens are the policy's answer and EOS only
+    assert b.lengths.tolist() == [2] * 8 and "step" not in "".join(b.texts)
+    assert ctx.ledger["rows_hinted"] == 8 and ctx.ledger["rows_plain"] == 0
+    ctx.step = 2  # fraction 0.25: a quarter of 2 lines is no line: plain sampling
+    assert pre.sample(probs, ctx) is None and pre.fraction == 0.25
+    ctx.step = 3
+    assert pre.sample(probs, ctx) is None and pre.fraction == 0.0
+
+
+def test_prefix_hints_on_zero_pass_groups_only():
+    from nudgelib.nudging import PrefixHints
+
+    probs = [Problem(id="q0", question="Q0?", answer="0", solution="step 0\nanswer 0"),
+             Problem(id="q1", question="Q1?", answer="1", solution="step 1\nanswer 1")]
+    pol = ScriptedPolicy(lambda p: p.split("?")[0][-1] if ("step" in p or "Q1" in p) else "x")
+    pre = PrefixHints(start=1.0, anneal_steps=10, apply="zero_pass")
+    ctx = ctx_for(pol)
+    ctx.step = 1
+    assert pre.sample(probs, ctx) is None  # drawn plainly first
+    b = pre.nudge(ctx.collect(probs), ctx)
+    assert b.hints == [None, "step 0", "step 0", "step 0"] + [None] * 4  # q1 passed: untouched
+    assert b.correct.tolist() == [False, True, True, True] + [True] * 4
+    with pytest.raises(ValueError, match="condition_on='original'"):
+        PrefixHints(condition_on="original")
