@@ -554,7 +554,7 @@ def test_the_ledger_books_hinted_rows_apart_and_nurl_fresh_rows_as_resampled():
 # ----------------------------------------------------------------------------- prefix hints
 
 def test_the_prefix_schedule_and_the_prefix_by_hand():
-    from nudgelib.nudging import linear_anneal, solution_prefix
+    from nudgelib.hints.prefix import linear_anneal, solution_prefix
 
     # start 0.5, 10 annealing steps: 0.5 at step 1, 0.25 at step 6, 0 from step 11 on
     assert [linear_anneal(s, 0.5, 10) for s in (1, 6, 11, 12)] == [0.5, 0.25, 0.0, 0.0]
