@@ -573,7 +573,8 @@ class DynamicSampling(NudgingStrategy):
 class PrefixHints(NudgingStrategy):
     """Prefix hints with annealing, after QuestA (arXiv 2507.13266): a prompt is sampled with
     the leading fraction of its worked solution as its hint, and the fraction shrinks to 0 on a
-    schedule (:func:`linear_anneal`: ``start`` at step 1, 0 from step ``anneal_steps + 1``), so
+    schedule (:func:`linear_anneal`: ``start`` at the strategy's first step, 0 from its step
+    ``anneal_steps + 1``; its own steps, so a run forked into it starts at ``start``), so
     training ends on the hint-free prompt.
 
     ``apply="all"`` (QuestA) prefixes every prompt of the step; ``apply="zero_pass"`` draws the
@@ -600,7 +601,7 @@ class PrefixHints(NudgingStrategy):
             raise ValueError(f"apply={apply!r}; expected 'all' or 'zero_pass'")
         self.start, self.anneal_steps, self.apply = float(start), anneal_steps, apply
         self.hint_types = ()  # the hints come from the problems' worked solutions
-        self.fraction = self.start
+        self.fraction, self.steps_done = self.start, 0
         self._nurl = NuRL(self._prefix_for)
 
     def use_hints(self, hints) -> None:
@@ -610,7 +611,10 @@ class PrefixHints(NudgingStrategy):
         return solution_prefix(problem, self.fraction)
 
     def sample(self, problems, ctx):
-        self.fraction = linear_anneal(ctx.step, self.start, self.anneal_steps)
+        # the schedule counts this strategy's own steps: a run forked from a GRPO checkpoint
+        # (stage 2 starting at step 21, say) still starts at ``start``
+        self.steps_done += 1
+        self.fraction = linear_anneal(self.steps_done, self.start, self.anneal_steps)
         if self.apply != "all" or self.fraction <= 0:
             return None
         hints = [self._prefix_for(p) for p in problems]
@@ -623,11 +627,12 @@ class PrefixHints(NudgingStrategy):
         return batch
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "fraction": self.fraction}
+        return {**super().state_dict(), "fraction": self.fraction, "steps_done": self.steps_done}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.fraction = state.get("fraction", self.fraction)
+        self.steps_done = state.get("steps_done", self.steps_done)
 
 
 # ----------------------------------------------------------------------------- registry

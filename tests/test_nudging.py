@@ -577,17 +577,17 @@ def test_prefix_hints_prefix_every_prompt_until_annealed_and_train_only_the_comp
     pol = ScriptedPolicy(lambda p: p.split("?")[0][-1] if "step" in p else "x")
     pre = PrefixHints(start=0.5, anneal_steps=2)
     ctx = ctx_for(pol)
-    ctx.step = 1  # fraction 0.5: 'step i' (1 of 2 lines) on every prompt
+    ctx.step = 21  # the strategy's first step (a fork's step 21): fraction 0.5, 1 of 2 lines
     b = pre.nudge(pre.sample(probs, ctx), ctx)
     assert b.hints == ["step 0"] * 4 + ["step 1"] * 4 and b.correct.all()
     assert all(p.endswith("Hint: step 0") for p in b.prompts[:4])
     # the prefix is in the prompt: the trained tokens are the policy's answer and EOS only
     assert b.lengths.tolist() == [2] * 8 and "step" not in "".join(b.texts)
     assert ctx.ledger["rows_hinted"] == 8 and ctx.ledger["rows_plain"] == 0
-    ctx.step = 2  # fraction 0.25: a quarter of 2 lines is no line: plain sampling
+    # its second step: fraction 0.25, a quarter of 2 lines is no line: plain sampling
     assert pre.sample(probs, ctx) is None and pre.fraction == 0.25
-    ctx.step = 3
-    assert pre.sample(probs, ctx) is None and pre.fraction == 0.0
+    assert pre.sample(probs, ctx) is None and pre.fraction == 0.0  # third: annealed away
+    assert pre.state_dict()["steps_done"] == 3
 
 
 def test_prefix_hints_on_zero_pass_groups_only():

@@ -71,8 +71,15 @@ ARMS: dict[str, dict] = {
     "nurl_hinted": {"nudging": "nurl", "condition_on": "hinted", "surrogate": "ppo_clip"},
     "nurl_original": {"nudging": "nurl", "condition_on": "original", "surrogate": "reinforce"},
     "sft_grpo": {"nudging": "none"},
+    # the exits comparison's arms (nudgelib.experiments.lm_exits)
+    "more_samples": {"nudging": "none", "group_size": 16},
+    "dynamic": {"nudging": "dynamic", "nudging_options": {"max_resamples": 2}},
+    "prefix": {"nudging": "prefix", "nudging_options": {"start": 1.0, "anneal_steps": 14}},
 }
 """Arm -> TrainConfig overrides of stage 2 (``sft_grpo`` adds its supervised updates first)."""
+
+DESIGN_ARMS = ("control", "nurl_hinted", "nurl_original", "sft_grpo")
+"""The arms of this design (the others belong to :mod:`nudgelib.experiments.lm_exits`)."""
 
 CLAIMS = [
     # (id, claim, arm a, arm b, metric, relation)
@@ -109,7 +116,7 @@ class ForkConfig:
     sft_updates: int = 4
     sft_batch: int = 32
     seeds: tuple = (20, 21, 22, 23)
-    arms: tuple = tuple(ARMS)
+    arms: tuple = DESIGN_ARMS
     drop_samples: int = 8
     eval_samples: int = 32
     k_primary: int = 8
@@ -174,11 +181,13 @@ def sft_pairs(pool) -> list[tuple[str, str]]:
     return out
 
 
-def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: int) -> list:
+def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: int, *,
+                       count_tokens: bool = False):
     """``updates`` AdamW steps of the trainer's optimizer on -mean log p(solution + newline |
-    question) over batches of ``pairs`` (the arm's supervised warm start). Returns the losses."""
+    question) over batches of ``pairs`` (the arm's supervised warm start). Returns the losses
+    (and, with ``count_tokens``, the target tokens trained on)."""
     policy, gen = trainer.policy, torch.Generator().manual_seed(seed)
-    tok, losses = policy.tokenizer, []
+    tok, losses, tokens = policy.tokenizer, [], 0
     prompts = policy.encode_prompts([q for q, _ in pairs])
     targets = [tok(t + "\n", add_special_tokens=False).input_ids for _, t in pairs]
     policy.train_mode(True)
@@ -199,8 +208,9 @@ def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: 
         torch.nn.utils.clip_grad_norm_(trainer.params, trainer.cfg.max_grad_norm)
         trainer.optimizer.step()
         losses.append(float(loss.detach()))
+        tokens += int(c_mask.sum())
     policy.train_mode(False)
-    return losses
+    return (losses, tokens) if count_tokens else losses
 
 
 def evaluate(cfg: ForkConfig, policy, scorer, heldout: dict, pool, seed: int) -> dict:
@@ -219,7 +229,11 @@ def evaluate(cfg: ForkConfig, policy, scorer, heldout: dict, pool, seed: int) ->
     return out
 
 
-def run(cfg: ForkConfig, work: Path, *, progress: bool = False) -> dict:
+def run(cfg: ForkConfig, work: Path, *, progress: bool = False, experiment: str = "lm_fork",
+        judge_claims=None) -> dict:
+    """Stage 1, the fork, every (seed, arm) of stage 2 and its hint-free evaluation; the
+    claims judged by ``judge_claims(res)`` (default :func:`claims`). Each (arm, seed) keeps
+    its compute ledger (``cost``: the stage-2 rows' ``cost_*`` summed, SFT tokens included)."""
     t0 = time.time()
     train = arithmetic_problems(dict(cfg.train_counts), split="train", seed=cfg.problem_seed)
     heldout = {t: arithmetic_problems({t: n}, split="heldout", seed=cfg.problem_seed)
@@ -232,7 +246,7 @@ def run(cfg: ForkConfig, work: Path, *, progress: bool = False) -> dict:
     pool, _ = drop_solved(stage1.policy, train, scorer, n_samples=cfg.drop_samples,
                           max_new_tokens=12, generator=torch.Generator().manual_seed(77))
     fork_eval = evaluate(cfg, stage1.policy, scorer, heldout, pool, cfg.stage1_seed)
-    res = {"experiment": "lm_fork", "protocol": cfg.protocol, "config": cfg.to_dict(),
+    res = {"experiment": experiment, "protocol": cfg.protocol, "config": cfg.to_dict(),
            "pool": [p.id for p in pool], "fork": fork_eval, "stage1_rows": len(stage1.rows),
            "arms": {}, "sampling": stage1.policy.sampling_info()}
     stage1.close()
@@ -242,33 +256,39 @@ def run(cfg: ForkConfig, work: Path, *, progress: bool = False) -> dict:
             acfg = train_config(cfg, seed, arm)
             tr = resume_or_fork(acfg, work / f"{arm}-{seed}", ckpt, pool=pool, problems=train,
                                 progress=progress)
-            sft = []
+            sft, sft_tokens = [], 0
             if arm == "sft_grpo" and tr.step == cfg.switch_step:
-                sft = supervised_updates(tr, sft_pairs(pool), cfg.sft_updates, cfg.sft_batch,
-                                         seed)
+                sft, sft_tokens = supervised_updates(tr, sft_pairs(pool), cfg.sft_updates,
+                                                     cfg.sft_batch, seed, count_tokens=True)
             grpo_steps = cfg.stage2_updates - (cfg.sft_updates if arm == "sft_grpo" else 0)
             tr.train(until_step=cfg.switch_step + grpo_steps)
             rows = tr.rows[cfg.switch_step:]
+            cost = {k[5:]: int(sum(r.get(k) or 0 for r in rows)) for k in rows[0]
+                    if k.startswith("cost_")} if rows else {}
+            cost["tokens_trained"] = cost.get("tokens_trained", 0) + sft_tokens
             res["arms"].setdefault(arm, {})[str(seed)] = {
                 "eval": evaluate(cfg, tr.policy, scorer, heldout, pool, seed),
+                "cost": cost,
                 "sft_losses": sft,
                 "curves": {k: [r.get(k) for r in rows] for k in (
                     "reward_mean", "pass_rate", "frac_nudged", "hinted_successes",
                     "hint_reliance", "format_number", "format_one_step",
                     "format_several_steps", "grad_norm")}}
             tr.close()
-    res["claims"] = claims(res)
+    res["claims"] = (judge_claims or claims)(res)
     res["exploratory"] = {"what": EXPLORATORY, "rows": report.exploratory(res)}
     res["seconds"] = round(time.time() - t0, 1)
     return res
 
 
-def claims(res: dict) -> list[dict]:
-    """Every claim whose arms were run: paired seed-level differences, Bonferroni over
-    :data:`CLAIMS`, with MDE, margin and verdict; boundary crossing beside them."""
+def claims(res: dict, spec: Sequence = CLAIMS, margins: dict | None = None) -> list[dict]:
+    """Every claim of ``spec`` whose arms were run: paired seed-level differences, Bonferroni
+    over ``len(spec)``, with MDE, margin (``margins``, default :data:`MARGINS`) and verdict;
+    boundary crossing beside them."""
+    margins = MARGINS if margins is None else margins
     seeds = [str(s) for s in res["config"]["seeds"]]
     rows = []
-    for cid, text, a, b, metric, rel in CLAIMS:
+    for cid, text, a, b, metric, rel in spec:
         if a not in res["arms"] or b not in res["arms"]:
             continue
         va = [float(np.mean(metric_values(res, a, s, metric))) for s in seeds]
@@ -276,8 +296,8 @@ def claims(res: dict) -> list[dict]:
         cross = [boundary_crossing(res, a, s) for s in seeds]
         rows.append({"id": cid, "claim": text, "a": a, "b": b, "metric": metric,
                      "relation": rel, "a_mean": float(np.mean(va)), "b_mean": float(np.mean(vb)),
-                     **judge(rel, [x - y for x, y in zip(va, vb)], MARGINS[cid],
-                             comparisons=len(CLAIMS)),
+                     **judge(rel, [x - y for x, y in zip(va, vb)], margins[cid],
+                             comparisons=len(spec)),
                      "boundary_crossing_a": [c for c in cross if c is not None]})
     return rows
 

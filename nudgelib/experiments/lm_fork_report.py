@@ -22,7 +22,9 @@ from nudgelib.ui.plots import curves, pass_at_k_curves
 ARM_LABELS = {"fork": "fork (stage-1 GRPO model)", "control": "GRPO control, same pool",
               "nurl_hinted": "NuRL as published (hinted, PPO-clip)",
               "nurl_original": "NuRL under the original prompt (ratio-free)",
-              "sft_grpo": "supervised warm start, then GRPO"}
+              "sft_grpo": "supervised warm start, then GRPO",
+              "more_samples": "GRPO with G = 16", "dynamic": "dynamic sampling",
+              "prefix": "prefix hints, annealed"}
 
 
 def _seeds(res: dict) -> list[str]:

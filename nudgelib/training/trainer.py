@@ -89,7 +89,8 @@ _FORK_CHANGES = _RESUMABLE_CHANGES | {
     "name", "nudging", "hint_type", "condition_on", "hint_bank", "nudging_options",
     "hint_explanation_tokens", "hint_tokens", "stage1", "stage1_steps", "plateau_metric",
     "plateau_patience", "plateau_window", "plateau_min_delta", "drop_solved_samples",
-    "val_every", "n_val_problems", "val_samples", "surrogate", "seed"}
+    "val_every", "n_val_problems", "val_samples", "surrogate", "seed",
+    "group_size"}  # more samples per prompt from the same checkpoint: an exit of its own
 FORK_FILE = "fork.json"
 ADAPTER = "adapter"
 

@@ -78,7 +78,7 @@ def test_fast_run_forks_every_arm_onto_one_pool(fast_run):
     r, cfg = fast_run, lf.ForkConfig.fast()
     assert r["protocol"] == "ci" and r["config"] == cfg.to_dict()
     assert 0 < len(r["pool"]) <= sum(cfg.train_counts.values())
-    assert set(r["arms"]) == set(lf.ARMS)
+    assert set(r["arms"]) == set(lf.DESIGN_ARMS)
     for arm, by_seed in r["arms"].items():
         assert set(by_seed) == {str(s) for s in cfg.seeds}
         for got in by_seed.values():
@@ -88,6 +88,10 @@ def test_fast_run_forks_every_arm_onto_one_pool(fast_run):
             if arm in ("control", "sft_grpo"):
                 assert all(x == 0 for x in nudged)  # no hints in these arms
             assert len(got["sft_losses"]) == (cfg.sft_updates if arm == "sft_grpo" else 0)
+            # the ledger: stage 2's sampling calls (one per GRPO update here) and tokens
+            cost, grpo_updates = got["cost"], cfg.stage2_updates - len(got["sft_losses"])
+            assert cost["model_calls"] >= grpo_updates and cost["tokens_plain"] > 0
+            assert cost["tokens_trained"] > 0 and (cost["tokens_hinted"] > 0) <= (arm.startswith("nurl"))
     assert {c["id"] for c in r["claims"]} == {c[0] for c in lf.CLAIMS}
     for c in r["claims"]:
         assert c["level"] == pytest.approx(1 - 0.05 / len(lf.CLAIMS))
@@ -154,7 +158,7 @@ def test_the_committed_confirmatory_run_is_the_preregistered_design_and_its_clai
         pytest.skip("no checkout with data/results")
     assert res["experiment"] == "lm_fork" and res["protocol"] == "confirmatory"
     assert res["config"] == lf.ForkConfig().to_dict(), "the design committed before the run"
-    assert len(res["config"]["seeds"]) >= 4 and set(res["arms"]) == set(lf.ARMS)
+    assert len(res["config"]["seeds"]) >= 4 and set(res["arms"]) == set(lf.DESIGN_ARMS)
     assert res["sampling"]["sampler"] == "race" and res["sampling"]["decode_loop"] == "lean"
     again = lf.claims(res)
     for got, stored in zip(again, res["claims"]):
