@@ -1,4 +1,4 @@
-"""The course's exercises, checked: one per notebook 01-07.
+"""The course's exercises, checked: one per notebook 01-08.
 
 A notebook's exercise cell defines the learner's answer (``None`` until they write it) and calls
 :func:`check`, which says "not attempted yet" for ``None``, and otherwise checks the answer
@@ -133,12 +133,26 @@ def _check_07(fn: Callable[[float, float], int]) -> str:
             f"{fn(0.05, 0.06)} seeds")
 
 
+def _check_08(fn: Callable[[float, float, float], float]) -> str:
+    cases = (((200_000, 100_000, 0.05), 20_000.0),  # 100k more tokens for 5 points
+             ((137_665, 107_692, 0.077), (137_665 - 107_692) / 7.7),
+             ((107_915, 107_692, 0.0), math.inf),  # no gain: no price buys it
+             ((90_000, 100_000, 0.02), 0.0),  # cheaper than the control: nothing extra paid
+             ((250_000, 100_000, -0.01), math.inf))
+    for args, want in cases:
+        got = fn(*args)
+        _need(got is not None and (got == want or (math.isfinite(want) and abs(got - want) < 1e-6 * max(1, want))),
+              f"tokens_per_point{args} = {got}; expected {want} (extra tokens over the control, never "
+              f"below 0, per point = 0.01 of gain; infinite when the gain is not positive)")
+    return "right: an exit's price is its extra tokens per point of hint-free gain"
+
+
 CHECKS = {"01": _check_01, "02": _check_02, "03": _check_03, "04": _check_04, "05": _check_05,
-          "06": _check_06, "07": _check_07}
+          "06": _check_06, "07": _check_07, "08": _check_08}
 
 
 PROBES = {"02": (0.5, 0.9), "03": (torch.tensor([1.0, 0.0]),), "04": (1, 8), "06": (0.5, 8, 4),
-          "07": (0.05, 0.06)}
+          "07": (0.05, 0.06), "08": (200_000, 100_000, 0.05)}
 """Arguments a learner's function is first called with: a stub that returns None is "not
 attempted yet", not wrong."""
 

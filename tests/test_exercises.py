@@ -13,7 +13,8 @@ from nudgelib.exercises import CHECKS, ExerciseError, check
 def test_stubs_are_not_attempted(capsys):
     stubs = {"01": ("12", [], []), "02": lambda p, s: None, "03": lambda r: None,
              "04": lambda k, g: None, "05": ("q", "12", ""),
-             "06": (lambda f, g, p: None, [], 8, 4), "07": lambda sd, e: None}
+             "06": (lambda f, g, p: None, [], 8, 4), "07": lambda sd, e: None,
+             "08": lambda a, b, g: None}
     assert set(stubs) == set(CHECKS)
     for ex, stub in stubs.items():
         assert check(ex, stub) is False
@@ -83,6 +84,17 @@ def test_07_seeds_needed():
     assert check("07", right)
     with pytest.raises(ExerciseError, match="smallest number of seeds"):  # normal quantiles
         check("07", lambda sd, e: max(2, math.ceil(((1.96 + 0.8416) * sd / e) ** 2)))
+
+
+def test_08_tokens_per_point_of_gain():
+    def right(exit_tokens, control_tokens, gain):
+        return max(0.0, exit_tokens - control_tokens) / (100 * gain) if gain > 0 else math.inf
+
+    assert check("08", right)
+    with pytest.raises(ExerciseError, match="per point"):  # per unit of gain, not per point
+        check("08", lambda a, b, g: max(0.0, a - b) / g if g > 0 else math.inf)
+    with pytest.raises(ExerciseError, match="never below 0"):  # a cheaper exit has no negative price
+        check("08", lambda a, b, g: (a - b) / (100 * g) if g > 0 else math.inf)
 
 
 def test_unknown_exercise():

@@ -63,7 +63,7 @@ def test_notebook_is_committed_executed_with_provenance(path):
         if meta.get("static_figures") == "png":  # every figure as a PNG a viewer without JS shows
             assert ex.PLOTLY not in data and not ex._figure_html(data), \
                 f"a figure that draws only with JavaScript: {run}"
-    if path.name[:2] in ("02", "03", "04", "05", "06", "07"):
+    if path.name[:2] in ("02", "03", "04", "05", "06", "07", "08"):
         assert pngs, "a notebook with figures committed without them"
     first = "".join(code[0]["source"])
     assert '"google.colab" in sys.modules' in first and f"github.com/{REPO}" in first
