@@ -148,7 +148,7 @@ def test_report_tables_by_hand():
 def test_fast_run_report_renders(fast_run):
     from nudgelib.experiments import lm_fork_report as rep
 
-    assert rep.arms_table(fast_run).count("\n") == 2 + len(lf.ARMS)
+    assert rep.arms_table(fast_run).count("\n") == 2 + len(lf.DESIGN_ARMS)
     assert rep.claims_table(fast_run).count("**") == 2 * len(lf.CLAIMS)
 
 
