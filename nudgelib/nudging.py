@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -57,83 +56,11 @@ from nudgelib.core.trigger import KEEP, nurl_trigger, zero_pass_groups
 from nudgelib.hints.bank import CONTEXT_TYPES, as_hint_source
 from nudgelib.hints.prefix import linear_anneal, solution_prefix
 from nudgelib.policies.base import left_pad
-from nudgelib.rollouts import ContextRows, RolloutBatch, collect_rollouts, sample_rows, trim_padding
+from nudgelib.rollouts import ContextRows, RolloutBatch, trim_padding
+from nudgelib.sampling import SamplingContext
 from nudgelib.tasks.problems import Problem
 
 CONDITION_ON = ("hinted", "original")
-
-LEDGER_KEYS = ("model_calls", "tokens_plain", "tokens_hinted", "tokens_resampled", "rows_plain",
-               "rows_hinted", "rows_resampled")
-"""The compute ledger of a :class:`SamplingContext`: sampling calls to the policy, and the
-completion tokens (and rows) sampled plain (a step's first draw), with a hint, or hint-free
-again by a strategy (dynamic sampling's redraws, NuRL's ``keep="fresh"`` row). The training
-step adds ``tokens_trained``; a run's metrics log each step's share as ``cost_<key>``."""
-
-
-# ----------------------------------------------------------------------------- context
-
-@dataclass
-class SamplingContext:
-    """What a strategy needs to sample more rollouts; the training loop builds one per step.
-
-    ``rows_sampled`` counts the rows :meth:`sample_rows` has sampled (the training loop logs the
-    re-sampling a strategy does as ``rows_resampled``).
-    """
-
-    policy: object
-    scorer: object
-    group_size: int
-    max_new_tokens: int
-    generator: torch.Generator
-    temperature: float = 1.0
-    top_p: float = 1.0
-    step: int = 0
-    prompts_per_call: int | None = None
-    rows_sampled: int = 0
-    ledger: dict = field(default_factory=lambda: dict.fromkeys(LEDGER_KEYS, 0))
-
-    def collect(self, problems: Sequence[Problem], hints: Sequence[str | None] | None = None,
-                *, progress: bool = False, resample: bool = False) -> RolloutBatch:
-        """``group_size`` rollouts per problem (:func:`nudgelib.rollouts.collect_rollouts`);
-        ``resample``: hint-free rows are booked as sampled again (see :data:`LEDGER_KEYS`)."""
-        batch = collect_rollouts(self.policy, problems, self.scorer, group_size=self.group_size,
-                                 temperature=self.temperature, top_p=self.top_p,
-                                 max_new_tokens=self.max_new_tokens, generator=self.generator,
-                                 prompts_per_call=self.prompts_per_call, hints=hints,
-                                 step=self.step, progress=progress)
-        per_call = self.prompts_per_call or len(problems)
-        self._book(batch, resample, calls=-(-len(problems) // per_call))
-        return batch
-
-    def sample_rows(self, problems, group_ids, hints, all_problems, *,
-                    resample: bool = False) -> RolloutBatch:
-        """One completion per row; chunked by ``prompts_per_call * group_size`` rows.
-        ``resample``: hint-free rows are booked as sampled again (see :data:`LEDGER_KEYS`)."""
-        chunk = (self.prompts_per_call or len(problems)) * max(1, self.group_size)
-        parts = []
-        for i in range(0, len(problems), chunk):
-            parts.append(sample_rows(
-                self.policy, problems[i:i + chunk], group_ids[i:i + chunk], hints[i:i + chunk],
-                self.scorer, temperature=self.temperature, top_p=self.top_p,
-                max_new_tokens=self.max_new_tokens, generator=self.generator, step=self.step,
-                all_problems=all_problems))
-        self.rows_sampled += len(problems)
-        batch = parts[0] if len(parts) == 1 else RolloutBatch.concat(parts, all_problems)
-        self._book(batch, resample, calls=len(parts))
-        return batch
-
-    def _book(self, batch: RolloutBatch, resample: bool, calls: int) -> None:
-        """Add a sampled batch to the ledger: its model calls, and its completion tokens and
-        rows as hinted (any row with a hint), resampled or plain."""
-        lengths, hinted = batch.lengths, batch.hinted
-        plain = "resampled" if resample else "plain"
-        led = self.ledger
-        led["model_calls"] += calls
-        led["tokens_hinted"] += int(lengths[hinted].sum())
-        led["rows_hinted"] += int(hinted.sum())
-        led[f"tokens_{plain}"] += int(lengths[~hinted].sum())
-        led[f"rows_{plain}"] += int((~hinted).sum())
-
 
 # ----------------------------------------------------------------------------- interface
 
@@ -515,14 +442,10 @@ class NudgeRL(NudgingStrategy):
 # ----------------------------------------------------------------------------- dynamic sampling
 
 class DynamicSampling(NudgingStrategy):
-    """DAPO's dynamic sampling (arXiv 2503.14476), group by group and without hints: a group
-    whose G rewards are all equal (0/G or G/G: zero advantage, no gradient) is sampled again,
-    all G rows, up to ``max_resamples`` times or until it has a spread. Every redrawn row is
-    booked in the ledger as resampled (``tokens_resampled``) and counted in
-    ``totals["resampled_rows"]``; ``rescued_groups`` counts the flat groups that came back with
-    a spread. DAPO itself over-samples prompts and keeps the groups with a spread; redrawing
-    the same prompt spends the extra compute on the problem that needed it and keeps the
-    batch's prompts fixed (docs/method.md).
+    """DAPO's dynamic sampling (arXiv 2503.14476), per group, no hints: a group whose rewards
+    are all equal (0/G or G/G) is drawn again, all G rows, up to ``max_resamples`` times; every
+    redrawn row is booked as resampled and counted in ``totals`` (``rescued_groups``: flat
+    groups that came back with a spread). DAPO itself over-samples prompts (docs/method.md §10).
     """
 
     name = "dynamic"
@@ -538,8 +461,8 @@ class DynamicSampling(NudgingStrategy):
         self.hint_types = ()  # no hints
         self.totals.update(resampled_groups=0, resampled_rows=0, rescued_groups=0)
 
-    def use_hints(self, hints) -> None:
-        """Dynamic sampling uses no hints; any given are ignored."""
+    def use_hints(self, hints) -> None:  # no hints: any given are ignored
+        pass
 
     @staticmethod
     def flat_groups(batch: RolloutBatch) -> list[int]:
@@ -571,16 +494,11 @@ class DynamicSampling(NudgingStrategy):
 # ----------------------------------------------------------------------------- prefix hints
 
 class PrefixHints(NudgingStrategy):
-    """Prefix hints with annealing, after QuestA (arXiv 2507.13266): a prompt is sampled with
-    the leading fraction of its worked solution as its hint, and the fraction shrinks to 0 on a
-    schedule (:func:`linear_anneal`: ``start`` at the strategy's first step, 0 from its step
-    ``anneal_steps + 1``; its own steps, so a run forked into it starts at ``start``), so
-    training ends on the hint-free prompt.
-
-    ``apply="all"`` (QuestA) prefixes every prompt of the step; ``apply="zero_pass"`` draws the
-    step plainly and, like NuRL, regenerates G-1 rows of each 0/G group with the prefix. The
-    prefix is in the prompt, never in the completion: the loss covers only the tokens the
-    policy wrote after it, so the given steps are not rewarded as the policy's own.
+    """Prefix hints with annealing, after QuestA (arXiv 2507.13266): the leading fraction of the
+    worked solution as the prompt's hint, shrinking to 0 (:func:`linear_anneal` over the
+    strategy's own steps: a run forked into it starts at ``start``). ``apply="all"`` (QuestA)
+    prefixes every prompt; ``apply="zero_pass"`` regenerates G-1 rows of each 0/G group, like
+    NuRL. The prefix is in the prompt, so the given steps are never trained as the policy's own.
     """
 
     name = "prefix"
@@ -604,8 +522,8 @@ class PrefixHints(NudgingStrategy):
         self.fraction, self.steps_done = self.start, 0
         self._nurl = NuRL(self._prefix_for)
 
-    def use_hints(self, hints) -> None:
-        """Prefix hints come from each problem's worked solution; any hints given are ignored."""
+    def use_hints(self, hints) -> None:  # the worked solutions are the hints: any given are ignored
+        pass
 
     def _prefix_for(self, problem: Problem, hint_type: str | None = None) -> str | None:
         return solution_prefix(problem, self.fraction)

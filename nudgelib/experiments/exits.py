@@ -49,6 +49,7 @@ import torch
 from nudgelib.core.checks import check_fields, reject_unknown_fields
 from nudgelib.core.stats import judge, mean_ci, power_of_two_ks
 from nudgelib.experiments.toy_nurl import ToyNuRLConfig, evaluate_arm, make_task, save_results
+from nudgelib.experiments.toy_nurl import load_results as _load_committed
 from nudgelib.policies.base import left_pad
 from nudgelib.toy import CategoricalPolicy, ToyPolicy
 from nudgelib.training.config import get_train_config
@@ -369,9 +370,7 @@ RESULTS_NAME = "exits_toy.json"
 
 def load_results(name: str = RESULTS_NAME) -> dict | None:
     """The committed results beside this installation, or None."""
-    from nudgelib.experiments.toy_nurl import load_results as _load
-
-    return _load(name)
+    return _load_committed(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

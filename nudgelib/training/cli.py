@@ -20,13 +20,13 @@ from nudgelib.nudging import STRATEGIES
 from nudgelib.presets import TRAIN_PRESETS
 from nudgelib.tasks.problems import DataFormatError, DataNotFound
 from nudgelib.training.config import ConfigError, TrainConfig, get_train_config
+from nudgelib.training.metrics_file import set_aside
 from nudgelib.training.runs import (
     LOCK,
     MARKER,
     RunFolderError,
     RunLock,
     complete_checkpoints,
-    set_aside,
 )
 from nudgelib.training.trainer import FORK_FILE, METRICS_FILE, Trainer, resume_or_start
 

@@ -52,6 +52,7 @@ from nudgelib.training.build import (
     build_val_problems,
 )
 from nudgelib.training.config import ConfigError, TrainConfig
+from nudgelib.training.metrics_file import read_metric_rows, scan_metric_rows, set_aside
 from nudgelib.training.runs import (
     COMPLETE,
     RunFolderError,
@@ -63,13 +64,10 @@ from nudgelib.training.runs import (
     clean_partial_checkpoints,
     complete_checkpoints,
     newest_verified_checkpoint,
-    read_metric_rows,
     retire_checkpoint,
     rng_state,
     save_error,
     save_folder_atomic,
-    scan_metric_rows,
-    set_aside,
     set_rng_state,
     verify_folder,
     write_atomic,
