@@ -51,7 +51,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from nudgelib.core.advantages import nudgerl_advantages
+from nudgelib.core.advantages import group_stats, nudgerl_advantages
 from nudgelib.core.trigger import KEEP, nurl_trigger, zero_pass_groups
 from nudgelib.hints.bank import CONTEXT_TYPES, as_hint_source
 from nudgelib.hints.prefix import linear_anneal, solution_prefix
@@ -467,12 +467,8 @@ class DynamicSampling(NudgingStrategy):
     @staticmethod
     def flat_groups(batch: RolloutBatch) -> list[int]:
         """The groups whose rewards are all equal (0/G, G/G, or any constant reward)."""
-        out = []
-        for g in range(batch.n_groups):
-            r = batch.rewards[batch.group == g]
-            if len(r) and bool((r == r[0]).all()):
-                out.append(g)
-        return out
+        st = group_stats(batch.rewards, batch.group)  # std exactly 0 for an all-equal group
+        return sorted(set(batch.group[st.std == 0].tolist()))
 
     def augment(self, batch, ctx):
         flat_before = set(self.flat_groups(batch))

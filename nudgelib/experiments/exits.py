@@ -44,13 +44,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from nudgelib.core.checks import check_fields, reject_unknown_fields
 from nudgelib.core.stats import judge, mean_ci, power_of_two_ks
+from nudgelib.experiments.lm_fork import supervised_steps
 from nudgelib.experiments.toy_nurl import ToyNuRLConfig, evaluate_arm, make_task, save_results
 from nudgelib.experiments.toy_nurl import load_results as _load_committed
-from nudgelib.policies.base import left_pad
 from nudgelib.toy import CategoricalPolicy, ToyPolicy
 from nudgelib.training.config import get_train_config
 from nudgelib.training.trainer import Trainer
@@ -153,25 +152,13 @@ def _train_config(cfg: ExitsConfig, arm: str, seed: int):
 
 def supervised_warm_start(trainer: Trainer, problems, updates: int, batch: int, seed: int) -> dict:
     """``updates`` optimizer steps on -mean log p(reference answer, end | problem) over random
-    batches of ``problems`` (the table toy's worked solution is its answer). Returns the losses
-    and the ledger of the warm start (tokens trained; nothing sampled)."""
-    policy, gen = trainer.policy, torch.Generator().manual_seed(seed)
-    prompts = policy.encode_prompts([p.question for p in problems])
-    losses, tokens = [], 0
-    policy.train_mode(True)
-    for _ in range(updates):
-        idx = torch.randperm(len(problems), generator=gen)[:batch].tolist()
-        p_ids, p_mask = left_pad([prompts[i] for i in idx], policy.pad_id)
-        c_ids = torch.tensor([[int(problems[i].answer), policy.end_id] for i in idx])
-        c_mask = torch.ones(c_ids.shape)
-        loss = -(policy.logprobs(p_ids, p_mask, c_ids, c_mask) * c_mask).sum() / c_mask.sum()
-        trainer.optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainer.params, trainer.cfg.max_grad_norm)
-        trainer.optimizer.step()
-        losses.append(float(loss.detach()))
-        tokens += int(c_mask.sum())
-    policy.train_mode(False)
+    batches of ``problems`` (the table toy's worked solution is its answer;
+    :func:`nudgelib.experiments.lm_fork.supervised_steps`). Returns the losses and the ledger
+    of the warm start (tokens trained; nothing sampled)."""
+    policy = trainer.policy
+    losses, tokens = supervised_steps(trainer, policy.encode_prompts([p.question for p in problems]),
+                                      [[int(p.answer), policy.end_id] for p in problems],
+                                      updates, batch, seed)
     return {"losses": losses, "tokens_trained": tokens}
 
 
@@ -286,9 +273,10 @@ def aggregate(per_seed: Sequence[dict]) -> dict:
         out["crossing"][arm] = float(np.mean(vals)) if vals else None
     out["cost"] = {a: {k: float(np.mean([r["cost"][a][k] for r in per_seed]))
                        for k in first["cost"][a]} for a in first["cost"]}
-    out["hinted_pass_rate"] = {a: (float(np.mean(v)) if (v := [r["hinted_pass_rate"][a] for r in per_seed
-                                                                if r["hinted_pass_rate"].get(a) is not None])
-                                   else None) for a in first["hinted_pass_rate"]}
+    out["hinted_pass_rate"] = {}
+    for arm in first["hinted_pass_rate"]:
+        vals = [r["hinted_pass_rate"][arm] for r in per_seed if r["hinted_pass_rate"][arm] is not None]
+        out["hinted_pass_rate"][arm] = float(np.mean(vals)) if vals else None
     out["seconds"] = sum(r["seconds"] for r in per_seed)
     out["per_seed"] = list(per_seed)
     out["claims"] = claims(per_seed)

@@ -30,10 +30,7 @@ beside them.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -93,13 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", help="folder for the run folders (kept and resumed)")
     args = ap.parse_args(argv)
     cfg = fast() if args.fast else design()
-    tmp = None if args.work else Path(tempfile.mkdtemp(prefix="lm_exits-"))
-    try:
-        res = lm_fork.run(cfg, Path(args.work) if args.work else tmp, progress=not args.fast,
-                          experiment="lm_exits", judge_claims=judge_claims)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    res = lm_fork.run_with_work_folder(cfg, args.work, progress=not args.fast,
+                                       experiment="lm_exits", judge_claims=judge_claims)
     out = save_results(res, args.out)
     print(f"wrote {out} ({res['seconds']} s, pool {len(res['pool'])} problems)")
     print(report.arms_table(res))

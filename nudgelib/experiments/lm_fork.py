@@ -186,13 +186,24 @@ def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: 
     """``updates`` AdamW steps of the trainer's optimizer on -mean log p(solution + newline |
     question) over batches of ``pairs`` (the arm's supervised warm start). Returns the losses
     (and, with ``count_tokens``, the target tokens trained on)."""
+    policy = trainer.policy
+    targets = [policy.tokenizer(t + "\n", add_special_tokens=False).input_ids for _, t in pairs]
+    losses, tokens = supervised_steps(trainer, policy.encode_prompts([q for q, _ in pairs]),
+                                      targets, updates, batch, seed)
+    return (losses, tokens) if count_tokens else losses
+
+
+def supervised_steps(trainer: Trainer, prompts: list[list[int]], targets: list[list[int]],
+                     updates: int, batch: int, seed: int) -> tuple[list[float], int]:
+    """``updates`` steps of the trainer's optimizer on -mean log p(target | prompt) over random
+    batches (token ids; targets right-padded), gradients clipped as in training. Returns the
+    losses and the target tokens trained on. Any policy: the toy's answer tokens or a language
+    model's tokenised solutions."""
     policy, gen = trainer.policy, torch.Generator().manual_seed(seed)
-    tok, losses, tokens = policy.tokenizer, [], 0
-    prompts = policy.encode_prompts([q for q, _ in pairs])
-    targets = [tok(t + "\n", add_special_tokens=False).input_ids for _, t in pairs]
+    losses, tokens, dev = [], 0, policy.device
     policy.train_mode(True)
     for _ in range(updates):
-        idx = torch.randperm(len(pairs), generator=gen)[:batch].tolist()
+        idx = torch.randperm(len(prompts), generator=gen)[:batch].tolist()
         p_ids, p_mask = left_pad([prompts[i] for i in idx], policy.pad_id)
         width = max(len(targets[i]) for i in idx)
         c_ids = torch.full((len(idx), width), policy.pad_id, dtype=torch.long)
@@ -200,7 +211,6 @@ def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: 
         for j, i in enumerate(idx):
             c_ids[j, :len(targets[i])] = torch.tensor(targets[i])
             c_mask[j, :len(targets[i])] = 1
-        dev = policy.device
         logp = policy.logprobs(p_ids.to(dev), p_mask.to(dev), c_ids.to(dev), c_mask.to(dev))
         loss = -(logp * c_mask.to(dev)).sum() / c_mask.sum()
         trainer.optimizer.zero_grad()
@@ -210,7 +220,18 @@ def supervised_updates(trainer: Trainer, pairs, updates: int, batch: int, seed: 
         losses.append(float(loss.detach()))
         tokens += int(c_mask.sum())
     policy.train_mode(False)
-    return (losses, tokens) if count_tokens else losses
+    return losses, tokens
+
+
+def run_with_work_folder(cfg: ForkConfig, work: str | None, **kwargs) -> dict:
+    """:func:`run` in ``work`` (kept, so a second call resumes), or in a temporary folder that
+    is removed afterwards."""
+    tmp = None if work else Path(tempfile.mkdtemp(prefix=f"{kwargs.get('experiment', 'lm_fork')}-"))
+    try:
+        return run(cfg, Path(work) if work else tmp, **kwargs)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def evaluate(cfg: ForkConfig, policy, scorer, heldout: dict, pool, seed: int) -> dict:
@@ -328,12 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", help="folder for the run folders (kept and resumed)")
     args = ap.parse_args(argv)
     cfg = ForkConfig.fast() if args.fast else ForkConfig.pilot() if args.pilot else ForkConfig()
-    tmp = None if args.work else Path(tempfile.mkdtemp(prefix="lm_fork-"))
-    try:
-        res = run(cfg, Path(args.work) if args.work else tmp, progress=not args.fast)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    res = run_with_work_folder(cfg, args.work, progress=not args.fast)
     out = save_results(res, args.out)
     print(f"wrote {out} ({res['seconds']} s, pool {len(res['pool'])} problems)")
     print(report.arms_table(res))

@@ -39,7 +39,7 @@ class StepResult:
     loss: dict
     rows_resampled: int
     seconds: dict
-    cost: dict = None  # the step's compute ledger: LEDGER_KEYS and tokens_trained
+    cost: dict  # the step's compute ledger: LEDGER_KEYS and tokens_trained
 
 
 def train_step(policy, optimizer, scheduler, cfg: TrainConfig, problems, ctx: SamplingContext,

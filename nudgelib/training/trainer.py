@@ -232,7 +232,7 @@ class Trainer:
             "t_sample": round(out.seconds["sample"], 4),
             "t_resample": round(out.seconds["resample"], 4),
             "rows_resampled": out.rows_resampled,
-            **{f"cost_{k}": v for k, v in (out.cost or {}).items()},
+            **{f"cost_{k}": v for k, v in out.cost.items()},
             "t_train": round(out.seconds["train"], 4),
         }
         if cfg.val_every and self.step % cfg.val_every == 0:
