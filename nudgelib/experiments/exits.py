@@ -31,9 +31,11 @@ shown** when the interval is above 0, **gain ruled out** when it lies below the 
 **inconclusive** otherwise, each with its minimum detectable effect. Reported beside them, not
 judged: boundary crossing (held-out hard problems the base model never solves in n samples
 that the arm solves at least once), the learnable share of training problems, the hinted pass
-rate of hinted arms, and each arm's compute ledger (tokens and rows sampled plain / hinted /
-again, tokens trained, sampling calls; hint writing costs no model call on the toy: its hints
-are built in).
+rate of hinted arms and their hint reliance (per token, how much likelier a hinted success is
+under its hinted prompt than under the bare question, in nats: added after the confirmatory
+run, recomputed from the same seeds), and each arm's compute ledger (tokens and rows sampled
+plain / hinted / again, tokens trained, sampling calls, hint writing; hint writing costs no
+model call on the toy: its hints are built in).
 """
 
 from __future__ import annotations
@@ -162,7 +164,10 @@ def supervised_warm_start(trainer: Trainer, problems, updates: int, batch: int, 
     return {"losses": losses, "tokens_trained": tokens}
 
 
-COST_KEYS = ("model_calls", "tokens_plain", "tokens_hinted", "tokens_resampled", "tokens_trained")
+COST_KEYS = ("model_calls", "tokens_plain", "tokens_hinted", "tokens_resampled", "tokens_trained",
+             "hint_writing_calls", "tokens_hint_writing")
+"""The ledger an arm's results carry (the trainer's ``cost_<key>`` columns summed), with
+``tokens_sampled``: every token the model generated (rollouts and hint writing)."""
 
 
 def train_arm(cfg: ExitsConfig, arm: str, seed: int, task, train):
@@ -181,7 +186,8 @@ def train_arm(cfg: ExitsConfig, arm: str, seed: int, task, train):
     cost = {k: int(df[f"cost_{k}"].sum()) for k in COST_KEYS}
     if sft is not None:
         cost["tokens_trained"] += sft["tokens_trained"]
-    cost["tokens_sampled"] = cost["tokens_plain"] + cost["tokens_hinted"] + cost["tokens_resampled"]
+    cost["tokens_sampled"] = (cost["tokens_plain"] + cost["tokens_hinted"] + cost["tokens_resampled"]
+                              + cost["tokens_hint_writing"])
     cost["updates"] = rl_steps + (cfg.sft_updates if sft is not None else 0)
     return policy, df, cost
 
@@ -193,7 +199,7 @@ def run_seed(cfg: ExitsConfig, seed: int, *, progress: bool = False) -> dict:
     ks = power_of_two_ks(toy.eval_samples)
     task, train, heldout = make_task(toy, seed)
     res = {"seed": seed, "k": ks, "hard": {}, "easy": {}, "learnable_ratio": {}, "counts": {},
-           "cost": {}, "hinted_pass_rate": {}, "frac_nudged": {}}
+           "cost": {}, "hinted_pass_rate": {}, "hint_reliance": {}, "frac_nudged": {}}
     for arm in progress_bar(cfg.arms, desc=f"seed {seed}", disable=not progress):
         policy, df, cost = train_arm(cfg, arm, seed, task, train)
         ev = evaluate_arm(toy, policy, train, heldout, seed, ks)
@@ -203,8 +209,9 @@ def run_seed(cfg: ExitsConfig, seed: int, *, progress: bool = False) -> dict:
         res["learnable_ratio"][arm] = ev["learnable_ratio"]
         res["cost"][arm] = cost
         if df is not None:
-            h = df["hinted_pass_rate"].dropna() if "hinted_pass_rate" in df else []
-            res["hinted_pass_rate"][arm] = float(h.mean()) if len(h) else None
+            for col in ("hinted_pass_rate", "hint_reliance"):  # None: the arm gave no hints
+                h = df[col].dropna() if col in df else []
+                res[col][arm] = float(h.mean()) if len(h) else None
             res["frac_nudged"][arm] = float(df["frac_nudged"].mean())
     res["config"] = cfg.to_dict()
     res["seconds"] = round(time.time() - t0, 1)
@@ -273,10 +280,11 @@ def aggregate(per_seed: Sequence[dict]) -> dict:
         out["crossing"][arm] = float(np.mean(vals)) if vals else None
     out["cost"] = {a: {k: float(np.mean([r["cost"][a][k] for r in per_seed]))
                        for k in first["cost"][a]} for a in first["cost"]}
-    out["hinted_pass_rate"] = {}
-    for arm in first["hinted_pass_rate"]:
-        vals = [r["hinted_pass_rate"][arm] for r in per_seed if r["hinted_pass_rate"][arm] is not None]
-        out["hinted_pass_rate"][arm] = float(np.mean(vals)) if vals else None
+    for col in ("hinted_pass_rate", "hint_reliance"):
+        out[col] = {}
+        for arm in first[col]:
+            vals = [r[col][arm] for r in per_seed if r[col][arm] is not None]
+            out[col][arm] = float(np.mean(vals)) if vals else None
     out["seconds"] = sum(r["seconds"] for r in per_seed)
     out["per_seed"] = list(per_seed)
     out["claims"] = claims(per_seed)
@@ -299,19 +307,21 @@ def run(cfg: ExitsConfig, seeds: Sequence[int], *, progress: bool = False) -> di
 
 def arms_table(res: dict) -> str:
     """Markdown: per arm, hint-free held-out hard pass@1 and pass@n, crossing, learnable share,
-    and the compute spent (mean per seed)."""
+    hint reliance (training, hinted arms), and the compute spent (mean per seed)."""
     n = res["k"][-1]
-    lines = [f"| arm | hard pass@1 | hard pass@{n} | boundary crossing | learnable | tokens sampled "
-             f"(plain / hinted / again) | tokens trained | sampling calls |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| arm | hard pass@1 | hard pass@{n} | boundary crossing | learnable | hint reliance "
+             f"(nats/token) | tokens sampled (plain / hinted / again / hint writing) | tokens "
+             f"trained | sampling calls |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in res["hard"]:
         c = res["cost"][arm]
-        cross = res["crossing"].get(arm)
+        cross, rel = res["crossing"].get(arm), res.get("hint_reliance", {}).get(arm)
         lines.append(
             f"| {ARM_LABELS[arm]} | {res['hard'][arm][0]:.3f} | {res['hard'][arm][-1]:.3f} | "
             f"{'-' if cross is None else f'{cross:.2f}'} | {res['learnable_ratio'][arm]:.2f} | "
+            f"{'-' if rel is None else f'{rel:.2f}'} | "
             f"{c['tokens_sampled']:,.0f} ({c['tokens_plain']:,.0f} / {c['tokens_hinted']:,.0f} / "
-            f"{c['tokens_resampled']:,.0f}) | {c['tokens_trained']:,.0f} | {c['model_calls']:,.0f} |")
+            f"{c['tokens_resampled']:,.0f} / {c.get('tokens_hint_writing', 0):,.0f}) | "
+            f"{c['tokens_trained']:,.0f} | {c['model_calls'] + c.get('hint_writing_calls', 0):,.0f} |")
     return "\n".join(lines)
 
 

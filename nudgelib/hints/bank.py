@@ -2,28 +2,47 @@
 the hint types and the one lookup every strategy uses (:func:`as_hint_source`).
 
     bank.leak_rate(), bank.lookup("gsm8k/train/3", "abstract")
-    bank.dataset.save_to_disk("hints/")          # a plain datasets.Dataset ...
-    bank = HintBank(datasets.load_from_disk("hints/"))   # ... loaded back the standard way
+    bank.save("hints/")                  # the dataset, how it was written, a manifest
+    bank = HintBank.load("hints/")       # checked against the manifest, named when damaged
+    bank = HintBank(datasets.load_from_disk("hints/"))   # or the standard way, unchecked
 
 Banks are written by :mod:`nudgelib.hints.generate` (self, teacher, hand-written and reference
 hints); every hint is checked by :func:`nudgelib.hints.leaks.hint_leaks_answer`.
+
+A saved bank is a ``datasets`` folder plus ``generation.json`` (what writing the hints cost)
+and ``MANIFEST.json`` (size and SHA-256 of every file), written to a temporary folder and
+renamed into place. :meth:`HintBank.load` checks the manifest when there is one, so a flipped
+byte in the Arrow data is named instead of silently changing a hint; a bank saved by
+``dataset.save_to_disk`` has none, and a run that trains on it records the bank's
+:meth:`~HintBank.fingerprint` in every checkpoint and refuses to resume on other hints
+(docs/runs.md).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nudgelib.hints.leaks import hint_leaks_answer
 from nudgelib.tasks.problems import Problem
+from nudgelib.training.runs import MANIFEST, save_folder_atomic, verify_folder
 
 HINT_TYPES = ("abstract", "partial_steps", "explanation", "answer")
 """Hint types, best to worst in the paper's comparison (docs/method.md §2.5)."""
 
-COLUMNS = ("problem_id", "hint_type", "hint", "source", "leak", "attempts", "seconds")
+COLUMNS = ("problem_id", "hint_type", "hint", "source", "leak", "attempts", "seconds", "tokens")
 """Columns of a hint bank's dataset: problem id, type, text, where it came from ("self",
 "teacher:<name>", "hand", "reference", "toy"), whether it leaks the gold answer, how many
-generations it took, and the generation time charged to it."""
+generations it took, and the generation time and tokens (every model call for this hint,
+retries included) charged to it. ``attempts``, ``seconds`` and ``tokens`` may be missing from
+a bank made elsewhere."""
+
+GENERATION_FILE = "generation.json"
+"""Beside a saved bank's dataset: the generation statistics (:attr:`HintBank.stats`), among
+them what writing the hints cost (model calls and tokens, dropped hints included)."""
 
 CONTEXT_TYPES = ("strategy", "strategy_2")
 """Answer-free hint types, written from the problem alone (NudgeRL's two strategy contexts per
@@ -90,19 +109,30 @@ class HintBank:
             rows["leak"].append(bool(r.get("leak", False)))
             rows["attempts"].append(int(r.get("attempts", 1)))
             rows["seconds"].append(float(r.get("seconds", 0.0)))
+            rows["tokens"].append(int(r.get("tokens", 0)))
         from datasets import Features, Value
 
         feats = Features({"problem_id": Value("string"), "hint_type": Value("string"),
                           "hint": Value("string"), "source": Value("string"),
                           "leak": Value("bool"), "attempts": Value("int32"),
-                          "seconds": Value("float32")})
+                          "seconds": Value("float32"), "tokens": Value("int64")})
         return cls(Dataset.from_dict(rows, features=feats), dict(stats or {}))
 
     @classmethod
     def load(cls, path) -> HintBank:
-        """``datasets.load_from_disk(path)`` wrapped as a bank."""
+        """A bank saved by :meth:`save` (its manifest checked: a damaged file is named) or by
+        ``dataset.save_to_disk`` (no manifest: loaded as it is)."""
         from datasets import Dataset, load_from_disk
 
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            problem = verify_folder(path)
+            if problem is not None:
+                raise HintBankError(
+                    f"hint bank {path}: {problem}. Nothing was loaded; restore the bank from "
+                    f"where you keep it, or write it again (python -m nudgelib.hints --out). A "
+                    f"bank whose data you know to be intact loads without the check once its "
+                    f"{MANIFEST} is moved aside")
         try:
             ds = load_from_disk(str(path))
         except Exception as err:  # noqa: BLE001 (datasets/pyarrow raise many kinds: name the bank)
@@ -113,19 +143,67 @@ class HintBank:
         if not isinstance(ds, Dataset):
             raise HintBankError(f"hint bank {path}: holds a {type(ds).__name__} (several "
                                 f"splits), not one hint bank dataset")
+        stats = {}
+        if (path / GENERATION_FILE).exists():
+            try:
+                stats = json.loads((path / GENERATION_FILE).read_bytes().decode("utf-8"))
+            except (OSError, ValueError) as err:
+                raise HintBankError(f"hint bank {path}: {GENERATION_FILE} is unreadable "
+                                    f"({type(err).__name__}); expected the JSON object "
+                                    f"HintBank.save writes") from err
+            if not isinstance(stats, dict):
+                raise HintBankError(f"hint bank {path}: {GENERATION_FILE} holds a "
+                                    f"{type(stats).__name__}, expected a JSON object")
         try:
-            return cls(ds)
+            return cls(ds, stats)
         except HintBankError as err:
             raise HintBankError(f"hint bank {path}: {err}") from err
 
-    def save(self, path) -> None:
-        """``dataset.save_to_disk(path)``."""
-        self.dataset.save_to_disk(str(path))
+    def save(self, path) -> Path:
+        """The dataset (``dataset.save_to_disk``), :data:`GENERATION_FILE` and a manifest,
+        written to a temporary folder beside ``path`` and renamed into place: a kill leaves the
+        old bank or the new one. Replaces a bank saved there before; refuses any other
+        non-empty folder."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (
+                (path / "state.json").exists() or (path / MANIFEST).exists()))):
+            raise HintBankError(f"hint bank {path}: exists and is not a saved hint bank; "
+                                f"nothing was written. Choose a new or empty folder")
+
+        def write(tmp: Path) -> None:
+            self.dataset.save_to_disk(str(tmp))
+            (tmp / GENERATION_FILE).write_text(json.dumps(self.stats, indent=1, default=str))
+
+        return save_folder_atomic(path, write)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what the bank serves: every row's problem id, hint type, text and leak
+        flag, in order (the first hint of a type is the one served). Two banks with the same
+        fingerprint nudge alike; a checkpoint records it (docs/runs.md)."""
+        cols = [self.dataset[c] for c in ("problem_id", "hint_type", "hint", "leak")]
+        rows = [[pid, kind, text, bool(leak)] for pid, kind, text, leak in zip(*cols)]
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+    def writing_cost(self) -> dict:
+        """What writing these hints cost, from the generation statistics: ``model_calls``
+        (sampling calls to the model) and ``tokens`` (tokens it generated, retries and dropped
+        hints included). Zero for hints that need no model (reference, hand-written, answer)
+        and for a bank that carries no statistics."""
+        parts = [self.stats, *(v for v in self.stats.values() if isinstance(v, dict))]
+        return {k: int(sum(p.get(k, 0) for p in parts if isinstance(p.get(k, 0), (int, float))))
+                for k in ("model_calls", "tokens")}
 
     @staticmethod
     def merge(banks: Iterable[HintBank]) -> HintBank:
+        """One bank holding every row of ``banks``; their statistics kept by hint type."""
+        banks = list(banks)
         records = [r for b in banks for r in b.records()]
-        return HintBank.from_records(records)
+        stats = {}
+        for b in banks:
+            kind = b.stats.get("hint_type") if b.stats else None
+            if b.stats:
+                stats[kind if isinstance(kind, str) and kind not in stats else f"bank_{len(stats)}"] = b.stats
+        return HintBank.from_records(records, stats)
 
     # -- access
     def __len__(self) -> int:

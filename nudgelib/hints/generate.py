@@ -111,12 +111,16 @@ def _raw_prompts(policy):
 
 
 def _generate(policy, prompts: list[str], *, max_new_tokens: int, temperature: float,
-              top_p: float, generator, batch_size: int) -> list[str]:
+              top_p: float, generator, batch_size: int, cost: dict) -> list[str]:
+    """One completion per prompt; ``cost`` gains the sampling calls made and, under
+    ``"per_prompt"``, the tokens each completion took."""
     out = []
     for i in range(0, len(prompts), batch_size):
         s = policy.sample(prompts[i:i + batch_size], 1, temperature=temperature, top_p=top_p,
                           max_new_tokens=max_new_tokens, generator=generator)
         out.extend(s.texts)
+        cost["model_calls"] += 1
+        cost["per_prompt"].extend(int(n) for n in s.lengths.tolist())
     return out
 
 
@@ -135,8 +139,9 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     (and, from the second retry on, the explanation) up to ``max_attempts`` times and drops a
     hint that still leaks; ``drop`` drops it at once; ``keep`` keeps it flagged ``leak=True``.
     ``stats`` of the bank reports ``first_try_leak_rate`` (the leakage rate of the model's
-    hints), ``dropped``, and ``seconds_per_hint`` (all generation time / hints asked for).
-    """
+    hints), ``dropped``, ``seconds_per_hint`` (all generation time / hints asked for), and what
+    writing them cost: ``model_calls`` (sampling calls) and ``tokens`` (tokens generated, retries
+    and dropped hints included; each kept hint's share is its ``tokens`` column)."""
     templates = dict(HINT_TEMPLATES if templates is None else templates)
     if hint_type not in templates:
         raise ValueError(f"hint_type={hint_type!r} has no template; expected one of "
@@ -163,6 +168,8 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     attempts = [0] * n
     leaks = [False] * n
     first_leak = [False] * n
+    tokens = [0] * n  # generated for each problem's hint, every call and retry
+    cost = {"model_calls": 0, "per_prompt": []}
     t0 = time.perf_counter()
     todo = list(range(n))
     bar = progress_bar(total=n, desc=f"{source} {hint_type} hints", disable=not progress, leave=False)
@@ -176,9 +183,11 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
                     got = _generate(policy, [explanation_template.format(
                         question=problems[i].question, answer=problems[i].answer) for i in fresh],
                         max_new_tokens=max_explanation_tokens, temperature=temperature,
-                        top_p=top_p, generator=generator, batch_size=batch_size)
-                    for i, e in zip(fresh, got):
+                        top_p=top_p, generator=generator, batch_size=batch_size, cost=cost)
+                    for i, e, k in zip(fresh, got, cost["per_prompt"]):
                         explanations[i] = e.strip()
+                        tokens[i] += k
+                    cost["per_prompt"].clear()
                 if template is None:
                     new = [explanations[i] for i in todo]
                 else:
@@ -186,7 +195,10 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
                         question=problems[i].question, answer=problems[i].answer,
                         explanation=explanations[i]) for i in todo],
                         max_new_tokens=max_hint_tokens, temperature=temperature, top_p=top_p,
-                        generator=generator, batch_size=batch_size)
+                        generator=generator, batch_size=batch_size, cost=cost)
+                    for i, k in zip(todo, cost["per_prompt"]):
+                        tokens[i] += k
+                    cost["per_prompt"].clear()
         else:
             new = [template.format(question=problems[i].question, answer=problems[i].answer)
                    for i in todo]
@@ -214,10 +226,11 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
             continue
         records.append({"problem_id": p.id, "hint_type": hint_type, "hint": texts[i],
                         "source": source, "leak": leaks[i], "attempts": attempts[i],
-                        "seconds": seconds / n})
+                        "seconds": seconds / n, "tokens": tokens[i]})
     stats = {"hint_type": hint_type, "source": source, "asked": n, "kept": len(records),
              "dropped": dropped, "first_try_leak_rate": sum(first_leak) / n,
-             "seconds_per_hint": seconds / n, "model_calls_per_hint": calls}
+             "seconds_per_hint": seconds / n, "model_calls_per_hint": calls,
+             "model_calls": cost["model_calls"], "tokens": sum(tokens)}
     return HintBank.from_records(records, stats)
 
 
@@ -247,7 +260,8 @@ def handwritten_hints(hints: Mapping[str, str], problems: Sequence[Problem], *,
         raise HintBankError(f"hints given for unknown problem id(s) {unknown[:5]}")
     records, leaked = _checked_records(((by_id[k], v) for k, v in hints.items()), hint_type,
                                        source, on_leak)
-    return HintBank.from_records(records, {"asked": len(hints), "leaked": leaked,
+    return HintBank.from_records(records, {"hint_type": hint_type, "asked": len(hints),
+                                           "leaked": leaked, "model_calls": 0, "tokens": 0,
                                            "first_try_leak_rate": leaked / max(1, len(hints))})
 
 
@@ -282,5 +296,6 @@ def reference_hints(problems: Sequence[Problem], hint_type: str = "partial_steps
             lines = lines[:k]
         items.append((p, " ".join(lines)))
     records, leaked = _checked_records(items, hint_type, "reference", on_leak)
-    return HintBank.from_records(records, {"asked": len(problems), "leaked": leaked,
+    return HintBank.from_records(records, {"hint_type": hint_type, "asked": len(problems),
+                                           "leaked": leaked, "model_calls": 0, "tokens": 0,
                                            "first_try_leak_rate": leaked / max(1, len(items))})

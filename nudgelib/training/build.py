@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nudgelib.hints.bank import CONTEXT_TYPES, HINT_TYPES, HintBank
+from nudgelib.hints.bank import CONTEXT_TYPES, HINT_TYPES, HintBank, HintBankError
 from nudgelib.hints.generate import generate_hints, reference_hints
 from nudgelib.nudging import Nudger, make_strategy
 from nudgelib.policies.char import CharTransformerConfig, CharTransformerPolicy, warm_start
@@ -28,7 +28,7 @@ from nudgelib.tasks.problems import Problem, load_problems
 from nudgelib.tasks.rewards import ExactMatchScorer, MathScorer
 from nudgelib.toy import CategoricalPolicy, ToyPolicy, ToyTask, toy_hint, toy_problems
 from nudgelib.training.config import ConfigError, TrainConfig
-from nudgelib.training.runs import MANIFEST, save_folder_atomic, verify_folder
+from nudgelib.training.metrics_file import set_aside
 
 
 def _ordered_pool(cfg: TrainConfig) -> list[Problem]:
@@ -167,13 +167,13 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
                           "explanation or answer hints)")
     saved = out / "hint_bank" if out is not None else None
     if saved is not None and saved.exists():
-        problem = verify_folder(saved)  # saved with a manifest; an older bank has none
-        if problem is None or not (saved / MANIFEST).exists():
-            try:
-                return _rechecked(HintBank.load(saved), problems, saved)
-            except Exception as err:  # noqa: BLE001 (a half-written bank: make it again)
-                problem = f"cannot be loaded ({type(err).__name__}: {err})"
-        warnings.warn(f"{saved}: {problem}; the hints are made again", stacklevel=2)
+        try:  # the manifest checked when there is one (an older nudgelib saved none)
+            return _rechecked(HintBank.load(saved), problems, saved)
+        except HintBankError as err:  # damaged: kept aside, never overwritten; made again
+            aside = set_aside(saved, "damaged")
+            warnings.warn(f"{err}. The bank is set aside as {aside.name} and the hints are "
+                          f"made again (the run's checkpoints record which hints it trained "
+                          f"with: a resume refuses other ones)", stacklevel=2)
 
     def written(kind):  # answer-free contexts are the policy's own even with reference hints
         if source == "reference" and kind not in CONTEXT_TYPES:
@@ -189,7 +189,7 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
     bank.stats = {kind: b.stats for kind, b in zip(hint_types, banks)}
     if saved is not None:  # temp folder, manifest, rename: a kill leaves no half bank
         saved.parent.mkdir(parents=True, exist_ok=True)
-        save_folder_atomic(saved, bank.save)
+        bank.save(saved)
     return bank
 
 

@@ -28,7 +28,13 @@ from nudgelib.training.runs import (
     RunLock,
     complete_checkpoints,
 )
-from nudgelib.training.trainer import FORK_FILE, METRICS_FILE, Trainer, resume_or_start
+from nudgelib.training.trainer import (
+    FORK_FILE,
+    METRICS_FILE,
+    Trainer,
+    closed_on_error,
+    resume_or_start,
+)
 
 
 def parse_value(raw: str):
@@ -156,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"save): starting again from step 0"
                       + (f"; the earlier rows are kept in {kept}" if kept else ""), flush=True)
             if args.fork_from:
-                info = trainer.fork_from(args.fork_from)
+                with closed_on_error(trainer):
+                    info = trainer.fork_from(args.fork_from)
                 print(f"forked from {args.fork_from}: {json.dumps(info)}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))

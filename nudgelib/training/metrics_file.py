@@ -12,10 +12,10 @@ from nudgelib.training.runs import fsync_path
 
 
 def set_aside(path: Path, why: str) -> Path | None:
-    """Rename ``path`` to ``<name>.<why>-<time>`` beside it, a name of its own (nothing is
-    deleted); None if there is no such file."""
+    """Rename ``path`` (a file or a folder) to ``<name>.<why>-<time>`` beside it, a name of its
+    own (nothing is deleted); None if there is no such path."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target, n = path.with_name(f"{path.name}.{why}-{stamp}"), 1
@@ -67,3 +67,29 @@ def read_metric_rows(source: Path, up_to_step: int) -> list[dict]:
                       f"{'…' if len(steps) > 8 else ''}, not 1..{up_to_step}: some are missing "
                       f"or repeated", stacklevel=3)
     return kept
+
+
+def restore_metric_rows(source: Path, step: int, saved: list[dict] | None,
+                        forked_from: str | None = None) -> list[dict]:
+    """The rows of ``source`` up to the loaded ``step``, as a resumed (or forked) run's
+    history. ``saved``: the rows the checkpoint holds (verified with it); when they cover every
+    step they are the history, and a metrics file of the run's own (``forked_from`` None) that
+    disagrees with them (damaged, cut, edited) is set aside, never overwritten. A fork's rows
+    are marked with the checkpoint they came from."""
+    import warnings
+
+    complete = saved is not None and [r.get("step") for r in saved] == list(range(1, step + 1))
+    if not complete:
+        kept = read_metric_rows(source, step)
+    else:
+        kept = saved
+        file_rows, bad = scan_metric_rows(source, step)
+        same = not bad and [json.dumps(r, sort_keys=True) for r in file_rows] == \
+            [json.dumps(r, sort_keys=True) for r in saved]
+        if not same and forked_from is None and Path(source).is_file():
+            aside = set_aside(Path(source), "damaged")
+            warnings.warn(f"{source} disagreed with checkpoint step {step} ({len(bad)} "
+                          f"unreadable line(s), {len(file_rows)} rows up to the step, the "
+                          f"checkpoint holds {len(saved)}): the checkpoint's rows are kept and "
+                          f"the file is set aside as {aside.name}", stacklevel=4)
+    return [{**r, "forked_from": forked_from} if forked_from else r for r in kept]

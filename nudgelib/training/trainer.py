@@ -8,9 +8,8 @@ resume and fork, export. The step itself is one page, :mod:`nudgelib.training.st
 
 or headless, the same thing:
 
-    python -m nudgelib.training --config toy-fast --steps 20 --out runs/toy [--seed S]
-        [--save-every K] [--resume] [--nudging nurl] [--hint-bank DIR] [--set key=value ...]
-        [--fork-from OTHER_RUN/checkpoints/step-NNNNNN]
+    python -m nudgelib.training --config toy-fast --steps 20 --out runs/toy [--resume] [--seed S]
+        [--save-every K] [--nudging nurl] [--hint-bank DIR] [--set key=value ...] [--fork-from CKPT]
 
 The run's final policy is exported to ``out/adapter`` (a standard PEFT adapter for LoRA).
 
@@ -29,6 +28,7 @@ resumes from its last complete checkpoint and logs exactly what an uninterrupted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nudgelib.hints.bank import HintBank
 from nudgelib.nudging import Nudger, SamplingContext, warn_if_no_hints
 from nudgelib.rollouts import RolloutBatch, evaluate_pass_counts
 from nudgelib.tasks.problems import Problem
@@ -52,7 +53,7 @@ from nudgelib.training.build import (
     build_val_problems,
 )
 from nudgelib.training.config import ConfigError, TrainConfig
-from nudgelib.training.metrics_file import read_metric_rows, scan_metric_rows, set_aside
+from nudgelib.training.metrics_file import restore_metric_rows, set_aside
 from nudgelib.training.runs import (
     COMPLETE,
     RunFolderError,
@@ -116,23 +117,31 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.problems = list(problems) if problems is not None else build_problems(cfg)
         if not self.problems:
-            raise ConfigError("the training set is empty; check n_train_problems / "
-                              "difficulty_counts")
+            raise ConfigError("the training set is empty; check n_train_problems / difficulty_counts")
         self.lock = None  # one writer per run folder, for this Trainer's life (nudgelib.training.runs)
         if self.out is not None:  # refused here, before a warm start or step 1 is spent
             claim_run_folder(self.out, cfg.to_dict(), self.problems)
             self.lock = RunLock(self.out).acquire()
             if self.lock.replaced:
                 warnings.warn(f"{self.out}: {self.lock.replaced_note()}", stacklevel=2)
+        with closed_on_error(self):  # a start refused after the lock was taken leaves none
+            self._build(policy, scorer, nudger, callbacks, progress, warm, val_problems)
+
+    def _build(self, policy, scorer, nudger, callbacks, progress, warm, val_problems) -> None:
+        cfg = self.cfg
         self.policy = policy if policy is not None else build_policy(cfg, warm=warm,
                                                                       progress=progress)
         self.scorer = scorer or build_scorer(cfg)
         self.all_problems = list(self.problems)
+        self.hints_fingerprint, self.hint_writing = None, {}  # a bank's: see _check_hints
         if nudger is None and cfg.nudging != "none":
             nudger = build_nudger(cfg)
             if nudger.hint_types:  # dynamic sampling uses no hints
-                nudger.use_hints(build_hints(cfg, nudger.hint_types, self.problems, self.policy,
-                                             self.out, progress=progress))
+                hints = build_hints(cfg, nudger.hint_types, self.problems, self.policy, self.out,
+                                    progress=progress)
+                if isinstance(hints, HintBank):  # writing it is booked in the 1st step's ledger
+                    self.hints_fingerprint, self.hint_writing = hints.fingerprint(), hints.writing_cost()
+                nudger.use_hints(hints)
                 warn_if_no_hints(nudger, self.problems)
         if nudger is not None and not isinstance(nudger, Nudger):
             raise TypeError(f"nudger={nudger!r} does not implement nudgelib.nudging.Nudger (name, "
@@ -160,12 +169,11 @@ class Trainer:
         warmup = cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        self.step = 0
-        self.epoch, self.cursor = 0, 0
+        self.step, self.epoch, self.cursor = 0, 0, 0
         self.sample_rng = torch.Generator().manual_seed(cfg.seed)
         self.rows: list[dict] = []
         self.last_batch: RolloutBatch | None = None
-        self.fork_info: dict | None = None
+        self.fork_info: dict | None = None  # what fork_from did (also fork.json)
         self.resumed_from: Path | None = None  # the checkpoint resume_or_start loaded
         self._t0 = time.time()
 
@@ -233,6 +241,8 @@ class Trainer:
             "t_resample": round(out.seconds["resample"], 4),
             "rows_resampled": out.rows_resampled,
             **{f"cost_{k}": v for k, v in out.cost.items()},
+            "cost_hint_writing_calls": self.hint_writing.pop("model_calls", 0),
+            "cost_tokens_hint_writing": self.hint_writing.pop("tokens", 0),
             "t_train": round(out.seconds["train"], 4),
         }
         if cfg.val_every and self.step % cfg.val_every == 0:
@@ -362,6 +372,7 @@ class Trainer:
             # the metrics history up to this step, checksummed with the checkpoint: a damaged
             # metrics.jsonl is rebuilt from it on resume
             "metric_rows": [r for r in self.rows if r.get("step", 0) <= self.step],
+            "hints_fingerprint": self.hints_fingerprint, "hint_writing": self.hint_writing,
         }
 
         def write(tmp: Path) -> None:
@@ -412,6 +423,9 @@ class Trainer:
         except Exception as err:  # noqa: BLE001 (whatever a damaged file raises, name it)
             raise RunFolderError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: "
                                  f"{err}); {verify_folder(path) or 'its files match'}") from err
+        if not fork:
+            self._check_hints(path, st.get("hints_fingerprint"))
+            self.hint_writing = st.get("hint_writing") or {}  # booked before the checkpoint
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.step, self.epoch, self.cursor = st["step"], st["epoch"], st["cursor"]
@@ -436,6 +450,16 @@ class Trainer:
         if self.out is not None:
             self._take_metrics(self.out / METRICS_FILE, saved=st.get("metric_rows"))
 
+    def _check_hints(self, path: Path, saved: str | None) -> None:
+        """Refuse to resume on other hints than the checkpoint was trained with."""
+        if saved and (now := self.hints_fingerprint) and saved != now:
+            where = self.cfg.hint_bank or (self.out / "hint_bank" if self.out else "the bank")
+            raise RunFolderError(
+                f"hint bank {where}: its hints differ from the ones checkpoint {path.name} was "
+                f"trained with (fingerprint {saved[:12]}, now {now[:12]}): the bank was edited, "
+                f"replaced or damaged. Nothing was loaded; restore that bank to resume, or "
+                f"train on these hints as a new run (--fork-from {path} --out NEW_FOLDER)")
+
     def _load_problem_ids(self, st: dict) -> None:
         if "problem_ids" in st:
             by_id = {p.id: p for p in self.all_problems}
@@ -447,30 +471,12 @@ class Trainer:
 
     def _take_metrics(self, source: Path, forked_from: str | None = None,
                       saved: list[dict] | None = None) -> None:
-        """Keep the rows of ``source`` up to the loaded step as this run's history (and its
-        metrics file, when it has an out_dir). ``saved``: the rows the checkpoint holds
-        (verified with it); when they cover every step they are the history, and an own
-        metrics file that disagrees with them (damaged, cut, edited) is set aside, never
-        overwritten."""
-        complete = saved is not None and [r.get("step") for r in saved] == list(range(1, self.step + 1))
-        if not complete:
-            kept = read_metric_rows(source, self.step)
-        else:
-            kept = saved
-            file_rows, bad = scan_metric_rows(source, self.step)
-            same = not bad and [json.dumps(r, sort_keys=True) for r in file_rows] == \
-                [json.dumps(r, sort_keys=True) for r in saved]
-            if not same and forked_from is None and Path(source).is_file():
-                aside = set_aside(Path(source), "damaged")
-                warnings.warn(f"{source} disagreed with checkpoint step {self.step} "
-                              f"({len(bad)} unreadable line(s), {len(file_rows)} rows up to the step, "
-                              f"the checkpoint holds {len(saved)}): the checkpoint's rows are kept "
-                              f"and the file is set aside as {aside.name}", stacklevel=3)
-        kept = [{**r, "forked_from": forked_from} if forked_from else r for r in kept]
-        self.rows = kept
+        """This run's history up to the loaded step (:func:`restore_metric_rows`), kept as its
+        metrics file when it has an out_dir."""
+        self.rows = restore_metric_rows(source, self.step, saved, forked_from)
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+            write_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def fork_from(self, checkpoint: str | os.PathLike, *,
                   pool: Sequence[Problem] | None = None) -> dict:
@@ -544,14 +550,15 @@ def resume_or_start(cfg: TrainConfig, out_dir: str | os.PathLike, **kwargs) -> T
     ``kwargs`` go to :class:`Trainer`."""
     ckpts = complete_checkpoints(out_dir)
     trainer = Trainer(cfg, out_dir, warm=not ckpts, **kwargs)  # claims and locks the folder
-    ckpt = newest_verified_checkpoint(out_dir, report=lambda m: warnings.warn(m, stacklevel=3))
-    if ckpts and ckpt is None:
-        raise RunFolderError(f"{out_dir}: every checkpoint is damaged (see the warning); "
-                             f"nothing was changed. Move the run folder aside to start afresh")
-    if ckpt is not None:
-        trainer.load_checkpoint(ckpt)
-        trainer.resumed_from = ckpt
-    elif (Path(out_dir) / METRICS_FILE).exists():
+    with closed_on_error(trainer):
+        ckpt = newest_verified_checkpoint(out_dir, report=lambda m: warnings.warn(m, stacklevel=3))
+        if ckpts and ckpt is None:
+            raise RunFolderError(f"{out_dir}: every checkpoint is damaged (see the warning); "
+                                 f"nothing was changed. Move the run folder aside to start afresh")
+        if ckpt is not None:
+            trainer.load_checkpoint(ckpt)
+            trainer.resumed_from = ckpt
+    if ckpt is None and (Path(out_dir) / METRICS_FILE).exists():
         n = len((Path(out_dir) / METRICS_FILE).read_text(errors="replace").splitlines())
         aside = set_aside(Path(out_dir) / METRICS_FILE, "before-restart")
         warnings.warn(f"{out_dir}: no complete checkpoint; starting again from step 0 (the "
@@ -568,7 +575,19 @@ def resume_or_fork(cfg: TrainConfig, out_dir: str | os.PathLike,
     if complete_checkpoints(out_dir):
         return resume_or_start(cfg, out_dir, **kwargs)
     trainer = Trainer(cfg, out_dir, warm=False, **kwargs)
-    trainer.fork_from(checkpoint, pool=pool)
+    with closed_on_error(trainer):
+        trainer.fork_from(checkpoint, pool=pool)
     return trainer
+
+
+@contextlib.contextmanager
+def closed_on_error(trainer: Trainer):
+    """Release ``trainer``'s run-folder lock if the block fails (a refused resume or fork
+    leaves no lock behind; the folder is as it was)."""
+    try:
+        yield trainer
+    except BaseException:
+        trainer.close()
+        raise
 
 

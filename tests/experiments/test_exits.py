@@ -30,6 +30,7 @@ def test_every_arm_spends_the_same_updates_and_its_ledger_adds_up(pilot):
     for r in pilot["per_seed"]:
         for arm, c in r["cost"].items():
             assert c["tokens_sampled"] == c["tokens_plain"] + c["tokens_hinted"] + c["tokens_resampled"]
+            assert c["tokens_hint_writing"] == c["hint_writing_calls"] == 0  # built-in hints
             assert c["updates"] == (0 if arm == "base" else cfg.steps)
         g, p = cfg.group_size, cfg.prompts_per_step
         grpo = r["cost"]["grpo"]
@@ -42,6 +43,8 @@ def test_every_arm_spends_the_same_updates_and_its_ledger_adds_up(pilot):
         sft = r["cost"]["sft_grpo"]  # its warm-start updates sample nothing
         assert sft["model_calls"] == cfg.steps - cfg.sft_updates
         assert r["hinted_pass_rate"]["nurl"] is not None and r["hinted_pass_rate"]["grpo"] is None
+        # hint reliance: hinted successes are likelier under their hint (the toy reads it)
+        assert r["hint_reliance"]["nurl"] > 0 and r["hint_reliance"]["grpo"] is None
 
 
 def test_boundary_crossing_by_hand():

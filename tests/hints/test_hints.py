@@ -115,6 +115,10 @@ def test_self_hints_take_two_calls_with_the_library_templates():
     assert bank.lookup("p3") == "Add the two numbers."
     assert bank.stats["first_try_leak_rate"] == 0 and bank.stats["model_calls_per_hint"] == 2
     assert bank.records()[0]["source"] == "self" and bank.records()[0]["leak"] is False
+    # what writing cost, by hand: a character is a token, plus the EOS; "EXPL" 5 and
+    # "Add the two numbers." 21 tokens a hint, three hints in one call each way
+    assert [r["tokens"] for r in bank.records()] == [26, 26, 26]
+    assert bank.writing_cost() == {"model_calls": 2, "tokens": 78}
 
 
 def test_leaking_hints_are_regenerated_then_dropped_or_kept_flagged():
@@ -134,6 +138,11 @@ def test_leaking_hints_are_regenerated_then_dropped_or_kept_flagged():
     assert bank.stats["dropped"] == 1 and bank.lookup("p4") is None
     assert bank.lookup("p3") == "Double the number."
     assert bank.to_pandas().set_index("problem_id").loc["p3", "attempts"] == 2
+    # the cost of every try, by hand ("because" 8 tokens, the leaking hint 29, "Double the
+    # number." 19): p3 8 + 29 + 19; p4 (dropped) two explanations and three hints, 16 + 87;
+    # p5 8 + 19. Calls: explanations, hints; hints (p3, p4); explanation, hint (p4)
+    assert bank.to_pandas().set_index("problem_id").loc["p3", "tokens"] == 56
+    assert bank.writing_cost() == {"model_calls": 5, "tokens": 56 + 103 + 27}
     state["n"] = 0
     kept = generate_hints(ScriptedPolicy(rule), PROBS, "abstract", on_leak="keep")
     assert kept.leak_rate() == pytest.approx(2 / 3)
@@ -155,6 +164,8 @@ def test_explanation_and_answer_hints():
     assert len(pol.calls) == 1  # the explanation is the hint: one call
     ans = generate_hints(pol, PROBS, "answer")
     assert len(pol.calls) == 1  # no model call at all
+    assert ans.writing_cost() == {"model_calls": 0, "tokens": 0}
+    assert expl.writing_cost() == {"model_calls": 1, "tokens": len("Add three to three.") + 1}
     assert ans.lookup("p3", "answer") == "The answer is 6."  # leaks by design, still served
     assert ans.leak_rate() == 1.0
 
@@ -169,6 +180,19 @@ def test_bank_round_trips_through_the_standard_datasets_calls(tmp_path):
     assert again.records() == bank.records()
     assert again.lookup("p3") == "Double it." and again.lookup("p4") is None
     assert HintBank.load(tmp_path / "b").records() == bank.records()
+    # HintBank.save: the same dataset, plus its statistics and a manifest
+    bank.save(tmp_path / "c")
+    loaded = HintBank.load(tmp_path / "c")
+    assert loaded.records() == bank.records() and loaded.stats == bank.stats
+    assert loaded.fingerprint() == bank.fingerprint() == again.fingerprint()
+    assert datasets.load_from_disk(str(tmp_path / "c")).to_list() == bank.records()
+    edited = handwritten_hints({"p3": "Double it!", "p4": "It is 8."}, PROBS)
+    assert edited.fingerprint() != bank.fingerprint()
+    with pytest.raises(HintBankError, match="exists and is not a saved hint bank"):
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+        bank.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
     src = as_hint_source(again)
     assert src(PROBS[0], "abstract") == "Double it." and src(PROBS[2], "abstract") is None
 

@@ -176,3 +176,141 @@ def test_a_damaged_fork_record_is_named_and_nothing_changes(forked, tmp_path, ki
     else:
         assert rc == 2 and FORK_FILE in said and "nothing was changed" in said, said
         assert _snapshot(run) == before
+
+
+# ----------------------------------------------------------------------------- hint banks
+
+BANK = "my-hints"  # relative: the run's config names the bank by this path, copies included
+BANK_FILES = ["dataset_info.json", "state.json", "data-00000-of-00001.arrow", "generation.json",
+              "MANIFEST.json"]
+BANK_ARGS = ["--config", "toy-table", "--nudging", "nurl", "--out", "run", "--quiet",
+             "--save-every", "1", "--hint-bank", BANK]
+
+
+def _bank_cases(saved_by):
+    kinds_binary = ["empty", "truncated", "flipped", "random", "not-utf8"]
+    for rel in BANK_FILES:
+        if saved_by == "save_to_disk" and rel in ("generation.json", "MANIFEST.json"):
+            continue  # a bank saved the plain datasets way has neither
+        kinds = kinds_binary + (["utf16", "bom-utf8", *JSON_SHAPES] if rel.endswith(".json")
+                                else [])
+        for kind in kinds:
+            yield pytest.param(saved_by, rel, kind, id=f"{saved_by}-{rel}-{kind}")
+
+
+@pytest.fixture(scope="module")
+def banked(tmp_path_factory):
+    """For each way a user saves a bank (``HintBank.save``: with a manifest;
+    ``dataset.save_to_disk``: without), a folder holding the bank (the table toy's built-in
+    hints) and a 3-step NuRL run trained on it, a checkpoint every step."""
+    import os
+
+    from nudgelib.hints.bank import HintBank
+    from nudgelib.toy import toy_hint
+    from nudgelib.training.build import build_problems
+    from nudgelib.training.config import get_train_config
+
+    problems = build_problems(get_train_config("toy-table"))
+    bank = HintBank.from_records([{"problem_id": p.id, "hint_type": "abstract",
+                                   "hint": toy_hint(p, "abstract")} for p in problems],
+                                 {"hint_type": "abstract", "source": "toy", "model_calls": 0,
+                                  "tokens": 0})
+    roots, here = {}, os.getcwd()
+    for saved_by in ("save", "save_to_disk"):
+        root = tmp_path_factory.mktemp(saved_by)
+        (bank.save if saved_by == "save" else bank.dataset.save_to_disk)(str(root / BANK))
+        os.chdir(root)
+        try:
+            assert main([*BANK_ARGS, "--steps", "3"]) == 0
+        finally:
+            os.chdir(here)
+        roots[saved_by] = root
+    return roots
+
+
+@pytest.mark.parametrize("saved_by,rel,kind",
+                         [*_bank_cases("save"), *_bank_cases("save_to_disk")])
+def test_a_damaged_user_hint_bank_is_refused_by_name_or_gives_the_same_hints(
+        banked, tmp_path, monkeypatch, saved_by, rel, kind):
+    """A bank with a manifest: any damage to any of its files is refused, naming the file. A
+    bank without one: refused (unreadable, or other hints than the checkpoints were trained
+    with: the run records the bank's fingerprint), or resumed when the hints it serves are
+    the same (damage to metadata the datasets library does not need)."""
+    shutil.copytree(banked[saved_by], tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / BANK / rel
+    bad = _damage(rel, target.read_bytes())[kind]
+    target.write_bytes(bad)
+    before = _snapshot(tmp_path)
+    err = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(err), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("always")
+        rc = main([*BANK_ARGS, "--steps", "4", "--resume"])
+    said = err.getvalue() + "\n".join(str(w.message) for w in caught)
+    assert "Traceback" not in said, said
+    if saved_by == "save":  # the manifest catches everything, naming the file
+        assert rc == 2 and f"hint bank {BANK}" in said and rel in said, said
+    else:
+        assert rc in (0, 2), said
+        assert rc == 0 or f"hint bank {BANK}" in said, said
+    if rc == 2:
+        assert _snapshot(tmp_path) == before
+        return
+    run = tmp_path / "run"
+    assert _content(_rows(run)[:3]) == _content(_rows(banked[saved_by] / "run")), said
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4]
+
+
+def test_an_edited_hint_in_a_plain_bank_stops_the_resume_and_a_fork_takes_the_new_hints(
+        banked, tmp_path, monkeypatch, capsys):
+    """No manifest to catch it: one hint's text changed (same length, a valid Arrow file) is
+    caught by the fingerprint the checkpoints hold; the message offers the fork, which works."""
+    import datasets
+
+    shutil.copytree(banked["save_to_disk"], tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    ds = datasets.load_from_disk(BANK)
+    rows, features = ds.to_dict(), ds.features
+    assert rows["hint"][0] != "answer 0"
+    rows["hint"][0] = "answer 0"
+    del ds
+    shutil.rmtree(BANK)
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(BANK)
+    before = _snapshot(tmp_path)
+    assert main([*BANK_ARGS, "--steps", "4", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"hint bank {BANK}: its hints differ" in err and "--fork-from" in err, err
+    assert _snapshot(tmp_path) == before
+    fork = [a if a != "run" else "fork" for a in BANK_ARGS]
+    assert main([*fork, "--steps", "4", "--fork-from", "run/checkpoints/step-000003"]) == 0
+    assert [r["step"] for r in _rows(tmp_path / "fork")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("rel,kind", [
+    pytest.param(rel, kind, id=f"{rel}-{kind}") for rel in BANK_FILES
+    for kind in ["empty", "truncated", "flipped", "random", "not-utf8"]
+    + (["utf16", "bom-utf8", *JSON_SHAPES] if rel.endswith(".json") else [])])
+def test_a_damaged_bank_in_the_run_folder_is_set_aside_and_made_again(tmp_path, rel, kind):
+    """The bank a run writes for itself (teacher hints here; self-hints alike) is checked
+    against its manifest when the run resumes: damaged, it is kept aside under a name of its
+    own, never overwritten, and the same hints are made again."""
+    from nudgelib.tasks.arithmetic import arithmetic_problems
+    from nudgelib.training.build import build_hints
+    from nudgelib.training.config import get_train_config
+
+    problems = arithmetic_problems({"chain": 4})
+    cfg = get_train_config("cpu-fast", nudging="nurl", hint_source="reference")
+    bank = build_hints(cfg, ["partial_steps"], problems, None, tmp_path)
+    target = tmp_path / "hint_bank" / rel
+    bad = _damage(rel, target.read_bytes())[kind]
+    target.write_bytes(bad)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = build_hints(cfg, ["partial_steps"], problems, None, tmp_path)
+    said = "\n".join(str(w.message) for w in caught)
+    aside = list(tmp_path.glob("hint_bank.damaged-*"))
+    assert len(aside) == 1 and (aside[0] / rel).read_bytes() == bad, said
+    assert rel in said and aside[0].name in said and "made again" in said, said
+    assert again.fingerprint() == bank.fingerprint()
+    assert again.records() == bank.records()
