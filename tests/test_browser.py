@@ -1,5 +1,5 @@
 """What a learner sees, in a real browser: JupyterLab on 127.0.0.1, opened in headless Chromium
-(Debian's ``chromium``, driven by playwright), runs notebooks 02, 04, 05 and 06 in fast mode the way a
+(Debian's ``chromium``, driven by playwright), runs notebooks 02, 04, 05, 06 and 08 in fast mode the way a
 learner would (Run All) and checks the page, not just the kernel:
 
 - every live training dashboard redraws in place: while it trains, each dashboard holds exactly
@@ -39,7 +39,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_NOTEBOOKS = ("02_toy_policy_and_group_advantages.ipynb", "04_nudging_with_hints.ipynb",
                      "05_language_model_rollouts_and_self_hints.ipynb",
-                     "06_lora_training_grpo_then_nurl.ipynb")
+                     "06_lora_training_grpo_then_nurl.ipynb",
+                     "08_which_way_out_of_the_zero_pass_trap.ipynb")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RUN_TIMEOUT_S = 600
 pytestmark = pytest.mark.browser
