@@ -182,13 +182,19 @@ def load_problems(name: str, split: str = "test", *, limit: int | None = None,
     else:
         rows = ((i, row, "") for i, row in enumerate(_hub_rows(name, split)))
     out: list[Problem] = []
+    read = 0
     for i, row, where in rows:
+        read += 1
         p = problem_from_row(name, split, i, row, where)
         if keep_levels is not None and p.level not in keep_levels:
             continue
         out.append(p)
         if limit is not None and len(out) >= limit:
             break
+    if root is not None and not read and limit != 0:  # an empty file is damage, not a dataset
+        raise DataFormatError(f"{root / name / f'{split}.jsonl'}: holds no rows (empty, or only "
+                              f"blank lines); expected one JSON object per line, as in "
+                              f"docs/data.md")
     return out
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -91,3 +92,51 @@ def test_math500_level_as_number_or_level_n(tmp_path, monkeypatch, level, expect
             problems.load_math500()
     else:
         assert problems.load_math500()[0].level == expect
+
+
+DAMAGE = ("empty", "truncated", "flipped", "random", "not-utf8", "utf16", "bom-utf8", "json-list",
+          "json-null", "json-number", "json-string", "json-object", "json-wrong-types")
+
+
+def _damaged(kind: str, data: bytes) -> bytes:
+    """The fault sweep's 13 kinds of damage (tests/training/test_fault_sweep.py), for a data
+    file: every line replaced by another JSON shape for the ``json-*`` kinds."""
+    import random
+
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    lines = data.decode().splitlines()
+    shapes = {"json-list": "[]", "json-null": "null", "json-number": "42", "json-string": '"x"',
+              "json-object": "{}", "json-wrong-types": json.dumps(
+                  {"question": ["q"], "answer": 7, "problem": None, "level": [], "solution": 1,
+                   "unique_id": 2, "subject": 3})}
+    return {"empty": b"", "truncated": data[: len(data) // 2], "flipped": bytes(flipped),
+            "random": random.Random(1).randbytes(len(data)), "not-utf8": b"\xff\xfe\xfd" + data[3:],
+            "utf16": data.decode().encode("utf-16"), "bom-utf8": b"\xef\xbb\xbf" + data,
+            **{k: "\n".join([v] * len(lines)).encode() + b"\n" for k, v in shapes.items()}}[kind]
+
+
+@pytest.mark.parametrize("name,split", [("gsm8k", "train"), ("math500", "test")])
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_data_file_is_named_with_its_line_or_read_as_it_was(tmp_path, monkeypatch,
+                                                                       name, split, kind):
+    """Every kind of damage to a data file the runs read: a DataFormatError naming the file
+    (and the line, for a row), or the same problems as before (a UTF-8 byte-order mark is
+    read through); never another exception, never problems that silently differ."""
+    rows = ([{"question": f"Tom has {i} apples and buys 2. How many?", "answer":
+              f"{i} + 2 = {i + 2}\n#### {i + 2}"} for i in range(3)] if name == "gsm8k" else
+            [{"problem": f"What is {i} + 2?", "answer": str(i + 2), "solution": f"$\\boxed{{{i + 2}}}$",
+              "subject": "Algebra", "level": 1 + i, "unique_id": f"test/algebra/{i}.json"}
+             for i in range(3)])
+    _write(tmp_path, name, split, rows)
+    monkeypatch.setenv("NUDGE_DATA_DIR", str(tmp_path))
+    path = tmp_path / name / f"{split}.jsonl"
+    before = problems.load_problems(name, split)
+    path.write_bytes(_damaged(kind, path.read_bytes()))
+    try:
+        after = problems.load_problems(name, split)
+    except problems.DataFormatError as err:
+        assert f"{split}.jsonl" in str(err), err
+        assert kind in ("empty",) or re.search(rf"{split}\.jsonl:\d+", str(err)), err
+        return
+    assert kind == "bom-utf8" and after == before, (kind, after)
