@@ -8,8 +8,10 @@
 
 The run folder gets ``run.json`` (config, TRL version, process count, backend), ``metrics.jsonl``
 (one line per logged step, written by the main process only), TRL checkpoints
-(``checkpoint-N``; ``--resume`` continues from the last) and ``adapter/`` (a PEFT adapter with
-``nudgelib_config.json``, loadable by :class:`nudgelib.evaluate.ModelSuite`).
+(``checkpoint-N``, each given a ``MANIFEST.json`` of its files' sizes and SHA-256 once written;
+``--resume`` continues from the newest one that verifies, naming any damaged file it skips) and
+``adapter/`` (a PEFT adapter with ``nudgelib_config.json``, loadable by
+:class:`nudgelib.evaluate.ModelSuite`).
 
 Hints: ``--hint-bank`` (a saved :class:`~nudgelib.hints.bank.HintBank`, e.g. self-hints written by
 ``python -m nudgelib.hints``) or, by default, reference hints (the first half of each GSM8K
@@ -21,10 +23,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
-from nudgelib.hints.bank import HintBank
+from nudgelib.hints.bank import HintBank, HintBankError
 from nudgelib.hints.generate import reference_hints
 from nudgelib.integrations.trl import (
     TRL_STRATEGIES,
@@ -40,10 +43,20 @@ from nudgelib.nudging import strategies_for
 from nudgelib.policies.hf import nf4_config
 from nudgelib.policies.models import load_model_and_tokenizer
 from nudgelib.presets import TRAIN_PRESETS
+from nudgelib.tasks.problems import DataFormatError, DataNotFound
 from nudgelib.training.build import build_problems
 from nudgelib.training.cli import config_from_args
 from nudgelib.training.config import ConfigError
-from nudgelib.training.runs import RunFolderError, RunLock, claim_run_folder
+from nudgelib.training.runs import (
+    MANIFEST,
+    RunFolderError,
+    RunLock,
+    claim_run_folder,
+    fsync_path,
+    verify_folder,
+    write_atomic,
+    write_manifest,
+)
 
 METRICS = "metrics.jsonl"
 RUN_FILE = "run.json"
@@ -111,14 +124,48 @@ def _callbacks(out: Path):
     from transformers import TrainerCallback
 
     class MetricsFile(TrainerCallback):
-        """One JSON line per log call, from the main process only."""
+        """One JSON line per log call (fsynced), and a manifest for each checkpoint once
+        transformers has written it; from the main process only."""
 
         def on_log(self, targs, state, control, logs=None, **kw):
             if state.is_world_process_zero and logs:
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+
+        def on_save(self, targs, state, control, **kw):
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()  # every rank's files (rng states, shards) written
+            ckpt = out / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and ckpt.is_dir():
+                write_manifest(ckpt)
+                fsync_path(out)
 
     return [MetricsFile()]
+
+
+def resume_checkpoint(out: Path, *, manifests: bool, report=print) -> Path | None:
+    """The newest TRL checkpoint of ``out`` whose files match its manifest (None: none yet).
+    One that does not is skipped and named through ``report``; one without a manifest is
+    skipped too when the run writes manifests (``manifests``: its save was cut short), trusted
+    otherwise (a run of an older nudgelib). Every checkpoint damaged: RunFolderError."""
+    found = sorted((p for p in out.glob("checkpoint-*") if p.is_dir()
+                    and p.name.removeprefix("checkpoint-").isdigit()),
+                   key=lambda p: int(p.name.removeprefix("checkpoint-")))
+    for ckpt in reversed(found):
+        if not (ckpt / MANIFEST).exists() and not manifests:
+            return ckpt
+        problem = verify_folder(ckpt)
+        if problem is None:
+            return ckpt
+        report(f"note: skipping {ckpt.name}: {problem}")
+    if found:
+        raise RunFolderError(f"{out}: no checkpoint verifies ({', '.join(p.name for p in found)}; "
+                             f"see the notes above); nothing was changed. Move the run folder "
+                             f"aside to start afresh")
+    return None
 
 
 def _write_nudge_log(trainer, out: Path):
@@ -178,10 +225,15 @@ def run(args) -> dict:
                                 callbacks=_callbacks(out))
     if args.nudge_log:
         _write_nudge_log(trainer, out)
+    resume = None
+    if args.resume and has_checkpoint:  # every process picks the same one (same files)
+        earlier = _read_run_file(out)
+        resume = resume_checkpoint(out, manifests=bool(earlier.get("checkpoint_manifests")),
+                                   report=print if state.is_main_process else (lambda m: None))
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps({
-            "config": cfg.to_dict(), "trl_version": trl.__version__,
+        write_atomic(out / RUN_FILE, json.dumps({
+            "config": cfg.to_dict(), "trl_version": trl.__version__, "checkpoint_manifests": True,
             "num_processes": state.num_processes, "distributed_type": str(state.distributed_type),
             "backend": state.backend, "hint_type": hint_type, "hints": len(bank) if bank else 0,
             "grpo": {k: getattr(targs, k) for k in (
@@ -189,7 +241,9 @@ def run(args) -> dict:
                 "max_completion_length", "loss_type", "scale_rewards", "learning_rate")},
         }, indent=1))
     state.wait_for_everyone()
-    trainer.train(resume_from_checkpoint=bool(args.resume and has_checkpoint) or None)
+    if resume is not None and state.is_main_process:
+        print(f"resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     adapter = out / "adapter"
     trainer.save_model(str(adapter))  # every process calls it (collective under DeepSpeed)
     if state.is_main_process:
@@ -199,13 +253,27 @@ def run(args) -> dict:
             **trainer.nudge_totals}
 
 
+def _read_run_file(out: Path) -> dict:
+    """``run.json`` of an earlier start, or {} (none, or unreadable: it is written again)."""
+    try:
+        meta = json.loads((out / RUN_FILE).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
-    except (ConfigError, RunFolderError) as err:
+    except (ConfigError, RunFolderError, HintBankError, DataFormatError, DataNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+        print(f"interrupted; {args.out} keeps its checkpoints. Continue with: python -m "
+              f"nudgelib.integrations.trl_train {' '.join(again)} --resume", file=sys.stderr)
+        return 130
     from accelerate import PartialState
 
     if PartialState().is_main_process:

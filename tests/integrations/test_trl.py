@@ -327,6 +327,41 @@ def test_two_processes_under_accelerate_launch_gloo(tmp_path, offline_model_dir)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     summary = json.loads([x for x in proc.stdout.splitlines() if x.startswith("{")][-1])
     assert summary["step"] == 2
+    # the checkpoint's manifest, written once both processes had saved their files
+    from nudgelib.training.runs import verify_folder
+
+    assert verify_folder(out / "checkpoint-2") is None
+    assert (out / "checkpoint-2" / "rng_state_1.pth").is_file()
+
+
+def test_the_trl_script_resumes_from_the_newest_checkpoint_that_verifies(tmp_path, capsys,
+                                                                         offline_model_dir):
+    """A flipped byte in the newest TRL checkpoint is named and skipped; the run resumes from
+    the one before. A damaged hint bank is named with rc 2, never a traceback."""
+    from nudgelib.integrations import trl_train
+
+    out = tmp_path / "run"
+    argv = ["--config", "cpu-fast", "--out", str(out), "--save-every", "1",
+            "--set", "prompts_per_step=2", "--set", "group_size=2", "--set", "max_new_tokens=8",
+            "--set", "stop_at_newline=false"]
+    assert trl_train.main([*argv, "--steps", "2"]) == 0
+    weights = out / "checkpoint-2" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert trl_train.main([*argv, "--steps", "3", "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "skipping checkpoint-2" in said and "adapter_model.safetensors" in said, said
+    assert f"resuming from {out / 'checkpoint-1'}" in said, said
+    assert json.loads(said.strip().splitlines()[-1])["step"] == 3
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    (bank / "state.json").write_bytes(b"\x00\xff" * 8)
+    other = [a if a != str(out) else str(tmp_path / "other") for a in argv]
+    rc = trl_train.main([*other, "--steps", "1", "--nudging", "nurl", "--hint-bank", str(bank)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"hint bank {bank}" in err and "Traceback" not in err, err
 
 
 def test_the_trl_script_refuses_a_folder_in_use_or_not_a_run(tmp_path, capsys):
