@@ -47,6 +47,7 @@ from nudgelib.tasks.problems import DataFormatError, DataNotFound
 from nudgelib.training.build import build_problems
 from nudgelib.training.cli import config_from_args
 from nudgelib.training.config import ConfigError
+from nudgelib.training.metrics_file import scan_metric_rows, set_aside
 from nudgelib.training.runs import (
     MANIFEST,
     RunFolderError,
@@ -243,6 +244,7 @@ def run(args) -> dict:
     state.wait_for_everyone()
     if resume is not None and state.is_main_process:
         print(f"resuming from {resume}", flush=True)
+        _trim_metrics(out, int(resume.name.removeprefix("checkpoint-")))
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     adapter = out / "adapter"
     trainer.save_model(str(adapter))  # every process calls it (collective under DeepSpeed)
@@ -251,6 +253,18 @@ def run(args) -> dict:
             {**cfg.to_dict(), "step": trainer.state.global_step, "engine": "trl"}, indent=1))
     return {"step": trainer.state.global_step, "out": str(out), "adapter": str(adapter),
             **trainer.nudge_totals}
+
+
+def _trim_metrics(out: Path, step: int) -> None:
+    """Rows logged after the checkpoint a resume starts from are logged again: the file keeps
+    the rows up to it, and the whole earlier file is set aside beside it (never deleted)."""
+    rows, bad = scan_metric_rows(out / METRICS, step)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if (out / METRICS).is_file() and (bad or (out / METRICS).read_text(errors="replace") != text):
+        aside = set_aside(out / METRICS, "before-resume")
+        write_atomic(out / METRICS, text)
+        print(f"note: {METRICS} keeps its rows up to step {step}; the earlier file is kept as "
+              f"{aside.name}", flush=True)
 
 
 def _read_run_file(out: Path) -> dict:

@@ -355,6 +355,12 @@ def test_the_trl_script_resumes_from_the_newest_checkpoint_that_verifies(tmp_pat
     assert "skipping checkpoint-2" in said and "adapter_model.safetensors" in said, said
     assert f"resuming from {out / 'checkpoint-1'}" in said, said
     assert json.loads(said.strip().splitlines()[-1])["step"] == 3
+    # step 2 is trained again: its earlier row is set aside with the old file, not duplicated
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    (aside,) = out.glob("metrics.jsonl.before-resume-*")
+    before = [json.loads(x) for x in aside.read_text().splitlines()]
+    assert aside.name in said and [r["step"] for r in before if "loss" in r] == [1, 2]
     bank = tmp_path / "bank"
     bank.mkdir()
     (bank / "state.json").write_bytes(b"\x00\xff" * 8)
