@@ -341,25 +341,31 @@ def claims_table(res: dict) -> str:
 def gain_figure(res: dict, metric: str = "hard@1"):
     """Plotly: each arm's hint-free gain over the control (mean, with its claim's interval)
     against the tokens it sampled per seed."""
+    by = {r["arm"]: r for r in res["claims"] if r["metric"] == metric}
+    label = "pass@1" if metric == "hard@1" else f"pass@{res['k'][-1]}"
+    return gain_scatter([(ARM_LABELS[arm], res["cost"][arm]["tokens_sampled"], r["diff"],
+                          *r["diff_ci95"]) for arm, r in by.items()],
+                        ("GRPO (control)", res["cost"]["grpo"]["tokens_sampled"]),
+                        f"hint-free gain over GRPO, held-out hard {label},<br>against tokens sampled",
+                        f"gain in {label} (Bonferroni interval)")
+
+
+def gain_scatter(points, control, title: str, yaxis: str):
+    """Plotly: ``points`` (label, tokens, gain, low, high), each a marker with its interval,
+    and the control (label, tokens) at gain 0."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    by = {r["arm"]: r for r in res["claims"] if r["metric"] == metric}
-    for arm, r in by.items():
-        lo, hi = r["diff_ci95"]
+    for name, x, diff, lo, hi in points:  # named in the legend: labels on the plot overlap
         fig.add_trace(go.Scatter(
-            x=[res["cost"][arm]["tokens_sampled"]], y=[r["diff"]], mode="markers+text",
-            text=[ARM_LABELS[arm]], textposition="top center", name=ARM_LABELS[arm],
-            error_y={"type": "data", "symmetric": False, "array": [hi - r["diff"]],
-                     "arrayminus": [r["diff"] - lo]}))
-    fig.add_trace(go.Scatter(x=[res["cost"]["grpo"]["tokens_sampled"]], y=[0.0], mode="markers+text",
-                             text=["GRPO (control)"], textposition="bottom center",
-                             name="GRPO (control)", marker={"symbol": "x", "size": 10}))
+            x=[x], y=[diff], mode="markers", name=name, marker={"size": 10},
+            error_y={"type": "data", "symmetric": False, "array": [hi - diff],
+                     "arrayminus": [diff - lo]}))
+    fig.add_trace(go.Scatter(x=[control[1]], y=[0.0], mode="markers", name=control[0],
+                             marker={"symbol": "x", "size": 12, "color": "black"}))
     fig.add_hline(y=0, line_dash="dot")
-    label = "pass@1" if metric == "hard@1" else f"pass@{res['k'][-1]}"
-    fig.update_layout(title=f"hint-free gain over GRPO, held-out hard {label}, against tokens sampled",
-                      xaxis_title="completion tokens sampled per run (mean over seeds)",
-                      yaxis_title=f"gain in {label} (Bonferroni interval)", showlegend=False)
+    fig.update_layout(title=title, xaxis_title="completion tokens sampled per run (mean over seeds)",
+                      yaxis_title=yaxis, legend={"orientation": "h", "y": -0.25})
     return fig
 
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nudgelib.experiments import lm_fork
+from nudgelib.experiments import exits, lm_fork
 from nudgelib.experiments import lm_fork_report as report
 from nudgelib.experiments.toy_nurl import save_results
 
@@ -83,6 +83,25 @@ def cost_table(res: dict) -> str:
                      f"{m['tokens_trained']:,.0f} | {m['model_calls']:,.0f} + "
                      f"{m['hint_writing_calls']:,.0f} |")
     return "\n".join(lines)
+
+
+def tokens_sampled(res: dict, arm: str) -> float:
+    """An arm's tokens generated per (arm, seed), mean over seeds: rollouts and hint writing."""
+    keys = ("tokens_plain", "tokens_hinted", "tokens_resampled", "tokens_hint_writing")
+    return float(np.mean([sum(v["cost"].get(k, 0) for k in keys) for v in res["arms"][arm].values()]))
+
+
+def gain_figure(res: dict, metric: str = "chain@k"):
+    """Plotly: each exit's hint-free gain over the control on held-out chain problems (its
+    claim's mean and Bonferroni interval) against the tokens it sampled."""
+    by = {r["a"]: r for r in res["claims"] if r["metric"] == metric}
+    label = f"pass@{res['config']['k_primary']}" if metric == "chain@k" else "pass@1"
+    return exits.gain_scatter(
+        [(report.ARM_LABELS.get(arm, arm), tokens_sampled(res, arm), r["diff"], *r["diff_ci95"])
+         for arm, r in by.items()],
+        (report.ARM_LABELS.get("control", "control"), tokens_sampled(res, "control")),
+        f"SmolLM2-135M: hint-free gain over the control, held-out chain {label},<br>against "
+        f"tokens sampled", f"gain in {label} (Bonferroni interval)")
 
 
 RESULTS_NAME = "lm_exits.json"

@@ -51,6 +51,14 @@ def test_claims_are_bonferroni_over_ten_and_the_ledger_table_adds_up():
     assert "| dynamic sampling | 300 (100 / 0 / 150 / 50) | 3.00 | 60 | 40 + 3 |" in table
     # a results file from before hint writing was booked has no entry: 0, as it was
     assert "| GRPO control, same pool | 100 (100 / 0 / 0 / 0) | 1.00 | 40 | 14 + 0 |" in table
+    res = {**_res(), "claims": le.judge_claims(_res())}
+    fig = le.gain_figure(res, "chain@1")
+    dyn, ctrl = fig.data
+    assert (dyn.x[0], dyn.y[0]) == (300, pytest.approx(p1["diff"]))  # its tokens, its gain
+    lo, hi = p1["diff_ci95"]
+    assert dyn.error_y.array[0] == pytest.approx(hi - p1["diff"])
+    assert dyn.error_y.arrayminus[0] == pytest.approx(p1["diff"] - lo)
+    assert (ctrl.x[0], ctrl.y[0]) == (100, 0.0)
 
 
 def test_a_fork_may_change_the_group_size(tmp_path):
