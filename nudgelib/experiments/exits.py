@@ -2,6 +2,7 @@
 
     python -m nudgelib.experiments.exits --fast --seeds 600 601 --out pilot.json   # exploration
     python -m nudgelib.experiments.exits --confirmatory --out data/results/exits_toy.json
+    python -m nudgelib.experiments.exits --followup --out data/results/exits_followup.json
 
 A hard problem that a group of G never solves gives GRPO no gradient. The field's exits, each
 an arm here, all trained from the same base for the same number of optimizer updates:
@@ -84,6 +85,17 @@ MARGINS = {"hard@1": (0.02, "two points of held-out hard pass@1: the smallest ga
 
 CONFIRMATORY_SEEDS = tuple(range(2000, 2010))
 """Fixed with the design before the confirmatory run; the pilot used 600-601 (``--fast``)."""
+
+FOLLOWUP_SEEDS = tuple(range(3000, 3040))
+FOLLOWUP_ARMS = ("base", "grpo", "nurl")
+FOLLOWUP_CLAIMS = [("nurl_hard@max", "nurl", "hard@max")]
+"""The powered follow-up (``--followup``), fixed before its run and after the ten-comparison
+run above, which could not decide anything: **one** primary comparison, NuRL against GRPO at
+held-out hard pass@1024, judged at 95 % (no other comparison is judged), the same margin
+(0.06), the same design otherwise (:class:`ExitsConfig`'s defaults, arms base, grpo, nurl),
+40 new seeds. Sized on the confirmatory run's spread of this difference (sd 0.111 over seeds
+2000-2009): the minimum detectable effect at 40 seeds is about 0.049, below the margin, so the
+run can show the gain or rule it out; at 30 seeds it would be about 0.059."""
 
 
 @dataclass
@@ -234,17 +246,18 @@ def crossing(res: dict, arm: str) -> float | None:
     return float(np.mean([res["counts"][arm]["hard"][i] > 0 for i in never]))
 
 
-def claims(per_seed: Sequence[dict]) -> list[dict]:
-    """The pre-registered comparisons, judged (Bonferroni over all of :data:`CLAIMS`)."""
+def claims(per_seed: Sequence[dict], design: Sequence[tuple] = CLAIMS) -> list[dict]:
+    """The pre-registered comparisons of ``design`` (:data:`CLAIMS`, or
+    :data:`FOLLOWUP_CLAIMS`), judged (Bonferroni over all of them)."""
     arms = set(per_seed[0]["hard"])
     rows = []
-    for cid, arm, metric in CLAIMS:
+    for cid, arm, metric in design:
         if arm not in arms:
             continue
         a = [_metric(r, arm, metric) for r in per_seed]
         b = [_metric(r, "grpo", metric) for r in per_seed]
         margin, why = MARGINS[metric]
-        j = judge(">", [x - y for x, y in zip(a, b)], margin, comparisons=len(CLAIMS))
+        j = judge(">", [x - y for x, y in zip(a, b)], margin, comparisons=len(design))
         rows.append({"id": cid, "arm": arm, "metric": metric, "a_mean": float(np.mean(a)),
                      "b_mean": float(np.mean(b)), **j, "margin_source": why,
                      "outcome": OUTCOME[j["verdict"]]})
@@ -256,8 +269,8 @@ OUTCOME = {"reproduced": "gain shown", "not reproduced": "gain ruled out",
 """:func:`nudgelib.core.stats.verdict`'s words for a claim 'the exit beats the control'."""
 
 
-def aggregate(per_seed: Sequence[dict]) -> dict:
-    """Means over seeds with 95 % t-intervals, the claims, and the per-arm ledger."""
+def aggregate(per_seed: Sequence[dict], design: Sequence[tuple] = CLAIMS) -> dict:
+    """Means over seeds with 95 % t-intervals, the claims of ``design``, the per-arm ledger."""
     if len(per_seed) < 2:
         raise ValueError(f"aggregate needs >= 2 seeds, got {len(per_seed)}")
     first = per_seed[0]
@@ -287,18 +300,21 @@ def aggregate(per_seed: Sequence[dict]) -> dict:
             out[col][arm] = float(np.mean(vals)) if vals else None
     out["seconds"] = sum(r["seconds"] for r in per_seed)
     out["per_seed"] = list(per_seed)
-    out["claims"] = claims(per_seed)
+    out["claims"] = claims(per_seed, design)
     return out
 
 
 def protocol_of(cfg: ExitsConfig, seeds: Sequence[int]) -> str:
+    if cfg.to_dict() == ExitsConfig(arms=FOLLOWUP_ARMS).to_dict() and tuple(seeds) == FOLLOWUP_SEEDS:
+        return "confirmatory follow-up"
     full = cfg.to_dict() == ExitsConfig().to_dict()
     return "confirmatory" if full and tuple(seeds) == CONFIRMATORY_SEEDS else "exploration"
 
 
-def run(cfg: ExitsConfig, seeds: Sequence[int], *, progress: bool = False) -> dict:
+def run(cfg: ExitsConfig, seeds: Sequence[int], *, progress: bool = False,
+        design: Sequence[tuple] = CLAIMS) -> dict:
     results = [run_seed(cfg, s, progress=progress) for s in seeds]
-    res = results[0] if len(results) == 1 else aggregate(results)
+    res = results[0] if len(results) == 1 else aggregate(results, design)
     res["protocol"] = protocol_of(cfg, seeds)
     return res
 
@@ -385,14 +401,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--seeds", type=int, nargs="+", help="seeds (two or more: aggregated)")
     g.add_argument("--confirmatory", action="store_true",
                    help=f"the committed design on the confirmatory seeds {CONFIRMATORY_SEEDS}")
+    g.add_argument("--followup", action="store_true",
+                   help="the powered follow-up: NuRL vs GRPO at pass@1024 alone, seeds "
+                        f"{FOLLOWUP_SEEDS[0]}-{FOLLOWUP_SEEDS[-1]} (FOLLOWUP_SEEDS)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args(argv)
-    if args.confirmatory and args.fast:
-        ap.error("--confirmatory runs the committed design: no --fast")
+    if (args.confirmatory or args.followup) and args.fast:
+        ap.error("--confirmatory and --followup run a committed design: no --fast")
     cfg = ExitsConfig.fast() if args.fast else ExitsConfig()
     seeds = list(CONFIRMATORY_SEEDS) if args.confirmatory else (args.seeds or [600, 601])
+    design = CLAIMS
+    if args.followup:
+        cfg, seeds, design = ExitsConfig(arms=FOLLOWUP_ARMS), list(FOLLOWUP_SEEDS), FOLLOWUP_CLAIMS
     t0 = time.time()
-    res = run(cfg, seeds, progress=True)
+    res = run(cfg, seeds, progress=True, design=design)
     res["wall_seconds"] = round(time.time() - t0, 1)
     out = save_results(res, args.out)
     print(f"wrote {out} ({res['wall_seconds']} s, {res['protocol']})")

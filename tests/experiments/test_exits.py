@@ -65,3 +65,21 @@ def test_reports_and_the_config_round_trip(pilot):
         exits.ExitsConfig(sft_updates=200)
     with pytest.raises(ValueError, match="'grpo'"):
         exits.ExitsConfig(arms=("base", "nurl"))
+
+
+def test_the_followup_is_one_comparison_at_95_percent_on_new_seeds():
+    """The powered follow-up's design, fixed before its run: NuRL vs GRPO at pass@max alone,
+    judged at 95 % (not Bonferroni over ten), on 40 seeds used by no other run."""
+    seeds = set(exits.FOLLOWUP_SEEDS)
+    assert len(seeds) == 40 and seeds.isdisjoint(exits.CONFIRMATORY_SEEDS) and seeds.isdisjoint({600, 601})
+    assert exits.FOLLOWUP_CLAIMS == [("nurl_hard@max", "nurl", "hard@max")]
+    assert exits.protocol_of(exits.ExitsConfig(arms=exits.FOLLOWUP_ARMS), exits.FOLLOWUP_SEEDS) == \
+        "confirmatory follow-up"
+    assert exits.protocol_of(exits.ExitsConfig(), exits.FOLLOWUP_SEEDS) == "exploration"
+    # by hand: paired differences 0.1, 0.2, 0.3 at pass@max -> mean 0.2, t-interval at 95 %
+    per_seed = [{"k": [1, 4], "hard": {"grpo": [0.0, 0.5], "nurl": [0.0, 0.5 + d]}}
+                for d in (0.1, 0.2, 0.3)]
+    (c,) = exits.claims(per_seed, exits.FOLLOWUP_CLAIMS)
+    half = 4.302653 * 0.1 / 3 ** 0.5  # t(0.975, 2) x sd / sqrt(n)
+    assert c["level"] == 0.95 and c["diff"] == pytest.approx(0.2)
+    assert c["diff_ci95"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-6)
