@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
+from typing import ClassVar
 
 
 def _number(v) -> bool:  # true/false are not numbers here, whatever Python says
@@ -57,3 +58,22 @@ def reject_unknown_fields(cls, d: dict, error: type[Exception] = ValueError) -> 
     unknown = sorted(set(d) - known)
     if unknown:
         raise error(f"unknown {cls.__name__} field(s) {unknown}; fields are {sorted(known)}")
+
+
+class ListFieldsDict:
+    """``to_dict`` / ``from_dict`` for a config dataclass whose tuple fields (named in
+    ``LIST_FIELDS``) are written to JSON as lists and read back as tuples; ``from_dict``
+    refuses unknown keys (:func:`reject_unknown_fields`)."""
+
+    LIST_FIELDS: ClassVar[tuple[str, ...]] = ("arms",)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in self.LIST_FIELDS:
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        reject_unknown_fields(cls, d)
+        return cls(**{k: tuple(v) if k in cls.LIST_FIELDS else v for k, v in d.items()})

@@ -44,11 +44,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from nudgelib.core.checks import check_fields, reject_unknown_fields
+from nudgelib.core.checks import ListFieldsDict, check_fields
 from nudgelib.core.stats import judge, mean_ci, power_of_two_ks
 from nudgelib.experiments.lm_fork import supervised_steps
 from nudgelib.experiments.toy_nurl import ToyNuRLConfig, evaluate_arm, make_task, save_results
@@ -99,7 +99,7 @@ run can show the gain or rule it out; at 30 seeds it would be about 0.059."""
 
 
 @dataclass
-class ExitsConfig:
+class ExitsConfig(ListFieldsDict):
     """One run of the comparison: the toy task of the NuRL experiment (``toy``), the update
     budget, and each exit's settings. ``fast()`` is the CI variant."""
 
@@ -141,15 +141,6 @@ class ExitsConfig:
                         "heldout_counts": {"easy": 8, "hard": 16}}}
         return cls(**{**base, **changes})
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["arms"] = list(self.arms)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ExitsConfig:
-        reject_unknown_fields(cls, d)
-        return cls(**{k: tuple(v) if k == "arms" else v for k, v in d.items()})
 
 
 # ----------------------------------------------------------------------------- one seed

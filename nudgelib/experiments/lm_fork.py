@@ -47,13 +47,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nudgelib.core.checks import check_fields
+from nudgelib.core.checks import ListFieldsDict, check_fields
 from nudgelib.core.stats import judge
 from nudgelib.experiments import lm_fork_report as report
 from nudgelib.experiments.lm_fork_report import boundary_crossing, metric_values
@@ -103,8 +103,10 @@ the upper bound, its smallest pass@1 gain (+0.8 points) for pass@1."""
 
 
 @dataclass
-class ForkConfig:
+class ForkConfig(ListFieldsDict):
     """The design; ``fast()`` is the CI variant, ``pilot()`` the exploration run."""
+
+    LIST_FIELDS = ("seeds", "arms")
 
     train_counts: dict = field(default_factory=lambda: {"sum": 16, "product": 16, "chain": 64})
     heldout_counts: dict = field(default_factory=lambda: {"sum": 12, "product": 12, "chain": 64})
@@ -157,10 +159,6 @@ class ForkConfig:
                     regression_samples=2, learnable_samples=4, protocol="exploration")
         return cls(**{**base, **changes})
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["seeds"], d["arms"] = list(self.seeds), list(self.arms)
-        return d
 
 
 def train_config(cfg: ForkConfig, seed: int, arm: str = "control"):

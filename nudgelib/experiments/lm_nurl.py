@@ -40,13 +40,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nudgelib.core.checks import check_fields
+from nudgelib.core.checks import ListFieldsDict, check_fields
 from nudgelib.core.stats import (
     judge,
     mean_ci,
@@ -81,8 +81,10 @@ ARM_LABELS = {"base": "base", "grpo": "GRPO", "nurl": "GRPO -> NuRL (teacher hin
 
 
 @dataclass
-class LMNuRLConfig:
+class LMNuRLConfig(ListFieldsDict):
     """Sizes and settings of one run of the experiment; ``fast()`` is the CI variant."""
+
+    LIST_FIELDS = ("arms", "learnable_tiers", "hard_tiers")
 
     train_counts: dict = field(default_factory=lambda: {"sum": 24, "product": 24, "chain": 32})
     heldout_counts: dict = field(default_factory=lambda: {"sum": 12, "product": 12, "chain": 24})
@@ -150,11 +152,6 @@ class LMNuRLConfig:
                 "hint_lift_problems": 3, "hint_lift_samples": 4}
         return cls(**{**base, **changes})
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("arms", "learnable_tiers", "hard_tiers"):
-            d[k] = list(d[k])
-        return d
 
 
 # ----------------------------------------------------------------------------- one seed

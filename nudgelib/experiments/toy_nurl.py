@@ -50,13 +50,13 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nudgelib.core.checks import check_fields, reject_unknown_fields
+from nudgelib.core.checks import ListFieldsDict, check_fields
 from nudgelib.core.stats import judge, mean_ci, pass_at_k_curve, power_of_two_ks
 from nudgelib.rollouts import evaluate_pass_counts
 from nudgelib.tasks.rewards import ExactMatchScorer
@@ -98,7 +98,7 @@ ARM_LABELS = {
 
 
 @dataclass
-class ToyNuRLConfig:
+class ToyNuRLConfig(ListFieldsDict):
     """Sizes of one run of the experiment. ``fast()`` is the CI variant."""
 
     train_counts: dict = field(default_factory=lambda: {"easy": 16, "medium": 16, "hard": 32})
@@ -155,15 +155,6 @@ class ToyNuRLConfig:
                 "learnable_samples": 32, "heldout_counts": {"easy": 16, "hard": 32}}
         return cls(**{**base, **changes})
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["arms"] = list(self.arms)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ToyNuRLConfig:
-        reject_unknown_fields(cls, d)
-        return cls(**{k: tuple(v) if k == "arms" else v for k, v in d.items()})
 
 
 # ----------------------------------------------------------------------------- one seed

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nudgelib.hints.leaks import hint_leaks_answer
 from nudgelib.tasks.problems import Problem
-from nudgelib.training.runs import MANIFEST, save_folder_atomic, verify_folder
+from nudgelib.training.runs import MANIFEST, read_json, save_folder_atomic, verify_folder
 
 HINT_TYPES = ("abstract", "partial_steps", "explanation", "answer")
 """Hint types, best to worst in the paper's comparison (docs/method.md §2.5)."""
@@ -146,7 +146,7 @@ class HintBank:
         stats = {}
         if (path / GENERATION_FILE).exists():
             try:
-                stats = json.loads((path / GENERATION_FILE).read_bytes().decode("utf-8"))
+                stats = read_json(path / GENERATION_FILE)
             except (OSError, ValueError) as err:
                 raise HintBankError(f"hint bank {path}: {GENERATION_FILE} is unreadable "
                                     f"({type(err).__name__}); expected the JSON object "
@@ -199,10 +199,9 @@ class HintBank:
         banks = list(banks)
         records = [r for b in banks for r in b.records()]
         stats = {}
-        for b in banks:
-            kind = b.stats.get("hint_type") if b.stats else None
-            if b.stats:
-                stats[kind if isinstance(kind, str) and kind not in stats else f"bank_{len(stats)}"] = b.stats
+        for b in (b for b in banks if b.stats):  # two banks of one type: both kept
+            key = str(b.stats.get("hint_type", "bank"))
+            stats[key if key not in stats else f"{key}_{len(stats)}"] = b.stats
         return HintBank.from_records(records, stats)
 
     # -- access

@@ -111,17 +111,16 @@ def _raw_prompts(policy):
 
 
 def _generate(policy, prompts: list[str], *, max_new_tokens: int, temperature: float,
-              top_p: float, generator, batch_size: int, cost: dict) -> list[str]:
-    """One completion per prompt; ``cost`` gains the sampling calls made and, under
-    ``"per_prompt"``, the tokens each completion took."""
-    out = []
+              top_p: float, generator, batch_size: int) -> tuple[list[str], list[int], int]:
+    """One completion per prompt: (the texts, the tokens each took, the sampling calls made)."""
+    texts, lengths, calls = [], [], 0
     for i in range(0, len(prompts), batch_size):
         s = policy.sample(prompts[i:i + batch_size], 1, temperature=temperature, top_p=top_p,
                           max_new_tokens=max_new_tokens, generator=generator)
-        out.extend(s.texts)
-        cost["model_calls"] += 1
-        cost["per_prompt"].extend(int(n) for n in s.lengths.tolist())
-    return out
+        texts.extend(s.texts)
+        lengths.extend(s.lengths.tolist())
+        calls += 1
+    return texts, lengths, calls
 
 
 def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstract", *,
@@ -169,7 +168,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     leaks = [False] * n
     first_leak = [False] * n
     tokens = [0] * n  # generated for each problem's hint, every call and retry
-    cost = {"model_calls": 0, "per_prompt": []}
+    sampling_calls = 0
     t0 = time.perf_counter()
     todo = list(range(n))
     bar = progress_bar(total=n, desc=f"{source} {hint_type} hints", disable=not progress, leave=False)
@@ -180,25 +179,25 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
             with _raw_prompts(policy):
                 fresh = [i for i in todo if explanations[i] is None or attempt >= 2]
                 if fresh and explain:
-                    got = _generate(policy, [explanation_template.format(
+                    got, lengths, made = _generate(policy, [explanation_template.format(
                         question=problems[i].question, answer=problems[i].answer) for i in fresh],
                         max_new_tokens=max_explanation_tokens, temperature=temperature,
-                        top_p=top_p, generator=generator, batch_size=batch_size, cost=cost)
-                    for i, e, k in zip(fresh, got, cost["per_prompt"]):
+                        top_p=top_p, generator=generator, batch_size=batch_size)
+                    sampling_calls += made
+                    for i, e, k in zip(fresh, got, lengths):
                         explanations[i] = e.strip()
                         tokens[i] += k
-                    cost["per_prompt"].clear()
                 if template is None:
                     new = [explanations[i] for i in todo]
                 else:
-                    new = _generate(policy, [template.format(
+                    new, lengths, made = _generate(policy, [template.format(
                         question=problems[i].question, answer=problems[i].answer,
                         explanation=explanations[i]) for i in todo],
                         max_new_tokens=max_hint_tokens, temperature=temperature, top_p=top_p,
-                        generator=generator, batch_size=batch_size, cost=cost)
-                    for i, k in zip(todo, cost["per_prompt"]):
+                        generator=generator, batch_size=batch_size)
+                    sampling_calls += made
+                    for i, k in zip(todo, lengths):
                         tokens[i] += k
-                    cost["per_prompt"].clear()
         else:
             new = [template.format(question=problems[i].question, answer=problems[i].answer)
                    for i in todo]
@@ -230,7 +229,7 @@ def generate_hints(policy, problems: Sequence[Problem], hint_type: str = "abstra
     stats = {"hint_type": hint_type, "source": source, "asked": n, "kept": len(records),
              "dropped": dropped, "first_try_leak_rate": sum(first_leak) / n,
              "seconds_per_hint": seconds / n, "model_calls_per_hint": calls,
-             "model_calls": cost["model_calls"], "tokens": sum(tokens)}
+             "model_calls": sampling_calls, "tokens": sum(tokens)}
     return HintBank.from_records(records, stats)
 
 

@@ -54,6 +54,8 @@ from nudgelib.training.runs import (
     RunLock,
     claim_run_folder,
     fsync_path,
+    newest_intact,
+    read_json,
     verify_folder,
     write_atomic,
     write_manifest,
@@ -148,25 +150,23 @@ def _callbacks(out: Path):
 
 
 def resume_checkpoint(out: Path, *, manifests: bool, report=print) -> Path | None:
-    """The newest TRL checkpoint of ``out`` whose files match its manifest (None: none yet).
-    One that does not is skipped and named through ``report``; one without a manifest is
-    skipped too when the run writes manifests (``manifests``: its save was cut short), trusted
-    otherwise (a run of an older nudgelib). Every checkpoint damaged: RunFolderError."""
+    """The newest TRL checkpoint of ``out`` whose files match its manifest (None: none yet),
+    by :func:`nudgelib.training.runs.newest_intact`: a damaged one is skipped and named through
+    ``report``; one without a manifest is damaged too when the run writes manifests
+    (``manifests``: its save was cut short), trusted otherwise (a run of an older nudgelib).
+    Every checkpoint damaged: RunFolderError."""
     found = sorted((p for p in out.glob("checkpoint-*") if p.is_dir()
                     and p.name.removeprefix("checkpoint-").isdigit()),
                    key=lambda p: int(p.name.removeprefix("checkpoint-")))
-    for ckpt in reversed(found):
-        if not (ckpt / MANIFEST).exists() and not manifests:
-            return ckpt
-        problem = verify_folder(ckpt)
-        if problem is None:
-            return ckpt
-        report(f"note: skipping {ckpt.name}: {problem}")
-    if found:
-        raise RunFolderError(f"{out}: no checkpoint verifies ({', '.join(p.name for p in found)}; "
-                             f"see the notes above); nothing was changed. Move the run folder "
-                             f"aside to start afresh")
-    return None
+
+    def problem_of(ckpt: Path) -> str | None:
+        return verify_folder(ckpt) if manifests or (ckpt / MANIFEST).exists() else None
+
+    ckpt = newest_intact(found, problem_of, report=lambda m: report(f"note: {m}"))
+    if found and ckpt is None:
+        raise RunFolderError(f"{out}: no checkpoint verifies (see the note above); nothing was "
+                             f"changed. Move the run folder aside to start afresh")
+    return ckpt
 
 
 def _write_nudge_log(trainer, out: Path):
@@ -270,7 +270,7 @@ def _trim_metrics(out: Path, step: int) -> None:
 def _read_run_file(out: Path) -> dict:
     """``run.json`` of an earlier start, or {} (none, or unreadable: it is written again)."""
     try:
-        meta = json.loads((out / RUN_FILE).read_bytes().decode("utf-8"))
+        meta = read_json(out / RUN_FILE)
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}

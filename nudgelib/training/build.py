@@ -185,8 +185,7 @@ def build_hints(cfg: TrainConfig, hint_types: Sequence[str], problems: Sequence[
                               generator=torch.Generator().manual_seed(seed))
 
     banks = [written(kind) for kind in hint_types]
-    bank = HintBank.merge(banks)
-    bank.stats = {kind: b.stats for kind, b in zip(hint_types, banks)}
+    bank = HintBank.merge(banks)  # its statistics by hint type
     if saved is not None:  # temp folder, manifest, rename: a kill leaves no half bank
         saved.parent.mkdir(parents=True, exist_ok=True)
         bank.save(saved)

@@ -27,6 +27,7 @@ from nudgelib.training.runs import (
     RunFolderError,
     RunLock,
     complete_checkpoints,
+    read_record,
 )
 from nudgelib.training.trainer import (
     FORK_FILE,
@@ -106,17 +107,10 @@ def _forked_from(out: Path) -> str | None:
     path = out / FORK_FILE
     if not path.is_file():
         return None
-    fix = (f"restore it, or move it aside (mv {path} {path}.damaged) to resume without that "
-           f"check; nothing was changed")
-    try:
-        info = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
-        raise RunFolderError(f"{path} is unreadable ({type(err).__name__}); it records which "
-                             f"checkpoint this run was forked from: {fix}") from None
-    if not isinstance(info, dict) or not isinstance(info.get("forked_from"), str):
-        raise RunFolderError(f"{path} is not a fork record (expected an object with "
-                             f"\"forked_from\"): {fix}")
-    return info["forked_from"]
+    fix = (f"it records which checkpoint this run was forked from: restore it, or move it "
+           f"aside (mv {path} {path}.damaged) to resume without that check; nothing was changed")
+    return read_record(path, "fork record", lambda r: isinstance(r.get("forked_from"), str),
+                       'an object with "forked_from"', fix)["forked_from"]
 
 
 def _resume_command(argv: Sequence[str] | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import warnings
 from pathlib import Path
 
 from nudgelib.training.runs import fsync_path
@@ -53,8 +54,6 @@ def read_metric_rows(source: Path, up_to_step: int) -> list[dict]:
     """The rows of ``metrics.jsonl`` for steps 1..``up_to_step``. A line that is not a metric
     row (the last one cut by a kill, or a damaged one) is reported with its number, as are
     missing or repeated steps; nothing is dropped silently."""
-    import warnings
-
     source = Path(source)
     kept, bad = scan_metric_rows(source, up_to_step)
     if bad:
@@ -76,8 +75,6 @@ def restore_metric_rows(source: Path, step: int, saved: list[dict] | None,
     step they are the history, and a metrics file of the run's own (``forked_from`` None) that
     disagrees with them (damaged, cut, edited) is set aside, never overwritten. A fork's rows
     are marked with the checkpoint they came from."""
-    import warnings
-
     complete = saved is not None and [r.get("step") for r in saved] == list(range(1, step + 1))
     if not complete:
         kept = read_metric_rows(source, step)

@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -46,6 +46,29 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def read_record(path: Path, what: str, fits, expected: str, fix: str) -> dict:
+    """The JSON object in ``path`` (:func:`read_json`), for which ``fits(record)`` holds; else
+    RunFolderError naming the file, ``what`` it is, the ``expected`` shape and the ``fix``."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path}: unreadable {what} ({type(err).__name__}: "
+                             f"{str(err)[:120]}); {fix}") from err
+    if not (isinstance(record, dict) and fits(record)):
+        raise RunFolderError(f"{path}: not a {what} (expected {expected}); {fix}")
+    return record
+
+
+def read_json(path: Path):
+    """The JSON value in ``path``, read as UTF-8. Raises OSError (missing, unreadable) or
+    ValueError (not UTF-8, not JSON, nested too deeply to parse): the caller names the file
+    and checks the value's shape."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except RecursionError as err:
+        raise ValueError("JSON nested too deeply to read") from err
+
+
 def claim_run_folder(out: Path, cfg_dict: dict, problems) -> dict:
     """Make ``out`` this run's folder, or check that it already is.
 
@@ -63,16 +86,11 @@ def claim_run_folder(out: Path, cfg_dict: dict, problems) -> dict:
         fix = (f"if this is a nudgelib run folder, restore the file, or move it aside (mv "
                f"{marker_path} {marker_path}.damaged) and run again: a folder with complete "
                f"checkpoints and no marker is adopted and gets a new one; else start a new --out")
-        try:
-            marker = json.loads(marker_path.read_bytes().decode("utf-8"))
-        except (OSError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
-            raise RunFolderError(f"{marker_path}: unreadable run marker ({type(err).__name__}: "
-                                 f"{str(err)[:120]}); {fix}") from err
-        if not (isinstance(marker, dict) and marker.get("nudgelib_run") == 1
-                and isinstance(marker.get("problems_hash"), str)
-                and isinstance(marker.get("problems"), list)):
-            raise RunFolderError(f"{marker_path}: not a nudgelib run marker (expected an object "
-                                 f"with nudgelib_run 1, problems_hash and problems); {fix}")
+        marker = read_record(
+            marker_path, "nudgelib run marker",
+            lambda m: (m.get("nudgelib_run") == 1 and isinstance(m.get("problems_hash"), str)
+                       and isinstance(m.get("problems"), list)),
+            "an object with nudgelib_run 1, problems_hash and problems", fix)
         want = problems_hash(problems)
         if marker.get("problems_hash") != want:
             raise RunFolderError(
@@ -110,7 +128,7 @@ def _older_nudgelib_run(out: Path) -> bool:
     if any((p / "COMPLETE").is_file() for p in out.glob("checkpoints/step-*")):
         return True
     try:
-        meta = json.loads((out / "run.json").read_text())
+        meta = read_json(out / "run.json")
     except (OSError, ValueError):
         return False
     return (isinstance(meta, dict) and {"config", "trl_version"} <= set(meta)
@@ -393,10 +411,10 @@ def verify_folder(folder: Path) -> str | None:
     folder = Path(folder)
     where = folder / MANIFEST
     try:
-        manifest = json.loads(where.read_bytes().decode("utf-8"))
+        manifest = read_json(where)
     except FileNotFoundError:
         return f"{where} is missing (written by an older nudgelib, or damaged)"
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError) as err:
         return f"{where} is unreadable ({type(err).__name__}: {str(err)[:120]})"
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not files or not all(
@@ -479,10 +497,17 @@ def newest_verified_checkpoint(out_dir, *, report=None) -> Path | None:
     """The newest complete checkpoint whose files match their manifest. A damaged one is
     reported through ``report(message)`` (naming the file and the checkpoint used instead)
     and skipped; a checkpoint of an older nudgelib (no manifest) is used as it is."""
-    found = complete_checkpoints(out_dir)
+    return newest_intact(complete_checkpoints(out_dir), checkpoint_problem, report=report)
+
+
+def newest_intact(found: Sequence[Path], problem_of, *, report=None) -> Path | None:
+    """The newest of ``found`` (oldest first) for which ``problem_of(checkpoint)`` finds
+    nothing wrong; each newer one that is damaged is skipped and reported through
+    ``report(message)``, naming what is wrong and the checkpoint used instead. None when
+    none is intact (all of them reported)."""
     damaged = []
     for ckpt in reversed(found):
-        problem = checkpoint_problem(ckpt)
+        problem = problem_of(ckpt)
         if problem is None:
             if damaged and report is not None:
                 report(f"checkpoint {damaged[-1][0].name} is damaged: {damaged[-1][1]}; "

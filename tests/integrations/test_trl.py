@@ -352,7 +352,8 @@ def test_the_trl_script_resumes_from_the_newest_checkpoint_that_verifies(tmp_pat
     capsys.readouterr()
     assert trl_train.main([*argv, "--steps", "3", "--resume"]) == 0
     said = capsys.readouterr().out
-    assert "skipping checkpoint-2" in said and "adapter_model.safetensors" in said, said
+    assert "checkpoint checkpoint-2 is damaged" in said and "adapter_model.safetensors" in said, said
+    assert "resuming from checkpoint-1 instead" in said, said
     assert f"resuming from {out / 'checkpoint-1'}" in said, said
     assert json.loads(said.strip().splitlines()[-1])["step"] == 3
     # step 2 is trained again: its earlier row is set aside with the old file, not duplicated
